@@ -1,0 +1,344 @@
+"""Ledger and escrow services: the only code that changes balances.
+
+Lock order, shared by every service in the project so that no two transactions can
+wait on each other in a cycle: tasks → channels → escrows → accounts (by primary key)
+→ agent reputation. Escrow state changes are conditional UPDATEs whose row count says
+whether this caller won; database constraints back every rule up.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from escrow.errors import (
+    EscrowStateError,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidAmount,
+)
+from escrow.funding import funding_provider
+from escrow.models import Account, Escrow, Transfer
+
+Kind = Transfer.Kind
+
+
+@dataclass(frozen=True)
+class Move:
+    debit_id: int
+    credit_id: int
+    amount: int
+    kind: str
+    escrow_id: int | None = None
+    task_id: object | None = None
+    idempotency_key: str | None = None
+    memo: str = ""
+
+
+def _check_amount(amount: object, *, allow_zero: bool = False) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidAmount(f"Amounts are integers of µCR, got {amount!r}.")
+    if amount < 0 or (amount == 0 and not allow_zero):
+        raise InvalidAmount(f"Amount must be {'≥ 0' if allow_zero else '> 0'}, got {amount}.")
+    return amount
+
+
+# --- accounts --------------------------------------------------------------------------
+
+
+_system_ids: dict[str, int] = {}
+
+
+def system_account_id(kind: str) -> int:
+    """The id of a system account (created by migration), cached per process."""
+    if kind not in _system_ids:
+        account, _ = Account.objects.get_or_create(kind=kind, user=None)
+        _system_ids[kind] = account.pk
+    return _system_ids[kind]
+
+
+def wallet_open(*, user_id: int) -> Account:
+    """The user's wallet, created on first use (safe against concurrent first use)."""
+    account = Account.objects.filter(kind=Account.Kind.WALLET, user_id=user_id).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            return Account.objects.create(kind=Account.Kind.WALLET, user_id=user_id)
+    except IntegrityError:
+        return Account.objects.get(kind=Account.Kind.WALLET, user_id=user_id)
+
+
+def wallet_id(*, user_id: int) -> int:
+    return wallet_open(user_id=user_id).pk
+
+
+# --- moving money ------------------------------------------------------------------------
+
+
+def _apply(moves: list[Move]) -> list[Transfer]:
+    """Lock every account the moves touch (in pk order), check, update, record.
+
+    Must run inside a transaction. Zero-amount moves are dropped; the rest change the
+    balances by their net effect, so a settlement touches each account once.
+    """
+    moves = [move for move in moves if move.amount]
+    if not moves:
+        return []
+    ids = sorted({m.debit_id for m in moves} | {m.credit_id for m in moves})
+    accounts = {
+        a.pk: a for a in Account.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    }
+    if len(accounts) != len(ids):
+        raise InvalidAmount("Unknown account in transfer.")
+    delta: dict[int, int] = defaultdict(int)
+    for move in moves:
+        delta[move.debit_id] -= move.amount
+        delta[move.credit_id] += move.amount
+    for account_id, change in delta.items():
+        account = accounts[account_id]
+        if account.kind != Account.Kind.EXTERNAL and account.balance + change < 0:
+            raise InsufficientFunds(
+                f"Needs {-change} µCR, the account holds {account.balance} µCR."
+                if account.kind == Account.Kind.WALLET
+                else f"The {account.kind} account cannot go below zero."
+            )
+    for account_id, change in delta.items():
+        if change:
+            Account.objects.filter(pk=account_id).update(balance=F("balance") + change)
+    return Transfer.objects.bulk_create(
+        [
+            Transfer(
+                debit_account_id=m.debit_id,
+                credit_account_id=m.credit_id,
+                amount=m.amount,
+                kind=m.kind,
+                escrow_id=m.escrow_id,
+                task_id=m.task_id,
+                idempotency_key=m.idempotency_key,
+                memo=m.memo,
+            )
+            for m in moves
+        ]
+    )
+
+
+def _replay(key: str, *, debit_id: int, credit_id: int, amount: int, kind: str) -> Transfer | None:
+    existing = Transfer.objects.filter(idempotency_key=key).first()
+    if existing is None:
+        return None
+    same = (existing.debit_account_id, existing.credit_account_id, existing.amount, existing.kind)
+    if same != (debit_id, credit_id, amount, kind):
+        raise IdempotencyConflict()
+    return existing
+
+
+def transfer_create(
+    *,
+    debit_account_id: int,
+    credit_account_id: int,
+    amount: int,
+    kind: str,
+    idempotency_key: str | None = None,
+    memo: str = "",
+) -> Transfer:
+    """One transfer between two accounts; a repeated idempotency key returns the first."""
+    _check_amount(amount)
+    if debit_account_id == credit_account_id:
+        raise InvalidAmount("A transfer needs two different accounts.")
+    params = {
+        "debit_id": debit_account_id,
+        "credit_id": credit_account_id,
+        "amount": amount,
+        "kind": kind,
+    }
+    with transaction.atomic():
+        if idempotency_key is not None:
+            # Lock first: a concurrent twin waits here, then sees the committed transfer.
+            list(
+                Account.objects.select_for_update()
+                .filter(pk__in=[debit_account_id, credit_account_id])
+                .order_by("pk")
+            )
+            existing = _replay(idempotency_key, **params)
+            if existing is not None:
+                return existing
+        [transfer] = _apply([Move(**params, idempotency_key=idempotency_key, memo=memo)])
+        return transfer
+
+
+def deposit_create(
+    *, user_id: int, amount: int, idempotency_key: str | None = None, provider: str = "dev"
+) -> Transfer:
+    """Bring money in from outside: external → the user's wallet."""
+    from django.conf import settings
+
+    _check_amount(amount)
+    if amount > settings.MAX_DEPOSIT:
+        raise InvalidAmount(f"A single deposit is at most {settings.MAX_DEPOSIT} µCR.")
+    wallet = wallet_id(user_id=user_id)
+    external = system_account_id(Account.Kind.EXTERNAL)
+    key = f"deposit:{user_id}:{idempotency_key}" if idempotency_key else None
+    if key is not None:
+        existing = _replay(
+            key, debit_id=external, credit_id=wallet, amount=amount, kind=Kind.DEPOSIT
+        )
+        if existing is not None:
+            return existing
+    reference = funding_provider(provider).collect(
+        user_id=user_id, amount=amount, reference=key or "once"
+    )
+    return transfer_create(
+        debit_account_id=external,
+        credit_account_id=wallet,
+        amount=amount,
+        kind=Kind.DEPOSIT,
+        idempotency_key=key,
+        memo=reference[:200],
+    )
+
+
+# --- escrow ---------------------------------------------------------------------------------
+
+
+def _transition(
+    escrow_id: int, *, source: str, target: str, payment: str, **fields: object
+) -> Escrow:
+    """Conditional UPDATE: exactly one caller moves the escrow out of `source`."""
+    now = timezone.now()
+    stamp = {"funded_at": now} if target == Escrow.Status.FUNDED else {"resolved_at": now}
+    won = Escrow.objects.filter(pk=escrow_id, status=source, payment=payment).update(
+        status=target, **stamp, **fields
+    )
+    escrow = Escrow.objects.get(pk=escrow_id)
+    if won != 1:
+        raise EscrowStateError(
+            f"Escrow {escrow_id} is {escrow.status} ({escrow.payment}); cannot go {source} → {target}."
+        )
+    return escrow
+
+
+def escrow_create(
+    *,
+    payer_user_id: int,
+    payee_user_id: int,
+    amount: int,
+    task_id: object | None = None,
+    payment: str = Escrow.Payment.ESCROW,
+) -> Escrow:
+    _check_amount(amount)
+    return Escrow.objects.create(
+        payer_id=wallet_id(user_id=payer_user_id),
+        payee_id=wallet_id(user_id=payee_user_id),
+        amount=amount,
+        task_id=task_id,
+        payment=payment,
+    )
+
+
+def escrow_fund(*, escrow_id: int) -> Escrow:
+    """pending → funded: the payer's wallet → the escrow account. 402 if the wallet is short."""
+    with transaction.atomic():
+        escrow = _transition(
+            escrow_id, source=Escrow.Status.PENDING, target=Escrow.Status.FUNDED, payment="escrow"
+        )
+        _apply(
+            [
+                Move(
+                    escrow.payer_id,
+                    system_account_id(Account.Kind.ESCROW),
+                    escrow.amount,
+                    Kind.ESCROW_HOLD,
+                    escrow_id=escrow.pk,
+                    task_id=escrow.task_id,
+                )
+            ]
+        )
+        return escrow
+
+
+def escrow_release(*, escrow_id: int, cost: int, fee: int) -> Escrow:
+    """funded → released: cost − fee to the payee, fee to the platform, the rest back."""
+    _check_amount(cost, allow_zero=True)
+    _check_amount(fee, allow_zero=True)
+    if fee > cost:
+        raise InvalidAmount(f"The fee ({fee}) cannot exceed the cost ({cost}).")
+    with transaction.atomic():
+        amount = Escrow.objects.values_list("amount", flat=True).get(pk=escrow_id)
+        if cost > amount:
+            raise InvalidAmount(f"The cost ({cost}) cannot exceed the escrowed amount ({amount}).")
+        escrow = _transition(
+            escrow_id,
+            source=Escrow.Status.FUNDED,
+            target=Escrow.Status.RELEASED,
+            payment="escrow",
+            cost=cost,
+            fee=fee,
+            refund=amount - cost,
+        )
+        hold = system_account_id(Account.Kind.ESCROW)
+        platform = system_account_id(Account.Kind.PLATFORM_FEES)
+        refs = {"escrow_id": escrow.pk, "task_id": escrow.task_id}
+        _apply(
+            [
+                Move(hold, escrow.payee_id, cost - fee, Kind.ESCROW_PAYOUT, **refs),
+                Move(hold, platform, fee, Kind.ESCROW_FEE, **refs),
+                Move(hold, escrow.payer_id, amount - cost, Kind.ESCROW_REFUND, **refs),
+            ]
+        )
+        return escrow
+
+
+def escrow_refund(*, escrow_id: int) -> Escrow:
+    """funded → refunded: the whole amount back to the payer."""
+    with transaction.atomic():
+        amount = Escrow.objects.values_list("amount", flat=True).get(pk=escrow_id)
+        escrow = _transition(
+            escrow_id,
+            source=Escrow.Status.FUNDED,
+            target=Escrow.Status.REFUNDED,
+            payment="escrow",
+            cost=0,
+            fee=0,
+            refund=amount,
+        )
+        _apply(
+            [
+                Move(
+                    system_account_id(Account.Kind.ESCROW),
+                    escrow.payer_id,
+                    amount,
+                    Kind.ESCROW_REFUND,
+                    escrow_id=escrow.pk,
+                    task_id=escrow.task_id,
+                )
+            ]
+        )
+        return escrow
+
+
+def escrow_cancel(*, escrow_id: int) -> Escrow:
+    """pending → cancelled: nothing was held, nothing moves."""
+    payment = Escrow.objects.values_list("payment", flat=True).get(pk=escrow_id)
+    return _transition(
+        escrow_id, source=Escrow.Status.PENDING, target=Escrow.Status.CANCELLED, payment=payment
+    )
+
+
+def escrow_complete(*, escrow_id: int, cost: int, fee: int) -> Escrow:
+    """pending → completed for a channel-paid task: the channel redemption is the payment."""
+    _check_amount(cost, allow_zero=True)
+    _check_amount(fee, allow_zero=True)
+    return _transition(
+        escrow_id,
+        source=Escrow.Status.PENDING,
+        target=Escrow.Status.COMPLETED,
+        payment="channel",
+        cost=cost,
+        fee=fee,
+        refund=0,
+    )

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+TAGS_VALIDATOR = RegexValidator(
+    r"^([a-z0-9][a-z0-9-]{0,31})( [a-z0-9][a-z0-9-]{0,31})*$|^$",
+    "Tags are lowercase words (letters, digits, hyphens) separated by spaces.",
+)
+
+
+class Agent(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="agents")
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    # Normalised, space-separated; filtered with a word-boundary regex on every backend.
+    tags = models.CharField(max_length=400, blank=True, validators=[TAGS_VALIDATOR])
+    base_fee = models.BigIntegerField(help_text="µCR charged for every successful run")
+    fuel_price = models.BigIntegerField(help_text="µCR per million fuel units")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    current_binary = models.ForeignKey(
+        "AgentBinary", models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    output_schema = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(condition=Q(base_fee__gte=0), name="agent_base_fee_gte_0"),
+            models.CheckConstraint(condition=Q(fuel_price__gte=0), name="agent_fuel_price_gte_0"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def tag_list(self) -> list[str]:
+        return self.tags.split() if self.tags else []
+
+
+class AgentBinary(models.Model):
+    """One uploaded version of an agent's WASM; the bytes live content-addressed in storage."""
+
+    agent = models.ForeignKey(Agent, models.PROTECT, related_name="binaries")
+    version = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size = models.PositiveIntegerField()
+    storage_name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["agent", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "version"], name="binary_version_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug} v{self.version} ({self.sha256[:12]})"
+
+
+class Task(models.Model):
+    class Status(models.TextChoices):
+        PENDING_FUNDING = "pending_funding"
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    class FailureReason(models.TextChoices):
+        OUT_OF_FUEL = "out_of_fuel"
+        TIMEOUT = "timeout"
+        MEMORY_LIMIT = "memory_limit"
+        TRAP = "trap"
+        EXIT_NONZERO = "exit_nonzero"
+        OUTPUT_TOO_LARGE = "output_too_large"
+        INVALID_OUTPUT = "invalid_output"
+        VALIDATION_FAILED = "validation_failed"
+        PLATFORM_ERROR = "platform_error"
+
+    class Payment(models.TextChoices):
+        ESCROW = "escrow"
+        CHANNEL = "channel"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="tasks")
+    agent = models.ForeignKey(Agent, models.PROTECT, related_name="tasks")
+    binary = models.ForeignKey(AgentBinary, models.PROTECT, related_name="tasks")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    input = models.TextField(blank=True)
+    budget = models.BigIntegerField()
+    fuel_limit = models.BigIntegerField()
+    memory_limit_mb = models.PositiveIntegerField()
+    timeout_ms = models.PositiveIntegerField()
+    min_reputation = models.DecimalField(
+        max_digits=7,
+        decimal_places=4,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+    )
+    output_schema = models.JSONField(null=True, blank=True)
+    payment = models.CharField(max_length=16, choices=Payment.choices, default=Payment.ESCROW)
+
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING_FUNDING, db_index=True
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    exit_code = models.IntegerField(null=True, blank=True)
+    stdout = models.BinaryField(default=b"")
+    stderr = models.BinaryField(default=b"")
+    output_sha256 = models.CharField(max_length=64, blank=True)
+    fuel_used = models.BigIntegerField(null=True, blank=True)
+    elapsed_ms = models.PositiveIntegerField(null=True, blank=True)
+    failure_reason = models.CharField(max_length=32, choices=FailureReason.choices, blank=True)
+    failure_detail = models.TextField(blank=True)
+
+    cost = models.BigIntegerField(null=True, blank=True)
+    fee = models.BigIntegerField(null=True, blank=True)
+    refund = models.BigIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "lease_expires_at"], name="task_lease_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(budget__gt=0), name="task_budget_gt_0"),
+            models.CheckConstraint(condition=Q(fuel_limit__gt=0), name="task_fuel_limit_gt_0"),
+            models.UniqueConstraint(
+                fields=["requester", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="task_idempotency_key_unique",
+            ),
+            # A settled task's money adds up: what was paid plus what came back is the budget.
+            models.CheckConstraint(
+                condition=Q(cost__isnull=True) | Q(cost__gte=0, fee__gte=0, refund__gte=0),
+                name="task_amounts_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(cost__isnull=True)
+                | Q(payment="channel")
+                | Q(cost__lte=models.F("budget"), refund=models.F("budget") - models.F("cost")),
+                name="task_cost_plus_refund_is_budget",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.id} ({self.agent_id}, {self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES

@@ -1,0 +1,285 @@
+"""Settings for Agent Exchange.
+
+Everything configurable comes from the environment through the small helpers below,
+which fail loudly on a malformed value instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def env_int(name: str, default: int) -> int:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def database_from_url(url: str) -> dict:
+    """`postgresql://user:pass@host:port/name?sslmode=…` → a Django DATABASES entry."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must start with postgresql://, got scheme {parts.scheme!r}"
+        )
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ImproperlyConfigured("DATABASE_URL has no database name")
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    # A socket directory can be given as ?host=/path (libpq style).
+    host = query.pop("host", None) or unquote(parts.hostname or "")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": host,
+        "PORT": str(parts.port or ""),
+        "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": query,
+    }
+
+
+# The embedded default is a development setup; production sets DEBUG=false (and SECRET_KEY).
+DEBUG = env_bool("DEBUG", True)
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")) or "var").resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _development_secret(filename: str, make) -> str:
+    """A secret generated once into the data directory, for development only."""
+    path = DATA_DIR / filename
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(make())
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("SECRET_KEY") or ""
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = _development_secret("secret_key", lambda: secrets.token_urlsafe(50))
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_htmx",
+    "django_q",
+    "marketplace",
+    "escrow",
+    "reputation",
+    "execution",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "marketplace.urls"
+WSGI_APPLICATION = "marketplace.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("SQLITE_PATH", str(DATA_DIR / "db.sqlite3")),
+            "OPTIONS": {
+                # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the
+                # busy timeout instead of failing with "database is locked" on upgrade.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": env_str("SQLITE_TEST_PATH")},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")) or "media")
+MEDIA_URL = "media/"
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+# Production hardening; `manage.py check --deploy` passes with DEBUG off.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
+
+# --- Money ---------------------------------------------------------------------------
+# Amounts are integers in micro-credits (1 CR = 1_000_000 µCR).
+PLATFORM_FEE_BPS = env_int("PLATFORM_FEE_BPS", 500)
+if not 0 <= PLATFORM_FEE_BPS <= 10_000:
+    raise ImproperlyConfigured("PLATFORM_FEE_BPS must be between 0 and 10000")
+# The `dev` funding provider credits deposits instantly; on in development only.
+DEV_FUNDING_ENABLED = env_bool("DEV_FUNDING_ENABLED", DEBUG)
+MAX_DEPOSIT = env_int("MAX_DEPOSIT", 1_000_000 * 1_000_000)
+
+# --- Reputation ----------------------------------------------------------------------
+REPUTATION_POLICY = env_str("REPUTATION_POLICY", "reputation.policies.DefaultPolicy")
+DEFAULT_MIN_REPUTATION = "30.0"
+
+# --- Task limits (defaults and maxima) -----------------------------------------------
+TASK_DEFAULT_FUEL = env_int("TASK_DEFAULT_FUEL", 1_000_000_000)
+TASK_MAX_FUEL = env_int("TASK_MAX_FUEL", 10_000_000_000)
+TASK_DEFAULT_MEMORY_MB = env_int("TASK_DEFAULT_MEMORY_MB", 64)
+TASK_MAX_MEMORY_MB = env_int("TASK_MAX_MEMORY_MB", 512)
+TASK_DEFAULT_TIMEOUT_MS = env_int("TASK_DEFAULT_TIMEOUT_MS", 10_000)
+TASK_MAX_TIMEOUT_MS = env_int("TASK_MAX_TIMEOUT_MS", 60_000)
+TASK_MAX_INPUT_BYTES = env_int("TASK_MAX_INPUT_BYTES", 1024 * 1024)
+MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
+
+# --- Sandbox -------------------------------------------------------------------------
+WASM_MAX_UPLOAD_BYTES = env_int("WASM_MAX_UPLOAD_BYTES", 16 * 1024 * 1024)
+WASM_CACHE_DIR = Path(env_str("WASM_CACHE_DIR", str(DATA_DIR / "wasm-cache")) or "wasm-cache")
+WASM_MEMORY_CACHE_SIZE = env_int("WASM_MEMORY_CACHE_SIZE", 64)
+SANDBOX_STDOUT_LIMIT = env_int("SANDBOX_STDOUT_LIMIT", 1024 * 1024)
+SANDBOX_STDERR_LIMIT = env_int("SANDBOX_STDERR_LIMIT", 64 * 1024)
+
+# --- Worker (django-q2) --------------------------------------------------------------
+# The wasm deadline (TASK_MAX_TIMEOUT_MS) stays below q2's timeout, which stays below
+# `retry`: q2's SIGALRM cannot interrupt wasm, so the epoch deadline must fire first.
+Q_TIMEOUT = env_int("Q_TIMEOUT", TASK_MAX_TIMEOUT_MS // 1000 + 30)
+Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 30)
+if not TASK_MAX_TIMEOUT_MS // 1000 + 5 <= Q_TIMEOUT < Q_RETRY:
+    raise ImproperlyConfigured("need TASK_MAX_TIMEOUT_MS/1000 + 5 <= Q_TIMEOUT < Q_RETRY")
+REDIS_URL = env_str("REDIS_URL")
+Q_CLUSTER: dict = {
+    "name": env_str("Q_CLUSTER_NAME", "agent-exchange"),
+    "workers": env_int("Q_WORKERS", 1),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_RETRY,
+    # The task table (status, attempts, lease) decides retries, not q2.
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 500,
+    "queue_limit": 50,
+    "bulk": 1,
+    "catch_up": False,
+    "sync": env_bool("Q_SYNC", False),
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- API -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Agent Exchange API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

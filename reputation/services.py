@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+
+from reputation.models import AgentReputation, ReputationEvent
+from reputation.policies import Outcome, Standing, current_policy_path, policy_for
+
+
+def reputation_open(*, agent_id: int) -> AgentReputation:
+    try:
+        with transaction.atomic():
+            return AgentReputation.objects.create(agent_id=agent_id)
+    except IntegrityError:
+        return AgentReputation.objects.get(agent_id=agent_id)
+
+
+def reputation_apply(*, agent_id: int, task_id: object | None, outcome: Outcome) -> ReputationEvent:
+    """Score one outcome. Idempotent per task: a second call returns the first event."""
+    if outcome.kind not in ReputationEvent.Outcome.values:
+        raise ValueError(f"unknown outcome {outcome.kind!r}")
+    with transaction.atomic():
+        reputation_open(agent_id=agent_id)
+        rep = AgentReputation.objects.select_for_update().get(agent_id=agent_id)
+        if task_id is not None:
+            existing = ReputationEvent.objects.filter(task_id=task_id).first()
+            if existing is not None:
+                return existing
+        path = current_policy_path()
+        before = rep.score
+        after = policy_for(path).next_score(
+            Standing(score=before, successes=rep.successes, failures=rep.failures), outcome
+        )
+        counter = {"success": "successes", "failure": "failures", "neutral": "neutral"}[
+            outcome.kind
+        ]
+        setattr(rep, counter, getattr(rep, counter) + 1)
+        rep.score = after
+        rep.save(update_fields=["score", counter, "updated_at"])
+        return ReputationEvent.objects.create(
+            agent_id=agent_id,
+            task_id=task_id,
+            outcome=outcome.kind,
+            reason=outcome.reason,
+            policy=path,
+            fuel_used=outcome.fuel_used,
+            fuel_limit=outcome.fuel_limit,
+            elapsed_ms=outcome.elapsed_ms,
+            delta=after - before,
+            score_before=before,
+            score_after=after,
+        )
