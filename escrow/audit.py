@@ -25,6 +25,8 @@ EXPECTED_LEGS = {
     },
 }
 
+HOLDING_STATUSES = (Escrow.Status.FUNDED, Escrow.Status.RELEASED, Escrow.Status.REFUNDED)
+
 
 @dataclass
 class LedgerReport:
@@ -116,11 +118,9 @@ def _escrow_legs(report: LedgerReport) -> list[str]:
         if not set(got) <= allowed:
             problems.append(f"escrow {escrow.pk} ({escrow.status}) has transfers {sorted(got)}")
             continue
-        if escrow.status in (Escrow.Status.FUNDED, Escrow.Status.RELEASED, Escrow.Status.REFUNDED):
-            if got.get(Kind.ESCROW_HOLD) != escrow.amount:
-                problems.append(
-                    f"escrow {escrow.pk} held {got.get(Kind.ESCROW_HOLD)} of {escrow.amount}"
-                )
+        held = got.get(Kind.ESCROW_HOLD)
+        if escrow.status in HOLDING_STATUSES and held != escrow.amount:
+            problems.append(f"escrow {escrow.pk} held {held} of {escrow.amount}")
         if escrow.status in (Escrow.Status.RELEASED, Escrow.Status.REFUNDED):
             cost, fee, refund = escrow.cost or 0, escrow.fee or 0, escrow.refund or 0
             paid = (

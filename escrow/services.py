@@ -217,7 +217,8 @@ def _transition(
     escrow = Escrow.objects.get(pk=escrow_id)
     if won != 1:
         raise EscrowStateError(
-            f"Escrow {escrow_id} is {escrow.status} ({escrow.payment}); cannot go {source} → {target}."
+            f"Escrow {escrow_id} is {escrow.status} ({escrow.payment}); "
+            f"cannot go {source} → {target}."
         )
     return escrow
 
