@@ -11,7 +11,7 @@ from django.db.models import Count, Sum
 from escrow.models import Account, Escrow, Transfer
 
 Kind = Transfer.Kind
-EXPECTED_LEGS = {
+EXPECTED_LEGS: dict[str, set[str]] = {
     Escrow.Status.PENDING: set(),
     Escrow.Status.CANCELLED: set(),
     Escrow.Status.COMPLETED: set(),
@@ -54,8 +54,8 @@ def _audit() -> LedgerReport:
     flows: dict[int, int] = defaultdict(int)
     for row in Transfer.objects.values("debit_account").annotate(total=Sum("amount")):
         flows[row["debit_account"]] -= row["total"]
-    for row in Transfer.objects.values("credit_account").annotate(total=Sum("amount")):
-        flows[row["credit_account"]] += row["total"]
+    for credit in Transfer.objects.values("credit_account").annotate(total=Sum("amount")):
+        flows[credit["credit_account"]] += credit["total"]
     report.transfers = Transfer.objects.count()
     bad = Transfer.objects.filter(amount__lte=0).count()
     if bad:

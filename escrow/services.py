@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -34,7 +35,7 @@ class Move:
     amount: int
     kind: str
     escrow_id: int | None = None
-    task_id: object | None = None
+    task_id: Any = None
     idempotency_key: str | None = None
     memo: str = ""
 
@@ -150,7 +151,7 @@ def transfer_create(
     _check_amount(amount)
     if debit_account_id == credit_account_id:
         raise InvalidAmount("A transfer needs two different accounts.")
-    params = {
+    params: dict[str, Any] = {
         "debit_id": debit_account_id,
         "credit_id": credit_account_id,
         "amount": amount,
@@ -228,7 +229,7 @@ def escrow_create(
     payer_user_id: int,
     payee_user_id: int,
     amount: int,
-    task_id: object | None = None,
+    task_id: Any = None,
     payment: str = Escrow.Payment.ESCROW,
 ) -> Escrow:
     _check_amount(amount)
@@ -283,12 +284,15 @@ def escrow_release(*, escrow_id: int, cost: int, fee: int) -> Escrow:
         )
         hold = system_account_id(Account.Kind.ESCROW)
         platform = system_account_id(Account.Kind.PLATFORM_FEES)
-        refs = {"escrow_id": escrow.pk, "task_id": escrow.task_id}
+        legs = [
+            (escrow.payee_id, cost - fee, Kind.ESCROW_PAYOUT),
+            (platform, fee, Kind.ESCROW_FEE),
+            (escrow.payer_id, amount - cost, Kind.ESCROW_REFUND),
+        ]
         _apply(
             [
-                Move(hold, escrow.payee_id, cost - fee, Kind.ESCROW_PAYOUT, **refs),
-                Move(hold, platform, fee, Kind.ESCROW_FEE, **refs),
-                Move(hold, escrow.payer_id, amount - cost, Kind.ESCROW_REFUND, **refs),
+                Move(hold, to, leg, kind, escrow_id=escrow.pk, task_id=escrow.task_id)
+                for to, leg, kind in legs
             ]
         )
         return escrow

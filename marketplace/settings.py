@@ -16,13 +16,18 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def env_str(name: str, default: str | None = None) -> str | None:
+def env_optional(name: str) -> str | None:
     value = os.environ.get(name)
-    return default if value is None or value == "" else value
+    return None if value is None or value == "" else value
+
+
+def env_str(name: str, default: str) -> str:
+    value = env_optional(name)
+    return default if value is None else value
 
 
 def env_int(name: str, default: int) -> int:
-    raw = env_str(name)
+    raw = env_optional(name)
     if raw is None:
         return default
     try:
@@ -32,7 +37,7 @@ def env_int(name: str, default: int) -> int:
 
 
 def env_bool(name: str, default: bool) -> bool:
-    raw = env_str(name)
+    raw = env_optional(name)
     if raw is None:
         return default
     lowered = raw.strip().lower()
@@ -44,7 +49,7 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
-    raw = env_str(name)
+    raw = env_optional(name)
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
@@ -78,7 +83,7 @@ def database_from_url(url: str) -> dict:
 
 # The embedded default is a development setup; production sets DEBUG=false (and SECRET_KEY).
 DEBUG = env_bool("DEBUG", True)
-DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")) or "var").resolve()
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -92,7 +97,7 @@ def _development_secret(filename: str, make) -> str:
     return path.read_text().strip()
 
 
-SECRET_KEY = env_str("SECRET_KEY") or ""
+SECRET_KEY = env_optional("SECRET_KEY") or ""
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
@@ -149,7 +154,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_str("DATABASE_URL")
+DATABASE_URL = env_optional("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL)}
 else:
@@ -164,7 +169,7 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-            "TEST": {"NAME": env_str("SQLITE_TEST_PATH")},
+            "TEST": {"NAME": env_optional("SQLITE_TEST_PATH")},
         }
     }
 
@@ -185,7 +190,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
-MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")) or "media")
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = "media/"
 
 LOGIN_URL = "login"
@@ -228,7 +233,7 @@ MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
 
 # --- Sandbox -------------------------------------------------------------------------
 WASM_MAX_UPLOAD_BYTES = env_int("WASM_MAX_UPLOAD_BYTES", 16 * 1024 * 1024)
-WASM_CACHE_DIR = Path(env_str("WASM_CACHE_DIR", str(DATA_DIR / "wasm-cache")) or "wasm-cache")
+WASM_CACHE_DIR = Path(env_str("WASM_CACHE_DIR", str(DATA_DIR / "wasm-cache")))
 WASM_MEMORY_CACHE_SIZE = env_int("WASM_MEMORY_CACHE_SIZE", 64)
 SANDBOX_STDOUT_LIMIT = env_int("SANDBOX_STDOUT_LIMIT", 1024 * 1024)
 SANDBOX_STDERR_LIMIT = env_int("SANDBOX_STDERR_LIMIT", 64 * 1024)
@@ -240,7 +245,7 @@ Q_TIMEOUT = env_int("Q_TIMEOUT", TASK_MAX_TIMEOUT_MS // 1000 + 30)
 Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 30)
 if not TASK_MAX_TIMEOUT_MS // 1000 + 5 <= Q_TIMEOUT < Q_RETRY:
     raise ImproperlyConfigured("need TASK_MAX_TIMEOUT_MS/1000 + 5 <= Q_TIMEOUT < Q_RETRY")
-REDIS_URL = env_str("REDIS_URL")
+REDIS_URL = env_optional("REDIS_URL")
 Q_CLUSTER: dict = {
     "name": env_str("Q_CLUSTER_NAME", "agent-exchange"),
     "workers": env_int("Q_WORKERS", 1),

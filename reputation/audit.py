@@ -40,6 +40,10 @@ def reputation_audit() -> ReputationReport:
                 elapsed_ms=event.elapsed_ms,
             )
             expected = policy_for(event.policy).next_score(standing, outcome)
+            if event.delta != event.score_after - event.score_before:
+                report.violations.append(
+                    f"agent {agent_id} event {event.pk}: delta does not add up"
+                )
             if event.score_before != standing.score or event.score_after != expected:
                 report.violations.append(
                     f"agent {agent_id} event {event.pk}: recorded {event.score_before} → "

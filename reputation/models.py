@@ -6,14 +6,17 @@ from django.db import models
 from django.db.models import Q
 
 INITIAL_SCORE = Decimal("50.0000")
-SCORE_FIELD = {"max_digits": 7, "decimal_places": 4}
+
+
+def score_field(**options) -> models.DecimalField:
+    return models.DecimalField(max_digits=7, decimal_places=4, **options)
 
 
 class AgentReputation(models.Model):
     agent = models.OneToOneField(
         "marketplace.Agent", models.PROTECT, primary_key=True, related_name="reputation"
     )
-    score = models.DecimalField(**SCORE_FIELD, default=INITIAL_SCORE, db_index=True)
+    score = score_field(default=INITIAL_SCORE, db_index=True)
     successes = models.PositiveIntegerField(default=0)
     failures = models.PositiveIntegerField(default=0)
     neutral = models.PositiveIntegerField(default=0)
@@ -48,9 +51,9 @@ class ReputationEvent(models.Model):
     fuel_used = models.BigIntegerField(default=0)
     fuel_limit = models.BigIntegerField(default=0)
     elapsed_ms = models.PositiveIntegerField(default=0)
-    delta = models.DecimalField(**SCORE_FIELD)
-    score_before = models.DecimalField(**SCORE_FIELD)
-    score_after = models.DecimalField(**SCORE_FIELD)
+    delta = score_field()
+    score_before = score_field()
+    score_after = score_field()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -58,10 +61,6 @@ class ReputationEvent(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(score_after__gte=0, score_after__lte=100), name="event_score_in_range"
-            ),
-            models.CheckConstraint(
-                condition=Q(delta=models.F("score_after") - models.F("score_before")),
-                name="event_delta_consistent",
             ),
         ]
 

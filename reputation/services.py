@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import IntegrityError, transaction
 
 from reputation.models import AgentReputation, ReputationEvent
@@ -14,7 +16,7 @@ def reputation_open(*, agent_id: int) -> AgentReputation:
         return AgentReputation.objects.get(agent_id=agent_id)
 
 
-def reputation_apply(*, agent_id: int, task_id: object | None, outcome: Outcome) -> ReputationEvent:
+def reputation_apply(*, agent_id: int, task_id: Any, outcome: Outcome) -> ReputationEvent:
     """Score one outcome. Idempotent per task: a second call returns the first event."""
     if outcome.kind not in ReputationEvent.Outcome.values:
         raise ValueError(f"unknown outcome {outcome.kind!r}")

@@ -1,0 +1,63 @@
+# Two commands do everything on a fresh clone:
+#   make run   — virtualenv, install, migrate, demo data, web server + worker on :8000
+#   make test  — virtualenv, install, lint, types, migrations check, the whole suite
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+# Django 6 needs Python >= 3.12: take the first interpreter on this machine that is new enough.
+PYTHON ?= $(shell for c in python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python3 2>/dev/null); do \
+	$$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { command -v $$c; break; }; done)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help venv run migrate demo test lint typecheck migrations-check test-postgres test-sqlite agents
+
+help:
+	@echo "make run    set up and serve the app with a worker on http://$(HOST):$(PORT)"
+	@echo "make test   set up and run lint, type checks, migrations check and the whole suite"
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required (e.g. apt-get install python3.12, or pyenv install 3.12)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,agents]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+migrate: venv
+	$(BIN)/python manage.py migrate --noinput
+
+demo: migrate
+	$(BIN)/python manage.py load_demo
+
+run: demo
+	@echo "Serving on http://$(HOST):$(PORT) (admin: /admin/, demo login: demo / demo-password). Ctrl-C stops both."
+	@trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/python manage.py qcluster & \
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy .
+
+migrations-check: venv
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+# The whole suite on a throwaway PostgreSQL cluster (started and removed here)…
+test-postgres: venv
+	$(BIN)/python tests/pgcluster.py -- $(BIN)/pytest -q
+
+# …and the fast part of it again on the embedded default (SQLite).
+test-sqlite: venv
+	SQLITE_TEST_PATH= $(BIN)/pytest -q -m "not postgres and not slow and not browser"
+
+test: lint typecheck migrations-check test-postgres test-sqlite
+
+agents: venv
+	$(BIN)/python agents/build.py
+

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from escrow import services as escrow_services
+from escrow.audit import ledger_audit
+from reputation.audit import reputation_audit
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "corrupts_ledger: tampers with money rows on purpose; skip the closing audit"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if connection.vendor == "postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (run through make test)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_system_account_cache():
+    # Transactional tests flush every table, system accounts included; forget their ids.
+    escrow_services._system_ids.clear()
+    yield
+    escrow_services._system_ids.clear()
+
+
+@pytest.fixture(autouse=True)
+def _audits_pass_after_every_db_test(request: pytest.FixtureRequest):
+    """Every test that touched the database leaves a ledger and reputations that add up."""
+    marker = request.node.get_closest_marker("django_db")
+    names = request.fixturenames
+    transactional = "transactional_db" in names or bool(marker and marker.kwargs.get("transaction"))
+    if not (marker or transactional or "db" in names):
+        yield
+        return
+    # Set the database up before this fixture so that its teardown (the audit) runs first.
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    yield
+    if request.node.get_closest_marker("corrupts_ledger"):
+        return
+    ledger = ledger_audit()
+    assert ledger.ok, f"ledger audit failed after the test: {ledger.violations}"
+    reputation = reputation_audit()
+    assert reputation.ok, f"reputation audit failed after the test: {reputation.violations}"
+
+
+@pytest.fixture
+def alice(db):
+    from tests.factories import UserFactory
+
+    return UserFactory.create(username="alice")
+
+
+@pytest.fixture
+def bob(db):
+    from tests.factories import UserFactory
+
+    return UserFactory.create(username="bob")
+
+
+@pytest.fixture
+def charlie(db):
+    from tests.factories import UserFactory
+
+    return UserFactory.create(username="charlie")

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import hashlib
+
+import factory
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from marketplace.models import Agent, AgentBinary, Task
+from marketplace.services import agent_create, user_create
+
+
+class UserFactory(factory.django.DjangoModelFactory[User]):
+    class Meta:
+        model = User
+
+    username = factory.Sequence(lambda n: f"user{n}")
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        return user_create(username=kwargs["username"], password=kwargs.get("password"))
+
+
+class AgentFactory(factory.django.DjangoModelFactory[Agent]):
+    class Meta:
+        model = Agent
+
+    owner = factory.SubFactory(UserFactory)
+    slug = factory.Sequence(lambda n: f"agent-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.title())
+    base_fee = 1_000
+    fuel_price = 10
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        return agent_create(**kwargs)
+
+
+class AgentBinaryFactory(factory.django.DjangoModelFactory[AgentBinary]):
+    """A binary row without stored bytes: for tests of the money and state rules."""
+
+    class Meta:
+        model = AgentBinary
+
+    agent = factory.SubFactory(AgentFactory)
+    version = factory.Sequence(lambda n: n + 1)
+    sha256 = factory.LazyAttribute(lambda o: hashlib.sha256(f"{o.version}".encode()).hexdigest())
+    size = 8
+    storage_name = factory.LazyAttribute(lambda o: f"wasm/{o.sha256[:2]}/{o.sha256}.wasm")
+
+
+class TaskFactory(factory.django.DjangoModelFactory[Task]):
+    class Meta:
+        model = Task
+
+    requester = factory.SubFactory(UserFactory)
+    binary = factory.SubFactory(AgentBinaryFactory)
+    agent = factory.LazyAttribute(lambda o: o.binary.agent)
+    input = "hello"
+    budget = 100_000
+    fuel_limit = settings.TASK_DEFAULT_FUEL
+    memory_limit_mb = settings.TASK_DEFAULT_MEMORY_MB
+    timeout_ms = settings.TASK_DEFAULT_TIMEOUT_MS
+    min_reputation = settings.DEFAULT_MIN_REPUTATION

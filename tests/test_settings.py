@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from marketplace.settings import database_from_url, env_bool, env_int
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DEBUG", "SECRET_KEY")}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_env_helpers_fail_loudly_on_bad_values(monkeypatch):
+    monkeypatch.setenv("SOME_INT", "12x")
+    monkeypatch.setenv("SOME_BOOL", "perhaps")
+    with pytest.raises(ImproperlyConfigured, match="SOME_INT must be an integer"):
+        env_int("SOME_INT", 1)
+    with pytest.raises(ImproperlyConfigured, match="SOME_BOOL must be a boolean"):
+        env_bool("SOME_BOOL", True)
+    monkeypatch.setenv("SOME_INT", "1_000")
+    assert env_int("SOME_INT", 1) == 1000
+
+
+def test_database_url_selects_postgresql():
+    db = database_from_url("postgresql://app:s%40cret@db.internal:6543/exchange?sslmode=require")
+    assert (db["ENGINE"], db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "django.db.backends.postgresql",
+        "exchange",
+        "app",
+        "s@cret",
+        "db.internal",
+        "6543",
+    )
+    assert db["OPTIONS"] == {"sslmode": "require"}
+    with pytest.raises(ImproperlyConfigured):
+        database_from_url("mysql://x@y/z")
+
+
+def test_production_settings_pass_the_deploy_check(tmp_path):
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ALLOWED_HOSTS": "exchange.example",
+            "DATA_DIR": str(tmp_path),
+        },
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path):
+    result = manage("check", env={"DEBUG": "false", "DATA_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_development_generates_its_secret_key_once_into_the_data_directory(tmp_path):
+    for _ in range(2):
+        assert manage("check", env={"DEBUG": "true", "DATA_DIR": str(tmp_path)}).returncode == 0
+    key = (tmp_path / "secret_key").read_text()
+    assert len(key) >= 50
+    assert oct((tmp_path / "secret_key").stat().st_mode)[-3:] == "600"
+
+
+def test_healthz_checks_the_database(client, db):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["database"] == "ok"
