@@ -101,6 +101,9 @@ class Task(models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     input = models.TextField(blank=True)
     budget = models.BigIntegerField()
+    # The price is pinned at submission, like the binary: a later change applies to later tasks.
+    base_fee = models.BigIntegerField(default=0)
+    fuel_price = models.BigIntegerField(default=0)
     fuel_limit = models.BigIntegerField()
     memory_limit_mb = models.PositiveIntegerField()
     timeout_ms = models.PositiveIntegerField()
@@ -132,6 +135,7 @@ class Task(models.Model):
     refund = models.BigIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

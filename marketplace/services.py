@@ -1,10 +1,29 @@
 from __future__ import annotations
 
-from django.contrib.auth.models import User
-from django.db import transaction
+from decimal import Decimal
+from typing import Any
 
-from escrow.services import wallet_open
-from marketplace.models import Agent
+import jsonschema
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from escrow.errors import IdempotencyConflict, InvalidAmount
+from escrow.models import Escrow
+from escrow.services import escrow_create, escrow_fund, escrow_refund, wallet_open
+from marketplace.errors import (
+    AgentHasNoBinary,
+    AgentUnavailable,
+    BudgetTooLow,
+    InputTooLarge,
+    InvalidOutputSchema,
+    LimitExceeded,
+    PaymentUnavailable,
+    TaskStateConflict,
+)
+from marketplace.models import Agent, Task
 from reputation.services import reputation_open
 
 
@@ -43,3 +62,170 @@ def agent_create(
         wallet_open(user_id=owner.pk)
         reputation_open(agent_id=agent.pk)
         return agent
+
+
+# --- tasks -----------------------------------------------------------------------------
+
+RUN_TASK = "execution.tasks.run_task"
+
+
+def task_enqueue(*, task_id: Any) -> None:
+    """Hand the task to a worker once the surrounding transaction commits.
+
+    The task row, not the broker message, is the source of truth: a lost message is
+    found and re-sent by recovery, and a duplicate one loses the claim's compare-and-set.
+    """
+
+    def send() -> None:
+        async_task(RUN_TASK, str(task_id), task_name=f"run {task_id}")
+
+    transaction.on_commit(send)
+
+
+def _limit(name: str, value: int | None, default: int, maximum: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise LimitExceeded(
+            f"{name} must be a positive integer.", fields={name: ["positive integer"]}
+        )
+    if value > maximum:
+        raise LimitExceeded(
+            f"{name} is at most {maximum}, got {value}.", fields={name: [f"at most {maximum}"]}
+        )
+    return value
+
+
+def _check_schema(schema: Any) -> None:
+    if schema is None:
+        return
+    if not isinstance(schema, dict):
+        raise InvalidOutputSchema("output_schema must be a JSON object.")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidOutputSchema(
+            f"output_schema is not a valid JSON Schema: {exc.message}"
+        ) from None
+
+
+@transaction.atomic(durable=True)
+def task_submit(
+    *,
+    requester: User,
+    agent: Agent,
+    input: str,
+    budget: int,
+    fuel_limit: int | None = None,
+    memory_limit_mb: int | None = None,
+    timeout_ms: int | None = None,
+    min_reputation: Decimal | str | None = None,
+    output_schema: dict | None = None,
+    payment: str = Task.Payment.ESCROW,
+    idempotency_key: str | None = None,
+) -> Task:
+    """Create the task, pin its binary and price, fund its escrow, enqueue it: all or nothing."""
+    if payment != Task.Payment.ESCROW:
+        raise PaymentUnavailable(f"Payment method {payment!r} is not available.")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+        raise InvalidAmount(
+            "budget must be a positive integer of µCR.", fields={"budget": ["positive integer"]}
+        )
+    size = len(input.encode())
+    if size > settings.TASK_MAX_INPUT_BYTES:
+        raise InputTooLarge(
+            f"The input is {size} bytes; the limit is {settings.TASK_MAX_INPUT_BYTES}."
+        )
+    limits = {
+        "fuel_limit": _limit(
+            "fuel_limit", fuel_limit, settings.TASK_DEFAULT_FUEL, settings.TASK_MAX_FUEL
+        ),
+        "memory_limit_mb": _limit(
+            "memory_limit_mb",
+            memory_limit_mb,
+            settings.TASK_DEFAULT_MEMORY_MB,
+            settings.TASK_MAX_MEMORY_MB,
+        ),
+        "timeout_ms": _limit(
+            "timeout_ms", timeout_ms, settings.TASK_DEFAULT_TIMEOUT_MS, settings.TASK_MAX_TIMEOUT_MS
+        ),
+    }
+    threshold = Decimal(
+        str(min_reputation if min_reputation is not None else settings.DEFAULT_MIN_REPUTATION)
+    )
+    if not threshold.is_finite() or not Decimal(0) <= threshold <= Decimal(100):
+        raise LimitExceeded(
+            "min_reputation is between 0 and 100.", fields={"min_reputation": ["0..100"]}
+        )
+    _check_schema(output_schema)
+
+    if idempotency_key is not None:
+        existing = Task.objects.filter(requester=requester, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _same_submission(existing, agent=agent, input=input, budget=budget)
+
+    agent = Agent.objects.get(pk=agent.pk)
+    if agent.status != Agent.Status.ACTIVE:
+        raise AgentUnavailable()
+    if agent.current_binary_id is None:
+        raise AgentHasNoBinary()
+    if budget < agent.base_fee:
+        raise BudgetTooLow(
+            f"The budget ({budget} µCR) is below the agent's base fee ({agent.base_fee} µCR).",
+            fields={"budget": [f"at least {agent.base_fee}"]},
+        )
+    now = timezone.now()
+    try:
+        # A concurrent twin with the same key waits on the unique index, then fails here.
+        with transaction.atomic():
+            task = Task.objects.create(
+                requester=requester,
+                agent=agent,
+                binary_id=agent.current_binary_id,
+                idempotency_key=idempotency_key,
+                input=input,
+                budget=budget,
+                base_fee=agent.base_fee,
+                fuel_price=agent.fuel_price,
+                min_reputation=threshold,
+                output_schema=output_schema,
+                payment=payment,
+                status=Task.Status.PENDING_FUNDING,
+                **limits,
+            )
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        existing = Task.objects.get(requester=requester, idempotency_key=idempotency_key)
+        return _same_submission(existing, agent=agent, input=input, budget=budget)
+    escrow = escrow_create(
+        payer_user_id=requester.pk, payee_user_id=agent.owner_id, amount=budget, task_id=task.pk
+    )
+    escrow_fund(escrow_id=escrow.pk)
+    Task.objects.filter(pk=task.pk).update(status=Task.Status.QUEUED, enqueued_at=now)
+    task.status, task.enqueued_at = Task.Status.QUEUED, now
+    task_enqueue(task_id=task.pk)
+    return task
+
+
+def _same_submission(existing: Task, *, agent: Agent, input: str, budget: int) -> Task:
+    if (existing.agent_id, existing.input, existing.budget) != (agent.pk, input, budget):
+        raise IdempotencyConflict()
+    return existing
+
+
+@transaction.atomic(durable=True)
+def task_cancel(*, task: Task) -> Task:
+    """queued → cancelled with a full refund. A worker that claimed it first wins."""
+    won = Task.objects.filter(pk=task.pk, status=Task.Status.QUEUED).update(
+        status=Task.Status.CANCELLED,
+        cost=0,
+        fee=0,
+        refund=task.budget,
+        finished_at=timezone.now(),
+    )
+    if won != 1:
+        current = Task.objects.values_list("status", flat=True).get(pk=task.pk)
+        raise TaskStateConflict(f"Only a queued task can be cancelled; this one is {current}.")
+    escrow_refund(escrow_id=Escrow.objects.values_list("pk", flat=True).get(task_id=task.pk))
+    return Task.objects.get(pk=task.pk)

@@ -217,6 +217,10 @@ if not 0 <= PLATFORM_FEE_BPS <= 10_000:
 DEV_FUNDING_ENABLED = env_bool("DEV_FUNDING_ENABLED", DEBUG)
 MAX_DEPOSIT = env_int("MAX_DEPOSIT", 1_000_000 * 1_000_000)
 
+# Ed25519 key that signs execution receipts: base64 of the raw 32-byte private key.
+# Generated once into the data directory in development.
+RECEIPT_SIGNING_KEY = env_optional("RECEIPT_SIGNING_KEY")
+
 # --- Reputation ----------------------------------------------------------------------
 REPUTATION_POLICY = env_str("REPUTATION_POLICY", "reputation.policies.DefaultPolicy")
 DEFAULT_MIN_REPUTATION = "30.0"
@@ -230,6 +234,10 @@ TASK_DEFAULT_TIMEOUT_MS = env_int("TASK_DEFAULT_TIMEOUT_MS", 10_000)
 TASK_MAX_TIMEOUT_MS = env_int("TASK_MAX_TIMEOUT_MS", 60_000)
 TASK_MAX_INPUT_BYTES = env_int("TASK_MAX_INPUT_BYTES", 1024 * 1024)
 MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
+# A running task whose lease is older than its timeout plus this margin is presumed lost.
+LEASE_MARGIN_SECONDS = env_int("LEASE_MARGIN_SECONDS", 30)
+# A queued task not picked up for this long is enqueued again (its message may be lost).
+REQUEUE_AFTER_SECONDS = env_int("REQUEUE_AFTER_SECONDS", 120)
 
 # --- Sandbox -------------------------------------------------------------------------
 WASM_MAX_UPLOAD_BYTES = env_int("WASM_MAX_UPLOAD_BYTES", 16 * 1024 * 1024)

@@ -1,0 +1,333 @@
+"""The economic executor: claim → validate → run (outside any transaction) → settle (one).
+
+Each step is guarded so that delivery can be at-least-once: the claim is a compare-and-set
+on the task row, and settlement only happens for the (task, attempt) that holds the claim.
+A second delivery, a stale attempt or a concurrent worker finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+import jsonschema
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from escrow.models import Escrow
+from escrow.services import escrow_refund, escrow_release
+from execution.models import Receipt
+from execution.receipts import receipt_sign
+from marketplace.models import Agent, Task
+from marketplace.services import task_enqueue
+from reputation.models import AgentReputation
+from reputation.policies import Outcome
+from reputation.services import reputation_apply
+
+log = logging.getLogger(__name__)
+Reason = Task.FailureReason
+
+# Failures the agent caused cost it reputation; the platform's and the requester's don't.
+AGENT_FAULTS = {
+    Reason.OUT_OF_FUEL,
+    Reason.TIMEOUT,
+    Reason.MEMORY_LIMIT,
+    Reason.TRAP,
+    Reason.EXIT_NONZERO,
+    Reason.OUTPUT_TOO_LARGE,
+    Reason.INVALID_OUTPUT,
+}
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What a run produced; `reason` is empty on success."""
+
+    reason: str = ""
+    exit_code: int | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    fuel_used: int = 0
+    fuel_limit: int = 0
+    elapsed_ms: int = 0
+    detail: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.reason
+
+
+# --- money ---------------------------------------------------------------------------------
+
+
+def cost_for(*, base_fee: int, fuel_price: int, fuel_used: int, budget: int) -> int:
+    """base fee + fuel at µCR per million units (rounded up), never above the budget."""
+    return min(budget, base_fee + math.ceil(fuel_used * fuel_price / 1_000_000))
+
+
+def fee_for(cost: int) -> int:
+    return cost * settings.PLATFORM_FEE_BPS // 10_000
+
+
+def affordable_fuel(task: Task) -> int:
+    """The fuel a run gets: the task's limit, capped so that its cost fits the budget."""
+    if task.fuel_price <= 0:
+        return task.fuel_limit
+    spare = task.budget - task.base_fee
+    return max(0, min(task.fuel_limit, spare * 1_000_000 // task.fuel_price))
+
+
+# --- claim and checks ----------------------------------------------------------------------
+
+
+def task_claim(*, task_id: Any) -> tuple[Task, int] | None:
+    """queued → running with a lease. Returns the task and the attempt this caller holds."""
+    task = Task.objects.filter(pk=task_id).select_related("agent", "binary").first()
+    if task is None or task.status != Task.Status.QUEUED:
+        return None
+    now = timezone.now()
+    lease = now + timedelta(milliseconds=task.timeout_ms, seconds=settings.LEASE_MARGIN_SECONDS)
+    won = Task.objects.filter(pk=task.pk, status=Task.Status.QUEUED, attempts=task.attempts).update(
+        status=Task.Status.RUNNING,
+        attempts=F("attempts") + 1,
+        lease_expires_at=lease,
+        started_at=now,
+    )
+    if won != 1:
+        return None
+    return task, task.attempts + 1
+
+
+def task_precheck(task: Task) -> str:
+    """Why this task must not run (empty when it may). Failing here refunds, no penalty."""
+    escrow = Escrow.objects.filter(task_id=task.pk).first()
+    if escrow is None or escrow.status != Escrow.Status.FUNDED:
+        return "the task's escrow is not funded"
+    agent = Agent.objects.get(pk=task.agent_id)
+    if agent.status != Agent.Status.ACTIVE:
+        return "the agent is suspended"
+    score = (
+        AgentReputation.objects.filter(agent_id=agent.pk).values_list("score", flat=True).first()
+    )
+    if score is None or score < task.min_reputation:
+        return (
+            f"the agent's reputation ({score}) is below the task's minimum ({task.min_reputation})"
+        )
+    if task.budget < task.base_fee:
+        return "the budget does not cover the base fee"
+    if affordable_fuel(task) <= 0:
+        return "the budget leaves no fuel to run with"
+    return ""
+
+
+def check_output(task: Task, execution: Execution) -> Execution:
+    """Quality gate: with an output schema, stdout must be JSON that validates."""
+    schema = task.output_schema or task.agent.output_schema
+    if not execution.succeeded or not schema:
+        return execution
+    try:
+        document = json.loads(execution.stdout)
+    except ValueError as exc:
+        return replace(execution, reason=Reason.INVALID_OUTPUT, detail=f"output is not JSON: {exc}")
+    error = jsonschema.exceptions.best_match(
+        jsonschema.validators.validator_for(schema)(schema).iter_errors(document)
+    )
+    if error is not None:
+        return replace(
+            execution,
+            reason=Reason.INVALID_OUTPUT,
+            detail=f"output fails the schema: {error.message}",
+        )
+    return execution
+
+
+def run_in_sandbox(task: Task) -> Execution:
+    from marketplace.binaries import binary_read
+
+    from execution import sandbox
+
+    fuel = affordable_fuel(task)
+    result = sandbox.run(
+        sha256=task.binary.sha256,
+        load=lambda: binary_read(task.binary),
+        stdin=task.input.encode(),
+        limits=sandbox.Limits(
+            fuel=fuel,
+            memory_bytes=task.memory_limit_mb * 1024 * 1024,
+            timeout_ms=task.timeout_ms,
+            stdout_bytes=settings.SANDBOX_STDOUT_LIMIT,
+            stderr_bytes=settings.SANDBOX_STDERR_LIMIT,
+        ),
+        argv=[task.agent.slug],
+    )
+    return Execution(
+        reason=result.failure_reason,
+        exit_code=result.exit_code,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        fuel_used=result.fuel_used,
+        fuel_limit=fuel,
+        elapsed_ms=result.elapsed_ms,
+        detail=result.detail,
+    )
+
+
+# --- the executor ------------------------------------------------------------------------------
+
+
+def task_execute(*, task_id: Any) -> str:
+    """Run one task end to end. Returns what happened, for the worker's log."""
+    claim = task_claim(task_id=task_id)
+    if claim is None:
+        return "not queued: nothing to do"
+    task, attempt = claim
+    problem = task_precheck(task)
+    if problem:
+        execution = Execution(reason=Reason.VALIDATION_FAILED, detail=problem)
+    else:
+        try:
+            execution = check_output(task, run_in_sandbox(task))
+        except Exception:
+            # Whatever broke is ours, not the agent's: refund and don't score it.
+            log.exception("task %s attempt %s: platform error while running", task_id, attempt)
+            execution = Execution(
+                reason=Reason.PLATFORM_ERROR, detail="the platform failed to run the task"
+            )
+    settled = task_settle(task_id=task.pk, attempt=attempt, execution=execution)
+    return f"attempt {attempt}: {execution.reason or 'succeeded'}" + ("" if settled else " (stale)")
+
+
+@transaction.atomic(durable=True)
+def task_settle(*, task_id: Any, attempt: int, execution: Execution) -> bool:
+    """Result, money, reputation and receipt in one transaction, once per task.
+
+    False (and nothing written) when this attempt no longer holds the task.
+    """
+    task = Task.objects.select_related("agent", "binary").get(pk=task_id)
+    succeeded = execution.succeeded
+    cost = (
+        cost_for(
+            base_fee=task.base_fee,
+            fuel_price=task.fuel_price,
+            fuel_used=execution.fuel_used,
+            budget=task.budget,
+        )
+        if succeeded
+        else 0
+    )
+    fee = fee_for(cost)
+    now = timezone.now()
+    result = {
+        "status": Task.Status.SUCCEEDED if succeeded else Task.Status.FAILED,
+        "exit_code": execution.exit_code,
+        "stdout": execution.stdout,
+        "stderr": execution.stderr,
+        "output_sha256": hashlib.sha256(execution.stdout).hexdigest(),
+        "fuel_used": execution.fuel_used,
+        "elapsed_ms": execution.elapsed_ms,
+        "failure_reason": execution.reason,
+        "failure_detail": execution.detail[:2000],
+        "cost": cost,
+        "fee": fee,
+        "refund": task.budget - cost,
+        "finished_at": now,
+        "lease_expires_at": None,
+    }
+    # The compare-and-set that makes settlement exactly-once per task.
+    won = Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING, attempts=attempt).update(
+        **result
+    )
+    if won != 1:
+        return False
+    escrow_id = Escrow.objects.values_list("pk", flat=True).get(task_id=task.pk)
+    if succeeded:
+        escrow_release(escrow_id=escrow_id, cost=cost, fee=fee)
+    else:
+        escrow_refund(escrow_id=escrow_id)
+    if succeeded:
+        kind = "success"
+    elif execution.reason in AGENT_FAULTS:
+        kind = "failure"
+    else:
+        kind = "neutral"
+    event = reputation_apply(
+        agent_id=task.agent_id,
+        task_id=task.pk,
+        outcome=Outcome(
+            kind,
+            reason=execution.reason,
+            fuel_used=execution.fuel_used,
+            fuel_limit=execution.fuel_limit or task.fuel_limit,
+            elapsed_ms=execution.elapsed_ms,
+        ),
+    )
+    signed = receipt_sign(
+        {
+            "task_id": str(task.pk),
+            "agent": task.agent.slug,
+            "binary_sha256": task.binary.sha256,
+            "input_sha256": hashlib.sha256(task.input.encode()).hexdigest(),
+            "output_sha256": result["output_sha256"],
+            "status": result["status"],
+            "failure_reason": execution.reason or None,
+            "fuel_used": execution.fuel_used,
+            "fuel_limit": execution.fuel_limit or task.fuel_limit,
+            "elapsed_ms": execution.elapsed_ms,
+            "cost": cost,
+            "fee": fee,
+            "refund": task.budget - cost,
+            "payment": task.payment,
+            "reputation_delta": str(event.delta),
+            "settled_at": now.isoformat(),
+        }
+    )
+    Receipt.objects.create(task_id=task.pk, **signed)
+    return True
+
+
+# --- recovery ------------------------------------------------------------------------------------
+
+
+def tasks_recover() -> dict[str, int]:
+    """Find tasks a lost worker or a lost message left behind, and move them on.
+
+    Expired leases go back to the queue until MAX_ATTEMPTS, then fail as platform_error
+    (full refund, no penalty). Queued tasks nobody picked up are enqueued again; if the
+    first message was only late, the duplicate loses the claim and does nothing.
+    """
+    now = timezone.now()
+    counts = {"requeued": 0, "failed": 0, "resent": 0}
+    expired = Task.objects.filter(status=Task.Status.RUNNING, lease_expires_at__lt=now)
+    for task_id, attempts in expired.values_list("pk", "attempts"):
+        if attempts >= settings.MAX_ATTEMPTS:
+            lost = Execution(
+                reason=Reason.PLATFORM_ERROR,
+                detail=f"the worker was lost {attempts} times; refunded",
+            )
+            counts["failed"] += task_settle(task_id=task_id, attempt=attempts, execution=lost)
+            continue
+        with transaction.atomic(durable=True):
+            won = Task.objects.filter(
+                pk=task_id, status=Task.Status.RUNNING, attempts=attempts, lease_expires_at__lt=now
+            ).update(status=Task.Status.QUEUED, lease_expires_at=None, enqueued_at=now)
+            if won:
+                task_enqueue(task_id=task_id)
+                counts["requeued"] += 1
+    stale_before = now - timedelta(seconds=settings.REQUEUE_AFTER_SECONDS)
+    stale = Task.objects.filter(status=Task.Status.QUEUED, enqueued_at__lt=stale_before)
+    for task_id, enqueued_at in stale.values_list("pk", "enqueued_at"):
+        with transaction.atomic(durable=True):
+            won = Task.objects.filter(
+                pk=task_id, status=Task.Status.QUEUED, enqueued_at=enqueued_at
+            ).update(enqueued_at=now)
+            if won:
+                task_enqueue(task_id=task_id)
+                counts["resent"] += 1
+    return counts

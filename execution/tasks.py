@@ -1,0 +1,13 @@
+"""django-q2 entry points: take ids, call a service."""
+
+from __future__ import annotations
+
+from execution.services import task_execute, tasks_recover
+
+
+def run_task(task_id: str) -> str:
+    return task_execute(task_id=task_id)
+
+
+def recover() -> dict[str, int]:
+    return tasks_recover()
