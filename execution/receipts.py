@@ -28,7 +28,7 @@ def canonical_json(data: dict[str, Any]) -> str:
 def _load_private_key() -> Ed25519PrivateKey:
     encoded = settings.RECEIPT_SIGNING_KEY
     if not encoded:
-        if not settings.DEBUG:
+        if not settings.GENERATE_DEVELOPMENT_KEYS:
             raise ImproperlyConfigured("RECEIPT_SIGNING_KEY must be set when DEBUG is off")
         path = settings.DATA_DIR / "receipt_signing_key"
         if not path.exists():

@@ -148,12 +148,12 @@ def check_output(task: Task, execution: Execution) -> Execution:
     return execution
 
 
-def run_in_sandbox(task: Task) -> Execution:
+def run_in_sandbox(task: Task, *, fuel: int | None = None) -> Execution:
     from marketplace.binaries import binary_read
 
     from execution import sandbox
 
-    fuel = affordable_fuel(task)
+    fuel = affordable_fuel(task) if fuel is None else fuel
     result = sandbox.run(
         sha256=task.binary.sha256,
         load=lambda: binary_read(task.binary),
@@ -331,3 +331,19 @@ def tasks_recover() -> dict[str, int]:
                 task_enqueue(task_id=task_id)
                 counts["resent"] += 1
     return counts
+
+
+def receipt_replay(payload: dict[str, Any]) -> tuple[bool, str]:
+    """Rerun the receipt's pinned binary on its task's input with the same fuel limit."""
+    task = Task.objects.select_related("agent", "binary").filter(pk=payload.get("task_id")).first()
+    if task is None:
+        return False, "no such task on this platform"
+    if hashlib.sha256(task.input.encode()).hexdigest() != payload.get("input_sha256"):
+        return False, "the task's input does not match the receipt"
+    if task.binary.sha256 != payload.get("binary_sha256"):
+        return False, "the task's binary does not match the receipt"
+    rerun = run_in_sandbox(task, fuel=int(payload.get("fuel_limit") or task.fuel_limit))
+    output_sha256 = hashlib.sha256(rerun.stdout).hexdigest()
+    if output_sha256 != payload.get("output_sha256"):
+        return False, f"output hash {output_sha256} differs from {payload.get('output_sha256')}"
+    return True, f"output hash {output_sha256}"

@@ -83,6 +83,9 @@ def database_from_url(url: str) -> dict:
 
 # The embedded default is a development setup; production sets DEBUG=false (and SECRET_KEY).
 DEBUG = env_bool("DEBUG", True)
+# Keys generated into the data directory are for development only (fixed here, because the
+# test runner switches DEBUG off at run time).
+GENERATE_DEVELOPMENT_KEYS = DEBUG
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 

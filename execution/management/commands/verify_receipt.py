@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from execution.receipts import receipt_verify
+from execution.services import receipt_replay
+
+
+class Command(BaseCommand):
+    help = "Verify an execution receipt (JSON with payload, signature, key_id) offline."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", help="the receipt as returned by the API ('-' for stdin)")
+        parser.add_argument(
+            "--public-key", help="base64 Ed25519 public key (default: this platform's key)"
+        )
+        parser.add_argument(
+            "--replay",
+            action="store_true",
+            help="also rerun the pinned binary on the task's input and compare the output hash",
+        )
+
+    def handle(self, *args, **options):
+        try:
+            source = options["file"]
+            text = self.stdin.read() if source == "-" else Path(source).read_text()
+            receipt = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot read a receipt from {options['file']}: {exc}") from None
+        public = None
+        if options["public_key"]:
+            try:
+                public = base64.b64decode(options["public_key"], validate=True)
+            except binascii.Error:
+                raise CommandError("--public-key must be base64") from None
+        if not receipt_verify(receipt, public_key=public):
+            raise CommandError("INVALID: the signature does not verify")
+        self.stdout.write(self.style.SUCCESS("signature valid"))
+        if options["replay"]:
+            matches, detail = receipt_replay(json.loads(receipt["payload"]))
+            if not matches:
+                raise CommandError(f"REPLAY MISMATCH: {detail}")
+            self.stdout.write(self.style.SUCCESS(f"replay matches: {detail}"))
