@@ -1,0 +1,69 @@
+"""Agent binaries: validated uploads, stored once per content, versioned per agent."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Max
+
+from execution.validation import validate_wasm
+from marketplace.models import Agent, AgentBinary
+
+logger = logging.getLogger(__name__)
+
+
+def binary_storage_name(sha256: str) -> str:
+    return f"wasm/{sha256[:2]}/{sha256}.wasm"
+
+
+def binary_upload(*, agent: Agent, data: bytes) -> AgentBinary:
+    """Validate `data`, store it by content, and make it the agent's next version.
+
+    Raises a `WasmInvalid` subclass (nothing is stored) if the binary is rejected.
+    Uploading the agent's current binary again changes nothing and returns it; the bytes
+    of an older version become a new version, which is how an owner rolls back.
+    """
+    validated = validate_wasm(data)
+    # File I/O stays outside the transaction; an orphaned file is harmless and is reused
+    # by the next upload of the same bytes.
+    storage_name = _store(validated.sha256, data)
+
+    with transaction.atomic(durable=True):
+        # The agent row lock serialises uploads, so versions are dense and never collide.
+        locked = Agent.objects.select_for_update().get(pk=agent.pk)
+        current = locked.current_binary
+        if current is not None and current.sha256 == validated.sha256:
+            binary = current
+        else:
+            last = locked.binaries.aggregate(last=Max("version"))["last"] or 0
+            binary = AgentBinary.objects.create(
+                agent=locked,
+                version=last + 1,
+                sha256=validated.sha256,
+                size=validated.size,
+                storage_name=storage_name,
+            )
+            Agent.objects.filter(pk=locked.pk).update(current_binary=binary)
+    agent.current_binary = binary
+    return binary
+
+
+def binary_read(binary: AgentBinary) -> bytes:
+    with default_storage.open(binary.storage_name, "rb") as handle:
+        return handle.read()
+
+
+def _store(sha256: str, data: bytes) -> str:
+    name = binary_storage_name(sha256)
+    if default_storage.exists(name):
+        with default_storage.open(name, "rb") as handle:
+            if hashlib.sha256(handle.read()).hexdigest() == sha256:
+                return name
+        # Storage writes are not atomic: a crash mid-save leaves a short file behind.
+        logger.warning("stored binary %s does not match its hash; rewriting it", name)
+        default_storage.delete(name)
+    return default_storage.save(name, ContentFile(data))

@@ -1,0 +1,4 @@
+;; Keeps its memory to itself.
+(module
+  (memory 1)
+  (func (export "_start")))
