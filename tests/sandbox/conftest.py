@@ -85,7 +85,7 @@ class ResourceUse:
 
 def disk_used() -> int:
     """Bytes used on every filesystem a careless sandbox could write output to."""
-    places = [
+    places: list[str | os.PathLike[str]] = [
         tempfile.gettempdir(),
         Path.cwd(),
         django_settings.MEDIA_ROOT,
