@@ -122,12 +122,14 @@ def _fd_write(caller: wasmtime.Caller, fd: int, iovs: int, iovs_len: int, nwritt
     streams = getattr(_guest_output, "streams", None)
     if streams is None or fd not in (1, 2):
         return WASI_EBADF
+    # wasm hands over i32s, which arrive signed; as pointers and counts they are unsigned.
+    iovs, iovs_len, nwritten = iovs & 0xFFFFFFFF, iovs_len & 0xFFFFFFFF, nwritten & 0xFFFFFFFF
     sink: CappedBuffer = streams[fd - 1]
     memory = caller.get("memory")
     if not isinstance(memory, wasmtime.Memory):
         return WASI_EFAULT
     size = memory.data_len(caller)
-    if not 0 <= iovs_len <= _MAX_IOVS:
+    if iovs_len > _MAX_IOVS:
         return WASI_EINVAL
     if iovs + 8 * iovs_len > size or nwritten + 4 > size:
         return WASI_EFAULT

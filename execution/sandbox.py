@@ -8,6 +8,8 @@ memory up to its cap.
 Every way a guest can end maps to `failure_reason` ("" on success). Whatever the guest
 does, `run` returns a RunResult; an exception means a platform fault (the binary could
 not be loaded or compiled, the host ran out of something), never the agent's doing.
+wasmtime does not report a refused memory.grow, so `memory_limit` after the start is an
+inference from where the guest's memory ended (see `_classify`).
 
 What `fuel_used` means per outcome:
 - success, exit_nonzero, output_too_large: exact (the guest stopped in a host call, where
@@ -165,7 +167,8 @@ def _run_in_store(
     except (wasmtime.Trap, modules.OutputLimitExceeded) as error:
         ending = error
     except wasmtime.WasmtimeError as error:
-        # Instantiation refused by wasmtime (for instance a table over MAX_TABLE_ELEMENTS).
+        # The guest's doing, though not a trap: an instantiation wasmtime refuses (a table
+        # over MAX_TABLE_ELEMENTS) or an exit status WASI does not allow (126 and up).
         ending = error
     elapsed_ms = (time.perf_counter_ns() - started) // 1_000_000
 

@@ -249,3 +249,11 @@ def test_many_hostile_runs_in_a_row_do_not_leak_memory():
 
     # Each bomb takes 16 MiB and each flood 1 MiB: keeping any of it would show.
     assert rss_bytes() - before < 16 * MiB
+
+
+def test_output_pointers_outside_guest_memory_are_refused():
+    result = run_corpus("bad_pointers")
+
+    assert result.failure_reason == sandbox.EXIT_NONZERO
+    assert result.exit_code == 7  # every attempt got EFAULT
+    assert result.stdout == b""
