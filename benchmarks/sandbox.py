@@ -23,7 +23,8 @@ SAMPLE_ECHO = BASE_DIR / "agents" / "dist" / "echo.wasm"
 
 sys.path.insert(0, str(BASE_DIR))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
-os.environ["WASM_CACHE_DIR"] = tempfile.mkdtemp(prefix="wasm-cache-bench-")
+_CACHE_DIR = tempfile.TemporaryDirectory(prefix="wasm-cache-bench-")  # removed at exit
+os.environ["WASM_CACHE_DIR"] = _CACHE_DIR.name
 
 import django  # noqa: E402
 
