@@ -229,3 +229,49 @@ def task_cancel(*, task: Task) -> Task:
         raise TaskStateConflict(f"Only a queued task can be cancelled; this one is {current}.")
     escrow_refund(escrow_id=Escrow.objects.values_list("pk", flat=True).get(task_id=task.pk))
     return Task.objects.get(pk=task.pk)
+
+
+# --- accounts and agents through the API --------------------------------------------------
+
+
+def user_register(*, username: str, password: str) -> tuple[User, str]:
+    """A new user with a wallet and an API token; returns the user and the token key."""
+    from rest_framework.authtoken.models import Token
+
+    with transaction.atomic():
+        user = user_create(username=username, password=password)
+        return user, Token.objects.create(user=user).key
+
+
+def user_token(*, user: User) -> str:
+    """The user's API token, created on first login."""
+    from rest_framework.authtoken.models import Token
+
+    try:
+        with transaction.atomic():
+            token, _ = Token.objects.get_or_create(user=user)
+    except IntegrityError:
+        # A concurrent first login created it between our read and our insert.
+        token = Token.objects.get(user=user)
+    return token.key
+
+
+AGENT_EDITABLE_FIELDS = ("name", "description", "tags", "base_fee", "fuel_price", "output_schema")
+
+
+def agent_update(*, agent: Agent, **changes: Any) -> Agent:
+    """Change an agent's listing or prices. Tasks already submitted keep the price they pinned."""
+    unknown = set(changes) - set(AGENT_EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    if "tags" in changes:
+        changes["tags"] = " ".join(changes["tags"] or [])
+    if "output_schema" in changes:
+        _check_schema(changes["output_schema"])
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        for name, value in changes.items():
+            setattr(agent, name, value)
+        agent.full_clean(exclude=["current_binary", "owner"])
+        agent.save(update_fields=[*changes])
+        return agent
