@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from execution import api as execution_api
 from marketplace import api
@@ -28,7 +28,7 @@ urlpatterns = [
     path("receipts/public-key/", execution_api.public_key, name="receipt-public-key"),
     path("receipts/verify/", execution_api.verify, name="receipt-verify"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/", api.DocsView.as_view(url_name="api:schema"), name="docs"),
     # Last: any other path under the API answers with the JSON error envelope.
     re_path(r"^.*$", api_not_found, name="not-found"),
 ]
