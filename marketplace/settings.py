@@ -266,7 +266,9 @@ Q_CLUSTER: dict = {
     "max_attempts": 1,
     "ack_failures": True,
     "save_limit": 500,
-    "queue_limit": 50,
+    # Messages a cluster takes ahead of its workers stay locked for `retry` seconds if it
+    # dies; keep that hoard small so other machines pick the work up.
+    "queue_limit": 2 * env_int("Q_WORKERS", 1),
     "bulk": 1,
     "catch_up": False,
     "sync": env_bool("Q_SYNC", False),
