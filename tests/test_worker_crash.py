@@ -101,8 +101,8 @@ def test_random_sigkills_never_lose_or_double_pay_a_task(slow_agent_tasks, capsy
             # Wait for work in progress, then kill at a random point of it: mid-run, or
             # (for a short run) around its settlement or the next claim.
             wait_for(
-                lambda: (
-                    Task.objects.filter(status="running", started_at__gte=round_started).exists()
+                lambda since=round_started: (
+                    Task.objects.filter(status="running", started_at__gte=since).exists()
                     or not Task.objects.exclude(status__in=Task.FINAL_STATUSES).exists()
                 ),
                 timeout=30,
