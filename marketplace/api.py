@@ -14,6 +14,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.db.models import F, Q, QuerySet, Sum
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
@@ -121,6 +122,15 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 )
 
 
+SLUG_PARAMETER = OpenApiParameter(
+    "slug",
+    str,
+    OpenApiParameter.PATH,
+    description="The agent's slug.",
+    examples=[OpenApiExample("echo", value="echo")],
+)
+
+
 # --- plumbing ---------------------------------------------------------------------------
 
 
@@ -212,6 +222,13 @@ def _wallet_of(user: Any) -> Account | None:
 @extend_schema(
     tags=["auth"],
     request=RegisterSerializer,
+    examples=[
+        OpenApiExample(
+            "Register",
+            value={"username": "dora", "password": "a long enough passphrase"},
+            request_only=True,
+        )
+    ],
     responses={201: RegisteredSerializer, **errors(400, 413, 415, 429)},
     auth=[],
 )
@@ -270,6 +287,7 @@ def wallet(request: Request) -> Response:
 @extend_schema(
     tags=["wallet"],
     request=DepositRequestSerializer,
+    examples=[OpenApiExample("Add 5 CR", value={"amount": 5_000_000}, request_only=True)],
     parameters=[IDEMPOTENCY_PARAMETER],
     responses={201: DepositSerializer, **errors(*WRITES, 409)},
 )
@@ -325,6 +343,20 @@ def transfers(request: Request) -> Response:
     methods=["POST"],
     tags=["agents"],
     request=AgentWriteSerializer,
+    examples=[
+        OpenApiExample(
+            "A word counter",
+            value={
+                "slug": "wordcount",
+                "name": "Word count",
+                "description": "Counts the words of its input; answers in JSON.",
+                "tags": ["text", "json"],
+                "base_fee": 1_000,
+                "fuel_price": 2_000,
+            },
+            request_only=True,
+        )
+    ],
     responses={201: AgentSerializer, **errors(*WRITES, 409)},
 )
 @api_view(["GET", "POST"])
@@ -346,11 +378,13 @@ def agents(request: Request) -> Response:
 @extend_schema(
     methods=["GET"],
     tags=["agents"],
+    parameters=[SLUG_PARAMETER],
     responses={200: AgentSerializer, **errors(401, 404)},
 )
 @extend_schema(
     methods=["PATCH"],
     tags=["agents"],
+    parameters=[SLUG_PARAMETER],
     request=AgentUpdateSerializer,
     responses={200: AgentSerializer, **errors(*WRITES, 404)},
 )
@@ -365,6 +399,7 @@ def agent(request: Request, slug: str) -> Response:
 
 @extend_schema(
     tags=["agents"],
+    parameters=[SLUG_PARAMETER],
     request={"multipart/form-data": BinaryUploadSerializer},
     responses={
         201: OpenApiResponse(BinarySerializer, description="A new version, now current."),
@@ -383,7 +418,11 @@ def agent_binaries(request: Request, slug: str) -> Response:
     return Response(BinarySerializer(binary).data, status=status)
 
 
-@extend_schema(tags=["agents"], responses={200: ReputationSerializer, **errors(401, 404)})
+@extend_schema(
+    tags=["agents"],
+    parameters=[SLUG_PARAMETER],
+    responses={200: ReputationSerializer, **errors(401, 404)},
+)
 @api_view(["GET"])
 def agent_reputation(request: Request, slug: str) -> Response:
     found = _agent_for(slug)
@@ -413,6 +452,13 @@ def agent_reputation(request: Request, slug: str) -> Response:
     methods=["POST"],
     tags=["tasks"],
     request=TaskSubmitSerializer,
+    examples=[
+        OpenApiExample(
+            "Echo with a budget of 0.1 CR",
+            value={"agent": "echo", "input": "hello", "budget": 100_000},
+            request_only=True,
+        )
+    ],
     parameters=[IDEMPOTENCY_PARAMETER],
     responses={201: TaskSerializer, **errors(*WRITES, 402, 409)},
 )
