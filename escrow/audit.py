@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Sum
 
-from escrow.models import Account, Escrow, Transfer
+from escrow.models import Account, Escrow, PaymentChannel, Transfer
 
 Kind = Transfer.Kind
 EXPECTED_LEGS: dict[str, set[str]] = {
@@ -35,6 +36,8 @@ class LedgerReport:
     escrows: int = 0
     total_balance: int = 0
     held_in_escrow: int = 0
+    in_channels: int = 0
+    channels: int = 0
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -83,20 +86,63 @@ def _audit() -> LedgerReport:
         report.violations.append(
             f"the escrow account holds {escrow_balance} µCR but funded escrows total {funded} µCR"
         )
-    channels = Account.objects.filter(kind=Account.Kind.CHANNELS).first()
-    if channels is not None and channels.balance != _open_channel_holdings():
+    channels_balance = (
+        Account.objects.filter(kind=Account.Kind.CHANNELS).values_list("balance", flat=True).first()
+        or 0
+    )
+    unsettled = PaymentChannel.objects.exclude(status=PaymentChannel.Status.SETTLED)
+    held = unsettled.aggregate(s=Sum("deposit"))["s"] or 0
+    report.in_channels = held
+    if channels_balance != held:
         report.violations.append(
-            f"the channels account holds {channels.balance} µCR "
-            f"but open channels hold {_open_channel_holdings()} µCR"
+            f"the channels account holds {channels_balance} µCR but unsettled channels "
+            f"hold {held} µCR"
         )
     report.violations.extend(_escrow_legs(report))
+    report.violations.extend(_channels(report))
     return report
 
 
-def _open_channel_holdings() -> int:
-    # Payment channels keep their deposits in the channels account; until channels
-    # exist, nothing may sit there.
-    return 0
+def _channels(report: LedgerReport) -> list[str]:
+    """Each channel's counters match its tasks' escrows, and its money matches its state."""
+    problems: list[str] = []
+    by_channel: dict[Any, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in (
+        Escrow.objects.filter(channel__isnull=False)
+        .values("channel", "status")
+        .annotate(n=Count("id"), amount=Sum("amount"), cost=Sum("cost"), fee=Sum("fee"))
+    ):
+        tally = by_channel[row["channel"]]
+        if row["status"] == Escrow.Status.PENDING:
+            tally["in_flight"] += row["n"]
+            tally["reserved"] += row["amount"] or 0
+        elif row["status"] == Escrow.Status.COMPLETED:
+            tally["redeemed"] += row["cost"] or 0
+            tally["fees"] += row["fee"] or 0
+    legs: dict[Any, dict[str, int]] = defaultdict(dict)
+    for row in Transfer.objects.filter(channel__isnull=False).values("channel", "kind", "amount"):
+        legs[row["channel"]][row["kind"]] = row["amount"]
+    for channel in PaymentChannel.objects.all():
+        report.channels += 1
+        tally = by_channel[channel.pk]
+        found = (channel.redeemed, channel.fees, channel.reserved, channel.in_flight)
+        expected = (tally["redeemed"], tally["fees"], tally["reserved"], tally["in_flight"])
+        if found != expected:
+            problems.append(
+                f"channel {channel.pk} (redeemed, fees, reserved, in flight) = {found}; "
+                f"its tasks give {expected}"
+            )
+        got = legs.get(channel.pk, {})
+        want = {Kind.CHANNEL_DEPOSIT: channel.deposit}
+        if channel.status == PaymentChannel.Status.SETTLED:
+            want |= {
+                Kind.CHANNEL_PAYOUT: channel.redeemed - channel.fees,
+                Kind.CHANNEL_FEE: channel.fees,
+                Kind.CHANNEL_REFUND: channel.deposit - channel.redeemed,
+            }
+        if got != {kind: amount for kind, amount in want.items() if amount}:
+            problems.append(f"channel {channel.pk} ({channel.status}) has transfers {got}")
+    return problems
 
 
 def _escrow_legs(report: LedgerReport) -> list[str]:

@@ -41,3 +41,70 @@ class FundingUnavailable(DomainError):
     code = "funding_unavailable"
     status = 403
     default_message = "No funding provider is enabled for deposits."
+
+
+class ChannelNotFound(DomainError):
+    code = "not_found"
+    status = 404
+    default_message = "No such channel."
+
+
+class ChannelNotOpen(DomainError):
+    code = "channel_not_open"
+    status = 409
+    default_message = "The channel is closing or settled and takes no new tasks."
+
+
+class ChannelExpired(DomainError):
+    code = "channel_expired"
+    status = 409
+    default_message = "The channel has expired."
+
+
+class ChannelAgentMismatch(DomainError):
+    code = "channel_agent_mismatch"
+    default_message = "The channel pays a different agent."
+
+
+class InvalidPublicKey(DomainError):
+    code = "invalid_public_key"
+    default_message = "public_key must be a base64 raw 32-byte Ed25519 public key."
+
+
+class VoucherError(DomainError):
+    default_message = "The voucher was refused."
+
+
+class VoucherMalformed(VoucherError):
+    code = "voucher_malformed"
+    default_message = "A voucher is {nonce: int, cumulative_amount: int, signature: base64}."
+
+
+class VoucherBadSignature(VoucherError):
+    code = "voucher_bad_signature"
+    status = 403
+    default_message = "The voucher's signature does not verify for this channel."
+
+
+class VoucherReplayed(VoucherError):
+    code = "voucher_replayed"
+    status = 409
+    default_message = "This voucher was already used."
+
+
+class VoucherStale(VoucherError):
+    code = "voucher_nonce_stale"
+    status = 409
+    default_message = "The voucher's nonce is older than the channel's latest."
+
+
+class VoucherExceedsDeposit(VoucherError):
+    code = "voucher_exceeds_deposit"
+    status = 402
+    default_message = "The voucher authorizes more than the channel's deposit."
+
+
+class VoucherInsufficient(VoucherError):
+    code = "voucher_insufficient"
+    status = 402
+    default_message = "The voucher does not cover what is redeemed, in flight and this budget."

@@ -8,6 +8,8 @@ what the outside world has paid in.
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -74,6 +76,9 @@ class Escrow(models.Model):
     payee = models.ForeignKey(Account, models.PROTECT, related_name="escrows_received")
     amount = models.BigIntegerField()
     payment = models.CharField(max_length=16, choices=Payment.choices, default=Payment.ESCROW)
+    channel = models.ForeignKey(
+        "PaymentChannel", models.PROTECT, null=True, blank=True, related_name="escrows"
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     cost = models.BigIntegerField(null=True, blank=True)
     fee = models.BigIntegerField(null=True, blank=True)
@@ -106,6 +111,11 @@ class Escrow(models.Model):
                 condition=Q(payment="escrow") | Q(status__in=["pending", "completed", "cancelled"]),
                 name="escrow_channel_never_funded",
             ),
+            models.CheckConstraint(
+                condition=Q(payment="escrow", channel__isnull=True)
+                | Q(payment="channel", channel__isnull=False),
+                name="escrow_channel_iff_channel_payment",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -132,6 +142,9 @@ class Transfer(models.Model):
     escrow = models.ForeignKey(
         Escrow, models.PROTECT, null=True, blank=True, related_name="transfers"
     )
+    channel = models.ForeignKey(
+        "PaymentChannel", models.PROTECT, null=True, blank=True, related_name="transfers"
+    )
     task = models.ForeignKey(
         "marketplace.Task", models.PROTECT, null=True, blank=True, related_name="transfers"
     )
@@ -155,7 +168,131 @@ class Transfer(models.Model):
                 condition=~Q(kind__startswith="escrow_") | Q(escrow__isnull=False),
                 name="transfer_escrow_leg_has_escrow",
             ),
+            # Each leg of a channel (deposit, payout, fee, refund) happens at most once.
+            models.UniqueConstraint(
+                fields=["channel", "kind"],
+                condition=Q(channel__isnull=False),
+                name="transfer_one_leg_per_channel",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind__startswith="channel_") | Q(channel__isnull=False),
+                name="transfer_channel_leg_has_channel",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} µCR ({self.debit_account_id} → {self.credit_account_id})"
+
+
+class PaymentChannel(models.Model):
+    """A requester's standing deposit for many tasks of one agent, paid by signed vouchers.
+
+    The deposit sits in the channels account. Tasks reserve their budget against the latest
+    voucher and redeem only their cost; no money moves until the channel settles, in one
+    transaction: redeemed − fees to the owner, fees to the platform, the rest back.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSING = "closing"
+        SETTLED = "settled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, related_name="payment_channels"
+    )
+    agent = models.ForeignKey("marketplace.Agent", models.PROTECT, related_name="channels")
+    payer = models.ForeignKey(Account, models.PROTECT, related_name="channels_paid")
+    payee = models.ForeignKey(Account, models.PROTECT, related_name="channels_received")
+    deposit = models.BigIntegerField()
+    # The latest accepted voucher: its nonce and the cumulative amount it authorizes.
+    nonce = models.BigIntegerField(default=0)
+    authorized = models.BigIntegerField(default=0)
+    redeemed = models.BigIntegerField(default=0)
+    fees = models.BigIntegerField(default=0)
+    reserved = models.BigIntegerField(default=0)
+    in_flight = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    expires_at = models.DateTimeField()
+    closes_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "closes_at"], name="channel_due_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(deposit__gt=0), name="channel_deposit_gt_0"),
+            models.CheckConstraint(
+                condition=Q(redeemed__gte=0, reserved__gte=0, fees__gte=0, fees__lte=F("redeemed")),
+                name="channel_amounts_non_negative",
+            ),
+            # Never redeem (or hold for tasks in flight) more than the requester signed for,
+            # and never sign for more than the deposit.
+            models.CheckConstraint(
+                condition=Q(redeemed__lte=F("authorized") - F("reserved"))
+                & Q(authorized__lte=F("deposit")),
+                name="channel_within_voucher_and_deposit",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="settled") | Q(in_flight=0, reserved=0),
+                name="channel_settles_with_nothing_in_flight",
+            ),
+            models.UniqueConstraint(
+                fields=["requester", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="channel_idempotency_key_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"channel {self.pk} ({self.status}, {self.redeemed}/{self.deposit} µCR)"
+
+
+class Voucher(models.Model):
+    """Every accepted voucher, in nonce order: the channel's payment history."""
+
+    channel = models.ForeignKey(PaymentChannel, models.PROTECT, related_name="vouchers")
+    nonce = models.BigIntegerField()
+    cumulative_amount = models.BigIntegerField()
+    signature = models.CharField(max_length=100)
+    task = models.OneToOneField(
+        "marketplace.Task", models.PROTECT, null=True, blank=True, related_name="voucher"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["channel", "nonce"]
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "nonce"], name="voucher_nonce_unique"),
+            models.CheckConstraint(condition=Q(nonce__gt=0), name="voucher_nonce_gt_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"voucher {self.nonce} for {self.cumulative_amount} µCR"
+
+
+class RequesterKey(models.Model):
+    """An Ed25519 public key that signs a requester's vouchers.
+
+    A custodial key is one the platform keeps for the browser UI: its private half is
+    stored encrypted with a key derived from SECRET_KEY.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="voucher_keys")
+    public_key = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=32)
+    custodial_secret = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "public_key"], name="requester_key_unique"),
+            models.UniqueConstraint(
+                fields=["user"], condition=~Q(custodial_secret=""), name="one_custodial_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"key {self.key_id} of user {self.user_id}"

@@ -35,6 +35,7 @@ class Move:
     amount: int
     kind: str
     escrow_id: int | None = None
+    channel_id: Any = None
     task_id: Any = None
     idempotency_key: str | None = None
     memo: str = ""
@@ -91,8 +92,12 @@ def _apply(moves: list[Move]) -> list[Transfer]:
     if not moves:
         return []
     ids = sorted({m.debit_id for m in moves} | {m.credit_id for m in moves})
+    # NO KEY UPDATE: inserting a row that references an account (an escrow, a transfer)
+    # takes KEY SHARE on it, which plain FOR UPDATE would conflict with — a deadlock between
+    # a submission and a settlement. We never change keys, so this is the lock we need.
     accounts = {
-        a.pk: a for a in Account.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+        a.pk: a
+        for a in Account.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("pk")
     }
     if len(accounts) != len(ids):
         raise InvalidAmount("Unknown account in transfer.")
@@ -119,6 +124,7 @@ def _apply(moves: list[Move]) -> list[Transfer]:
                 amount=m.amount,
                 kind=m.kind,
                 escrow_id=m.escrow_id,
+                channel_id=m.channel_id,
                 task_id=m.task_id,
                 idempotency_key=m.idempotency_key,
                 memo=m.memo,
@@ -161,7 +167,7 @@ def transfer_create(
         if idempotency_key is not None:
             # Lock first: a concurrent twin waits here, then sees the committed transfer.
             list(
-                Account.objects.select_for_update()
+                Account.objects.select_for_update(no_key=True)
                 .filter(pk__in=[debit_account_id, credit_account_id])
                 .order_by("pk")
             )
@@ -230,15 +236,17 @@ def escrow_create(
     payee_user_id: int,
     amount: int,
     task_id: Any = None,
-    payment: str = Escrow.Payment.ESCROW,
+    channel_id: Any = None,
 ) -> Escrow:
+    """A pending escrow; with a channel it holds nothing (the channel deposit is the hold)."""
     _check_amount(amount)
     return Escrow.objects.create(
         payer_id=wallet_id(user_id=payer_user_id),
         payee_id=wallet_id(user_id=payee_user_id),
         amount=amount,
         task_id=task_id,
-        payment=payment,
+        payment=Escrow.Payment.CHANNEL if channel_id else Escrow.Payment.ESCROW,
+        channel_id=channel_id,
     )
 
 

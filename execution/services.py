@@ -21,10 +21,13 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from escrow.models import Escrow
-from escrow.services import escrow_refund, escrow_release
+from escrow.channels import channel_finish_task
+from escrow.models import Escrow, Voucher
+from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
+from execution import sandbox
 from execution.models import Receipt
 from execution.receipts import receipt_sign
+from marketplace.binaries import binary_read
 from marketplace.models import Agent, Task
 from marketplace.services import task_enqueue
 from reputation.models import AgentReputation
@@ -108,8 +111,15 @@ def task_claim(*, task_id: Any) -> tuple[Task, int] | None:
 def task_precheck(task: Task) -> str:
     """Why this task must not run (empty when it may). Failing here refunds, no penalty."""
     escrow = Escrow.objects.filter(task_id=task.pk).first()
-    if escrow is None or escrow.status != Escrow.Status.FUNDED:
+    if escrow is None:
+        return "the task has no escrow"
+    if escrow.channel_id is None and escrow.status != Escrow.Status.FUNDED:
         return "the task's escrow is not funded"
+    if escrow.channel_id is not None and (
+        escrow.status != Escrow.Status.PENDING
+        or not Voucher.objects.filter(task_id=task.pk, channel_id=escrow.channel_id).exists()
+    ):
+        return "the task holds no voucher on its channel"
     agent = Agent.objects.get(pk=task.agent_id)
     if agent.status != Agent.Status.ACTIVE:
         return "the agent is suspended"
@@ -149,10 +159,6 @@ def check_output(task: Task, execution: Execution) -> Execution:
 
 
 def run_in_sandbox(task: Task, *, fuel: int | None = None) -> Execution:
-    from marketplace.binaries import binary_read
-
-    from execution import sandbox
-
     fuel = affordable_fuel(task) if fuel is None else fuel
     result = sandbox.run(
         sha256=task.binary.sha256,
@@ -246,8 +252,15 @@ def task_settle(*, task_id: Any, attempt: int, execution: Execution) -> bool:
     )
     if won != 1:
         return False
-    escrow_id = Escrow.objects.values_list("pk", flat=True).get(task_id=task.pk)
-    if succeeded:
+    escrow_id, channel_id = Escrow.objects.values_list("pk", "channel_id").get(task_id=task.pk)
+    if channel_id is not None:
+        # One channel row changes; the money moves when the channel settles.
+        channel_finish_task(channel_id=channel_id, budget=task.budget, cost=cost, fee=fee)
+        if succeeded:
+            escrow_complete(escrow_id=escrow_id, cost=cost, fee=fee)
+        else:
+            escrow_cancel(escrow_id=escrow_id)
+    elif succeeded:
         escrow_release(escrow_id=escrow_id, cost=cost, fee=fee)
     else:
         escrow_refund(escrow_id=escrow_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from escrow.channels import channels_settle_due
 from execution.services import task_execute, tasks_recover
 
 
@@ -11,3 +12,7 @@ def run_task(task_id: str) -> str:
 
 def recover() -> dict[str, int]:
     return tasks_recover()
+
+
+def settle_channels() -> dict[str, int]:
+    return channels_settle_due()

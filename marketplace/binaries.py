@@ -34,7 +34,7 @@ def binary_upload(*, agent: Agent, data: bytes) -> AgentBinary:
 
     with transaction.atomic(durable=True):
         # The agent row lock serialises uploads, so versions are dense and never collide.
-        locked = Agent.objects.select_for_update().get(pk=agent.pk)
+        locked = Agent.objects.select_for_update(no_key=True).get(pk=agent.pk)
         current = locked.current_binary
         if current is not None and current.sha256 == validated.sha256:
             binary = current

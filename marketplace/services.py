@@ -10,9 +10,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from escrow.channels import channel_finish_task, channel_reserve
 from escrow.errors import IdempotencyConflict, InvalidAmount
 from escrow.models import Escrow
-from escrow.services import escrow_create, escrow_fund, escrow_refund, wallet_open
+from escrow.services import escrow_cancel, escrow_create, escrow_fund, escrow_refund, wallet_open
 from marketplace.errors import (
     AgentHasNoBinary,
     AgentUnavailable,
@@ -122,11 +123,22 @@ def task_submit(
     min_reputation: Decimal | str | None = None,
     output_schema: dict | None = None,
     payment: str = Task.Payment.ESCROW,
+    channel: Any = None,
+    voucher: Any = None,
     idempotency_key: str | None = None,
 ) -> Task:
-    """Create the task, pin its binary and price, fund its escrow, enqueue it: all or nothing."""
-    if payment != Task.Payment.ESCROW:
+    """Create the task, pin its binary and price, fund its escrow, enqueue it: all or nothing.
+
+    With `payment="channel"`, the task's budget is held against a payment channel by the
+    voucher instead: the escrow row records the task but holds no money of its own.
+    """
+    if payment not in Task.Payment.values:
         raise PaymentUnavailable(f"Payment method {payment!r} is not available.")
+    if payment == Task.Payment.CHANNEL and (channel is None or voucher is None):
+        raise PaymentUnavailable(
+            "A channel payment needs `channel` and `voucher`.",
+            fields={"channel": ["required"], "voucher": ["required"]},
+        )
     if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
         raise InvalidAmount(
             "budget must be a positive integer of µCR.", fields={"budget": ["positive integer"]}
@@ -198,10 +210,31 @@ def task_submit(
             raise
         existing = Task.objects.get(requester=requester, idempotency_key=idempotency_key)
         return _same_submission(existing, agent=agent, input=input, budget=budget)
-    escrow = escrow_create(
-        payer_user_id=requester.pk, payee_user_id=agent.owner_id, amount=budget, task_id=task.pk
-    )
-    escrow_fund(escrow_id=escrow.pk)
+    if payment == Task.Payment.CHANNEL:
+        # The channel row is locked before the escrow row that references it is written.
+        reserved = channel_reserve(
+            channel_id=channel,
+            requester_user_id=requester.pk,
+            agent_id=agent.pk,
+            voucher=voucher,
+            budget=budget,
+            task_id=task.pk,
+        )
+        escrow_create(
+            payer_user_id=requester.pk,
+            payee_user_id=agent.owner_id,
+            amount=budget,
+            task_id=task.pk,
+            channel_id=reserved.pk,
+        )
+    else:
+        escrow = escrow_create(
+            payer_user_id=requester.pk,
+            payee_user_id=agent.owner_id,
+            amount=budget,
+            task_id=task.pk,
+        )
+        escrow_fund(escrow_id=escrow.pk)
     Task.objects.filter(pk=task.pk).update(status=Task.Status.QUEUED, enqueued_at=now)
     task.status, task.enqueued_at = Task.Status.QUEUED, now
     task_enqueue(task_id=task.pk)
@@ -227,7 +260,12 @@ def task_cancel(*, task: Task) -> Task:
     if won != 1:
         current = Task.objects.values_list("status", flat=True).get(pk=task.pk)
         raise TaskStateConflict(f"Only a queued task can be cancelled; this one is {current}.")
-    escrow_refund(escrow_id=Escrow.objects.values_list("pk", flat=True).get(task_id=task.pk))
+    escrow = Escrow.objects.get(task_id=task.pk)
+    if escrow.channel_id:
+        channel_finish_task(channel_id=escrow.channel_id, budget=task.budget, cost=0, fee=0)
+        escrow_cancel(escrow_id=escrow.pk)
+    else:
+        escrow_refund(escrow_id=escrow.pk)
     return Task.objects.get(pk=task.pk)
 
 

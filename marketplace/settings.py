@@ -219,6 +219,10 @@ if not 0 <= PLATFORM_FEE_BPS <= 10_000:
 # The `dev` funding provider credits deposits instantly; on in development only.
 DEV_FUNDING_ENABLED = env_bool("DEV_FUNDING_ENABLED", DEBUG)
 MAX_DEPOSIT = env_int("MAX_DEPOSIT", 1_000_000 * 1_000_000)
+# Payment channels: how long one stays open, and how long a closing one waits for late
+# vouchers before it settles (0: the platform already holds the latest voucher).
+CHANNEL_TTL_SECONDS = env_int("CHANNEL_TTL_SECONDS", 30 * 24 * 3600)
+CHANNEL_CHALLENGE_SECONDS = env_int("CHANNEL_CHALLENGE_SECONDS", 0)
 
 # Ed25519 key that signs execution receipts: base64 of the raw 32-byte private key.
 # Generated once into the data directory in development.

@@ -22,7 +22,7 @@ def reputation_apply(*, agent_id: int, task_id: Any, outcome: Outcome) -> Reputa
         raise ValueError(f"unknown outcome {outcome.kind!r}")
     with transaction.atomic():
         reputation_open(agent_id=agent_id)
-        rep = AgentReputation.objects.select_for_update().get(agent_id=agent_id)
+        rep = AgentReputation.objects.select_for_update(no_key=True).get(agent_id=agent_id)
         if task_id is not None:
             existing = ReputationEvent.objects.filter(task_id=task_id).first()
             if existing is not None:

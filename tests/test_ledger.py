@@ -179,8 +179,16 @@ def test_cancel_a_pending_escrow_moves_nothing(alice, bob):
 
 
 def test_a_channel_escrow_completes_without_holding_funds(alice, bob):
+    from escrow.channels import channel_open
+    from tests.factories import AgentFactory
+
+    deposit_create(user_id=alice.pk, amount=1_000)
+    agent = AgentFactory.create(owner=bob)
+    channel = channel_open(
+        requester_user_id=alice.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=1_000
+    )
     escrow = escrow_create(
-        payer_user_id=alice.pk, payee_user_id=bob.pk, amount=100, payment="channel"
+        payer_user_id=alice.pk, payee_user_id=bob.pk, amount=100, channel_id=channel.pk
     )
     with pytest.raises(EscrowStateError):
         escrow_fund(escrow_id=escrow.pk)
@@ -188,4 +196,11 @@ def test_a_channel_escrow_completes_without_holding_funds(alice, bob):
     assert (escrow.status, escrow.cost, escrow.fee) == ("completed", 60, 3)
     with pytest.raises(EscrowStateError):
         escrow_cancel(escrow_id=escrow.pk)
-    assert Transfer.objects.count() == 0
+    assert Transfer.objects.exclude(kind="deposit").count() == 1  # the channel deposit only
+    # The audit sees a completed escrow whose cost the channel never redeemed.
+    from escrow.audit import ledger_audit
+
+    assert any("redeemed" in v for v in ledger_audit().violations)
+    from escrow.models import PaymentChannel
+
+    PaymentChannel.objects.filter(pk=channel.pk).update(redeemed=60, fees=3, authorized=60)

@@ -10,7 +10,8 @@ class Command(BaseCommand):
         report = ledger_audit()
         self.stdout.write(
             f"accounts={report.accounts} transfers={report.transfers} escrows={report.escrows} "
-            f"sum_of_balances={report.total_balance} held_in_escrow={report.held_in_escrow}"
+            f"channels={report.channels} sum_of_balances={report.total_balance} "
+            f"held_in_escrow={report.held_in_escrow} in_channels={report.in_channels}"
         )
         for violation in report.violations:
             self.stderr.write(f"VIOLATION: {violation}")

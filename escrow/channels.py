@@ -1,0 +1,373 @@
+"""Payment channels: one deposit, many tasks, paid by signed cumulative vouchers.
+
+Per task, the requester sends a voucher signed with their Ed25519 key over exactly
+`agent-exchange/voucher/v1\\n{channel_id}\\n{nonce}\\n{cumulative_amount}`. Accepting it
+reserves the task's budget; settling the task redeems only its cost — all on the one
+channel row, with no ledger transfer. Closing moves the money once.
+
+Channel rows are locked FOR NO KEY UPDATE: escrows reference channels, and inserting a
+referencing row takes KEY SHARE, which a plain FOR UPDATE would deadlock against.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from escrow.errors import (
+    ChannelAgentMismatch,
+    ChannelExpired,
+    ChannelNotFound,
+    ChannelNotOpen,
+    IdempotencyConflict,
+    InvalidAmount,
+    InvalidPublicKey,
+    VoucherBadSignature,
+    VoucherExceedsDeposit,
+    VoucherInsufficient,
+    VoucherMalformed,
+    VoucherReplayed,
+    VoucherStale,
+)
+from escrow.models import Account, PaymentChannel, RequesterKey, Transfer, Voucher
+from escrow.services import Move, _apply, _check_amount, system_account_id, wallet_id
+
+VOUCHER_DOMAIN = "agent-exchange/voucher/v1"
+Status = PaymentChannel.Status
+
+
+@dataclass(frozen=True)
+class SignedVoucher:
+    nonce: int
+    cumulative_amount: int
+    signature: str
+
+    @classmethod
+    def parse(cls, data: Any) -> SignedVoucher:
+        if not isinstance(data, dict):
+            raise VoucherMalformed()
+        nonce, amount, signature = (
+            data.get("nonce"),
+            data.get("cumulative_amount"),
+            data.get("signature"),
+        )
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (nonce, amount)):
+            raise VoucherMalformed("nonce and cumulative_amount must be integers.")
+        if nonce <= 0 or amount < 0 or nonce >= 2**63 or amount >= 2**63:
+            raise VoucherMalformed("nonce must be positive and cumulative_amount non-negative.")
+        if not isinstance(signature, str):
+            raise VoucherMalformed("signature must be a base64 string.")
+        return cls(nonce=nonce, cumulative_amount=amount, signature=signature)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "nonce": self.nonce,
+            "cumulative_amount": self.cumulative_amount,
+            "signature": self.signature,
+        }
+
+
+def voucher_message(channel_id: Any, nonce: int, cumulative_amount: int) -> bytes:
+    return f"{VOUCHER_DOMAIN}\n{channel_id}\n{nonce}\n{cumulative_amount}".encode()
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+def _key_id(public: bytes) -> str:
+    return hashlib.sha256(public).hexdigest()[:16]
+
+
+def key_register(*, user_id: int, public_key: Any) -> RequesterKey:
+    """Register a requester's Ed25519 public key (base64 of the raw 32 bytes)."""
+    try:
+        raw = base64.b64decode(public_key, validate=True) if isinstance(public_key, str) else b""
+        Ed25519PublicKey.from_public_bytes(raw)
+    except (binascii.Error, ValueError):
+        raise InvalidPublicKey() from None
+    encoded = base64.b64encode(raw).decode()
+    key, _ = RequesterKey.objects.get_or_create(
+        user_id=user_id, public_key=encoded, defaults={"key_id": _key_id(raw)}
+    )
+    return key
+
+
+def _custody() -> Fernet:
+    material = hashlib.sha256(f"custodial-voucher-keys:{settings.SECRET_KEY}".encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(material))
+
+
+def custodial_key(*, user_id: int) -> RequesterKey:
+    """The key the platform keeps to sign vouchers for this user's browser sessions."""
+    existing = RequesterKey.objects.filter(user_id=user_id).exclude(custodial_secret="").first()
+    if existing is not None:
+        return existing
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    try:
+        with transaction.atomic():
+            return RequesterKey.objects.create(
+                user_id=user_id,
+                public_key=base64.b64encode(public).decode(),
+                key_id=_key_id(public),
+                custodial_secret=_custody().encrypt(private.private_bytes_raw()).decode(),
+            )
+    except IntegrityError:
+        return RequesterKey.objects.exclude(custodial_secret="").get(user_id=user_id)
+
+
+def voucher_sign_custodial(*, user_id: int, channel_id: Any, budget: int) -> SignedVoucher:
+    """The next voucher for a browser task: it covers what the channel needs plus `budget`."""
+    key = custodial_key(user_id=user_id)
+    private = Ed25519PrivateKey.from_private_bytes(
+        _custody().decrypt(key.custodial_secret.encode())
+    )
+    channel = PaymentChannel.objects.get(pk=channel_id, requester_id=user_id)
+    nonce = channel.nonce + 1
+    amount = min(channel.deposit, channel.redeemed + channel.reserved + budget)
+    signature = private.sign(voucher_message(channel.pk, nonce, amount))
+    return SignedVoucher(nonce, amount, base64.b64encode(signature).decode())
+
+
+def _signature_verifies(user_id: int, message: bytes, signature: str) -> bool:
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except binascii.Error:
+        return False
+    for encoded in RequesterKey.objects.filter(user_id=user_id).values_list(
+        "public_key", flat=True
+    ):
+        try:
+            Ed25519PublicKey.from_public_bytes(base64.b64decode(encoded)).verify(raw, message)
+            return True
+        except (InvalidSignature, ValueError):
+            continue
+    return False
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+def _locked(channel_id: Any) -> PaymentChannel:
+    channel = PaymentChannel.objects.select_for_update(no_key=True).filter(pk=channel_id).first()
+    if channel is None:
+        raise ChannelNotFound()
+    return channel
+
+
+def channel_open(
+    *,
+    requester_user_id: int,
+    agent_id: int,
+    payee_user_id: int,
+    deposit: int,
+    idempotency_key: str | None = None,
+) -> PaymentChannel:
+    """Move `deposit` from the requester's wallet into the channels account."""
+    _check_amount(deposit)
+    now = timezone.now()
+    with transaction.atomic():
+        if idempotency_key is not None:
+            existing = PaymentChannel.objects.filter(
+                requester_id=requester_user_id, idempotency_key=idempotency_key
+            ).first()
+            if existing is not None:
+                return _same_opening(existing, agent_id=agent_id, deposit=deposit)
+        try:
+            with transaction.atomic():
+                channel = PaymentChannel.objects.create(
+                    requester_id=requester_user_id,
+                    agent_id=agent_id,
+                    payer_id=wallet_id(user_id=requester_user_id),
+                    payee_id=wallet_id(user_id=payee_user_id),
+                    deposit=deposit,
+                    idempotency_key=idempotency_key,
+                    expires_at=now + timedelta(seconds=settings.CHANNEL_TTL_SECONDS),
+                )
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            existing = PaymentChannel.objects.get(
+                requester_id=requester_user_id, idempotency_key=idempotency_key
+            )
+            return _same_opening(existing, agent_id=agent_id, deposit=deposit)
+        _apply(
+            [
+                Move(
+                    channel.payer_id,
+                    system_account_id(Account.Kind.CHANNELS),
+                    deposit,
+                    Transfer.Kind.CHANNEL_DEPOSIT,
+                    channel_id=channel.pk,
+                )
+            ]
+        )
+        return channel
+
+
+def _same_opening(existing: PaymentChannel, *, agent_id: int, deposit: int) -> PaymentChannel:
+    if (existing.agent_id, existing.deposit) != (agent_id, deposit):
+        raise IdempotencyConflict()
+    return existing
+
+
+def channel_reserve(
+    *,
+    channel_id: Any,
+    requester_user_id: int,
+    agent_id: int,
+    voucher: Any,
+    budget: int,
+    task_id: Any,
+) -> PaymentChannel:
+    """Accept the task's voucher and hold its budget. Runs inside the submission."""
+    parsed = SignedVoucher.parse(voucher)
+    with transaction.atomic():
+        channel = _locked(channel_id)
+        if channel.requester_id != requester_user_id:
+            raise ChannelNotFound()
+        if channel.status != Status.OPEN:
+            raise ChannelNotOpen()
+        if channel.expires_at <= timezone.now():
+            raise ChannelExpired()
+        if channel.agent_id != agent_id:
+            raise ChannelAgentMismatch()
+        message = voucher_message(channel.pk, parsed.nonce, parsed.cumulative_amount)
+        if not _signature_verifies(requester_user_id, message, parsed.signature):
+            raise VoucherBadSignature()
+        if parsed.nonce == channel.nonce:
+            raise VoucherReplayed()
+        if parsed.nonce < channel.nonce:
+            raise VoucherStale(f"The channel's latest nonce is {channel.nonce}.")
+        if parsed.cumulative_amount > channel.deposit:
+            raise VoucherExceedsDeposit(f"The deposit is {channel.deposit} µCR.")
+        needed = channel.redeemed + channel.reserved + budget
+        if parsed.cumulative_amount < needed:
+            raise VoucherInsufficient(
+                f"The voucher must authorize at least {needed} µCR "
+                f"(redeemed {channel.redeemed} + in flight {channel.reserved} + budget {budget})."
+            )
+        Voucher.objects.create(
+            channel=channel,
+            nonce=parsed.nonce,
+            cumulative_amount=parsed.cumulative_amount,
+            signature=parsed.signature,
+            task_id=task_id,
+        )
+        PaymentChannel.objects.filter(pk=channel.pk).update(
+            nonce=parsed.nonce,
+            authorized=parsed.cumulative_amount,
+            reserved=F("reserved") + budget,
+            in_flight=F("in_flight") + 1,
+        )
+        channel.refresh_from_db()
+        return channel
+
+
+def channel_finish_task(*, channel_id: Any, budget: int, cost: int, fee: int) -> PaymentChannel:
+    """A channel task ended: redeem its cost (0 on failure) and release its hold.
+
+    One row changes; a closing channel with nothing left in flight becomes due.
+    """
+    _check_amount(cost, allow_zero=True)
+    _check_amount(fee, allow_zero=True)
+    if cost > budget or fee > cost:
+        raise InvalidAmount(f"cost {cost} and fee {fee} do not fit the budget {budget}.")
+    with transaction.atomic():
+        channel = _locked(channel_id)
+        if channel.in_flight <= 0 or channel.reserved < budget:
+            raise ChannelNotOpen("The channel has no such task in flight.")
+        channel.redeemed += cost
+        channel.fees += fee
+        channel.reserved -= budget
+        channel.in_flight -= 1
+        if channel.status == Status.CLOSING and channel.in_flight == 0:
+            channel.closes_at = timezone.now() + timedelta(
+                seconds=settings.CHANNEL_CHALLENGE_SECONDS
+            )
+        channel.save(update_fields=["redeemed", "fees", "reserved", "in_flight", "closes_at"])
+        if _due(channel):
+            _settle(channel)
+        return channel
+
+
+def channel_close(*, channel_id: Any, by_user_id: int) -> PaymentChannel:
+    """open → closing, by the requester or the agent's owner. Settles when due."""
+    with transaction.atomic():
+        channel = _locked(channel_id)
+        payee_user = Account.objects.values_list("user_id", flat=True).get(pk=channel.payee_id)
+        if by_user_id not in (channel.requester_id, payee_user):
+            raise ChannelNotFound()
+        _start_closing(channel)
+        return channel
+
+
+def _start_closing(channel: PaymentChannel) -> None:
+    if channel.status != Status.OPEN:
+        raise ChannelNotOpen(f"The channel is already {channel.status}.")
+    channel.status = Status.CLOSING
+    if channel.in_flight == 0:
+        channel.closes_at = timezone.now() + timedelta(seconds=settings.CHANNEL_CHALLENGE_SECONDS)
+    channel.save(update_fields=["status", "closes_at"])
+    if _due(channel):
+        _settle(channel)
+
+
+def _due(channel: PaymentChannel) -> bool:
+    return (
+        channel.status == Status.CLOSING
+        and channel.in_flight == 0
+        and channel.closes_at is not None
+        and channel.closes_at <= timezone.now()
+    )
+
+
+def _settle(channel: PaymentChannel) -> None:
+    """closing → settled, moving the money once. The channel row must be locked."""
+    channels = system_account_id(Account.Kind.CHANNELS)
+    legs = [
+        (channel.payee_id, channel.redeemed - channel.fees, Transfer.Kind.CHANNEL_PAYOUT),
+        (system_account_id(Account.Kind.PLATFORM_FEES), channel.fees, Transfer.Kind.CHANNEL_FEE),
+        (channel.payer_id, channel.deposit - channel.redeemed, Transfer.Kind.CHANNEL_REFUND),
+    ]
+    _apply([Move(channels, to, amount, kind, channel_id=channel.pk) for to, amount, kind in legs])
+    channel.status = Status.SETTLED
+    channel.settled_at = timezone.now()
+    channel.save(update_fields=["status", "settled_at"])
+
+
+def channels_settle_due() -> dict[str, int]:
+    """Scheduled: start closing expired channels, settle the ones that are due."""
+    now = timezone.now()
+    counts = {"expired": 0, "settled": 0}
+    for channel_id in PaymentChannel.objects.filter(
+        status=Status.OPEN, expires_at__lte=now
+    ).values_list("pk", flat=True):
+        with transaction.atomic(durable=True):
+            channel = _locked(channel_id)
+            if channel.status == Status.OPEN and channel.expires_at <= now:
+                _start_closing(channel)
+                counts["expired"] += 1
+                counts["settled"] += channel.status == Status.SETTLED
+    for channel_id in PaymentChannel.objects.filter(
+        status=Status.CLOSING, in_flight=0, closes_at__lte=now
+    ).values_list("pk", flat=True):
+        with transaction.atomic(durable=True):
+            channel = _locked(channel_id)
+            if _due(channel):
+                _settle(channel)
+                counts["settled"] += 1
+    return counts
