@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from django.core import signals
 from django.core.management import call_command
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
@@ -49,7 +51,19 @@ def test_the_schema_is_served_with_the_error_envelope(anon, db):
 
 
 @pytest.fixture
-def credentials(db) -> dict[str, str]:
+def _keep_the_test_connection():
+    """Requests go through the real WSGI handler, which closes "old" connections when a
+    request starts and ends; that would close the test's transaction on PostgreSQL.
+    Django's own test client disconnects the same handler."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def credentials(db, _keep_the_test_connection) -> dict[str, str]:
     """alice, with money, her own agent (the schema's example slug) and tasks to read."""
     alice = UserFactory.create(username="alice")
     deposit_create(user_id=alice.pk, amount=10**9)
