@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -56,11 +57,24 @@ _system_ids: dict[str, int] = {}
 
 
 def system_account_id(kind: str) -> int:
-    """The id of a system account (created by migration), cached per process."""
+    """The id of a system account, cached per process.
+
+    The accounts are created by a migration and never inside a caller's transaction: an
+    id cached from a row that later rolled back would point every thread at nothing.
+    """
     if kind not in _system_ids:
-        account, _ = Account.objects.get_or_create(kind=kind, user=None)
+        account = Account.objects.filter(kind=kind, user=None).first()
+        if account is None:
+            raise ImproperlyConfigured(f"The {kind} account is missing: run `manage.py migrate`.")
         _system_ids[kind] = account.pk
     return _system_ids[kind]
+
+
+def system_accounts_ensure() -> None:
+    """Create any missing system account (for databases emptied outside migrations)."""
+    for kind in Account.SYSTEM_KINDS:
+        Account.objects.get_or_create(kind=kind, user=None)
+    _system_ids.clear()
 
 
 def wallet_open(*, user_id: int) -> Account:

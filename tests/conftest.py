@@ -24,14 +24,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _fresh_system_account_cache():
-    # Transactional tests flush every table, system accounts included; forget their ids.
-    escrow_services._system_ids.clear()
-    yield
-    escrow_services._system_ids.clear()
-
-
-@pytest.fixture(autouse=True)
 def _audits_pass_after_every_db_test(request: pytest.FixtureRequest):
     """Every test that touched the database leaves a ledger and reputations that add up."""
     marker = request.node.get_closest_marker("django_db")
@@ -42,6 +34,8 @@ def _audits_pass_after_every_db_test(request: pytest.FixtureRequest):
         return
     # Set the database up before this fixture so that its teardown (the audit) runs first.
     request.getfixturevalue("transactional_db" if transactional else "db")
+    # Transactional tests flush every table, system accounts included: put them back.
+    escrow_services.system_accounts_ensure()
     yield
     if request.node.get_closest_marker("corrupts_ledger"):
         return

@@ -12,7 +12,8 @@ from django.db import connection
 from django.utils import timezone
 
 from escrow.audit import ledger_audit
-from escrow.models import Account, Escrow, Transfer
+from escrow.channels import channel_close, channel_open, key_register
+from escrow.models import Account, Escrow, PaymentChannel, Transfer
 from escrow.services import deposit_create, system_account_id
 from execution.models import Receipt
 from execution.services import tasks_recover
@@ -23,6 +24,7 @@ from reputation.audit import reputation_audit
 from reputation.models import ReputationEvent
 from tests import wasm_modules as wasm
 from tests.factories import AgentFactory, UserFactory
+from tests.test_channels import KEY, public, sign
 from tests.workers import Cluster, database_url, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -37,23 +39,42 @@ def _resend_lost_messages_quickly(settings):
 
 @pytest.fixture
 def slow_agent_tasks():
-    def submit(count: int, iterations: int) -> list[Task]:
+    """`count` tasks for a slow agent; with `channel=True` every other one pays by channel."""
+
+    def submit(count: int, iterations: int, channel: bool = False) -> list[Task]:
         alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
         deposit_create(user_id=alice.pk, amount=FUNDS)
         agent = AgentFactory.create(owner=bob, slug="slow", base_fee=1_000, fuel_price=1)
         binary_upload(agent=agent, data=wasm.busy(iterations))
         agent.refresh_from_db()
-        return [
-            task_submit(
-                requester=alice,
-                agent=agent,
-                input=str(i),
-                budget=1_000_000,
-                fuel_limit=10_000_000_000,
-                timeout_ms=3_000,
+        key_register(user_id=alice.pk, public_key=public(KEY))
+        opened = channel_open(
+            requester_user_id=alice.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=FUNDS // 2
+        )
+        tasks = []
+        for i in range(count):
+            by_channel = channel and i % 2 == 1
+            payment = (
+                {
+                    "payment": "channel",
+                    "channel": str(opened.pk),
+                    "voucher": sign(opened.pk, i, (i + 1) * 1_000_000),
+                }
+                if by_channel
+                else {}
             )
-            for i in range(count)
-        ]
+            tasks.append(
+                task_submit(
+                    requester=alice,
+                    agent=agent,
+                    input=str(i),
+                    budget=1_000_000,
+                    fuel_limit=10_000_000_000,
+                    timeout_ms=3_000,
+                    **payment,
+                )
+            )
+        return tasks
 
     return submit
 
@@ -66,10 +87,13 @@ def assert_each_task_final_exactly_once(tasks: list[Task]) -> Counter[str]:
     outcomes: Counter[str] = Counter()
     for task in Task.objects.filter(pk__in=ids):
         escrow = Escrow.objects.get(task=task)
-        expected = "released" if task.status == "succeeded" else "refunded"
-        assert escrow.status == expected
-        legs = Transfer.objects.filter(escrow=escrow).exclude(kind="escrow_hold")
-        assert sum(legs.values_list("amount", flat=True)) == task.budget
+        if escrow.channel_id:
+            assert escrow.status == ("completed" if task.status == "succeeded" else "cancelled")
+            assert not Transfer.objects.filter(escrow=escrow).exists()
+        else:
+            assert escrow.status == ("released" if task.status == "succeeded" else "refunded")
+            legs = Transfer.objects.filter(escrow=escrow).exclude(kind="escrow_hold")
+            assert sum(legs.values_list("amount", flat=True)) == task.budget
         assert task.cost + task.refund == task.budget
         outcomes[task.failure_reason or task.status] += 1
     ledger, reputation = ledger_audit(), reputation_audit()
@@ -90,7 +114,7 @@ def recover_until_final(tasks: list[Task], cluster: Cluster, timeout: float) -> 
 
 def test_random_sigkills_never_lose_or_double_pay_a_task(slow_agent_tasks, capsys):
     # About 6e9 fuel (9 per iteration): a few tenths of a second of wasm per task.
-    tasks = slow_agent_tasks(10, iterations=700_000_000)
+    tasks = slow_agent_tasks(10, iterations=700_000_000, channel=True)
     rng = random.Random(20261124)
     cluster = Cluster()
     kills = []
@@ -119,6 +143,14 @@ def test_random_sigkills_never_lose_or_double_pay_a_task(slow_agent_tasks, capsy
     finally:
         cluster.stop()
     outcomes = assert_each_task_final_exactly_once(tasks)
+    # The channel's counters matched its tasks (the audit above); closing pays exactly.
+    channel = PaymentChannel.objects.get()
+    assert (channel.in_flight, channel.reserved) == (0, 0)
+    alice_before = Account.objects.get(user=channel.requester).balance
+    channel = channel_close(channel_id=channel.pk, by_user_id=channel.requester_id)
+    assert Account.objects.get(user=channel.requester).balance == (
+        alice_before + channel.deposit - channel.redeemed
+    )
     attempts = Counter(Task.objects.values_list("attempts", flat=True))
     with capsys.disabled():
         print(
