@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -72,7 +71,8 @@ class Execution:
 
 def cost_for(*, base_fee: int, fuel_price: int, fuel_used: int, budget: int) -> int:
     """base fee + fuel at µCR per million units (rounded up), never above the budget."""
-    return min(budget, base_fee + math.ceil(fuel_used * fuel_price / 1_000_000))
+    # Integer ceiling division: a float here is off by a µCR once the product passes 2**53.
+    return min(budget, base_fee + -(-fuel_used * fuel_price // 1_000_000))
 
 
 def fee_for(cost: int) -> int:

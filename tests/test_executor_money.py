@@ -7,8 +7,10 @@ tests, and the end-to-end tests run both together through real workers.
 from __future__ import annotations
 
 import json
+import math
 from datetime import timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from django.utils import timezone
@@ -365,3 +367,18 @@ def test_the_fuel_a_run_gets_is_always_affordable(budget, base_fee, fuel_price):
     fuel = affordable_fuel(task)
     if budget >= base_fee:
         assert base_fee + -(-fuel * fuel_price // 1_000_000) <= budget
+
+
+@given(fuel_used=st.integers(0, 10**13), fuel_price=st.integers(0, 10**9))
+def test_cost_is_the_exact_ceiling_of_the_fuel_price(fuel_used, fuel_price):
+    exact = math.ceil(Fraction(fuel_used * fuel_price, 1_000_000))
+    cost = cost_for(base_fee=7, fuel_price=fuel_price, fuel_used=fuel_used, budget=10**30)
+    assert cost == 7 + exact
+
+
+def test_a_large_fuel_bill_is_not_rounded_through_a_float():
+    used, price = 9_999_999_999_999, 999_999_999
+    assert math.ceil(used * price / 1_000_000) == 9_999_999_989_999_000  # what a float gives
+    assert cost_for(base_fee=0, fuel_price=price, fuel_used=used, budget=10**30) == (
+        9_999_999_989_999_001
+    )
