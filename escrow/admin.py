@@ -1,7 +1,26 @@
-from django.contrib import admin
-from django.http import HttpRequest
+"""The ledger in the admin: shown, searched and audited, never edited."""
 
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from escrow.audit import ledger_audit
 from escrow.models import Account, Escrow, Transfer
+
+MAX_VIOLATIONS_SHOWN = 20
+
+
+def credits(amount: int | None) -> str:
+    if amount is None:
+        return "—"
+    sign = "−" if amount < 0 else ""
+    whole, micro = divmod(abs(amount), 1_000_000)
+    return f"{sign}{whole}.{micro:06d} CR"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -17,42 +36,106 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class LedgerAdmin(ReadOnlyAdmin):
+    # Each ledger changelist has a "Run the ledger audit" button.
+    change_list_template = "admin/escrow/ledger_change_list.html"
+
+
 @admin.register(Account)
-class AccountAdmin(ReadOnlyAdmin):
-    list_display = ["id", "kind", "user", "balance", "created_at"]
+class AccountAdmin(LedgerAdmin):
+    list_display = ["id", "kind", "user", "balance_cr", "created_at"]
     list_filter = ["kind"]
     search_fields = ["user__username"]
+    list_select_related = ["user"]
+
+    @admin.display(description="balance", ordering="balance")
+    def balance_cr(self, obj: Account) -> str:
+        return credits(obj.balance)
 
 
 @admin.register(Transfer)
-class TransferAdmin(ReadOnlyAdmin):
+class TransferAdmin(LedgerAdmin):
     list_display = [
         "id",
         "kind",
-        "amount",
+        "amount_cr",
         "debit_account",
         "credit_account",
         "escrow",
         "task",
         "created_at",
     ]
-    list_filter = ["kind"]
-    search_fields = ["idempotency_key", "memo", "task__id"]
-    list_select_related = ["debit_account", "credit_account"]
+    list_filter = ["kind", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["idempotency_key", "memo", "task__id", "debit_account__user__username"]
+    list_select_related = ["debit_account", "credit_account", "escrow", "task"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_cr(self, obj: Transfer) -> str:
+        return credits(obj.amount)
+
+    def get_urls(self) -> list[URLPattern]:
+        audit = path(
+            "audit/",
+            self.admin_site.admin_view(require_POST(self.audit_view)),
+            name="escrow_ledger_audit",
+        )
+        return [audit, *super().get_urls()]
+
+    def audit_view(self, request: HttpRequest) -> HttpResponseRedirect:
+        """Recompute every balance from the transfers and report as a message."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        report = ledger_audit()
+        if report.ok:
+            messages.success(
+                request,
+                f"Ledger audit passed: {report.accounts} accounts, {report.transfers} "
+                f"transfers and {report.escrows} escrows add up; "
+                f"{credits(report.held_in_escrow)} held in escrow.",
+            )
+        else:
+            messages.error(
+                request, f"Ledger audit FAILED with {len(report.violations)} violation(s)."
+            )
+            for violation in report.violations[:MAX_VIOLATIONS_SHOWN]:
+                messages.error(request, violation)
+        target = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+            target = reverse("admin:escrow_transfer_changelist")
+        return HttpResponseRedirect(target)
 
 
 @admin.register(Escrow)
-class EscrowAdmin(ReadOnlyAdmin):
+class EscrowAdmin(LedgerAdmin):
     list_display = [
         "id",
         "status",
         "payment",
-        "amount",
-        "cost",
-        "fee",
-        "refund",
+        "amount_cr",
+        "cost_cr",
+        "fee_cr",
+        "refund_cr",
         "task",
         "created_at",
+        "resolved_at",
     ]
-    list_filter = ["status", "payment"]
-    search_fields = ["task__id"]
+    list_filter = ["status", "payment", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["task__id", "payer__user__username", "payee__user__username"]
+    list_select_related = ["task"]
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_cr(self, obj: Escrow) -> str:
+        return credits(obj.amount)
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_cr(self, obj: Escrow) -> str:
+        return credits(obj.cost)
+
+    @admin.display(description="fee", ordering="fee")
+    def fee_cr(self, obj: Escrow) -> str:
+        return credits(obj.fee)
+
+    @admin.display(description="refund", ordering="refund")
+    def refund_cr(self, obj: Escrow) -> str:
+        return credits(obj.refund)

@@ -120,8 +120,8 @@ def _channels(report: LedgerReport) -> list[str]:
             tally["redeemed"] += row["cost"] or 0
             tally["fees"] += row["fee"] or 0
     legs: dict[Any, dict[str, int]] = defaultdict(dict)
-    for row in Transfer.objects.filter(channel__isnull=False).values("channel", "kind", "amount"):
-        legs[row["channel"]][row["kind"]] = row["amount"]
+    for leg in Transfer.objects.filter(channel__isnull=False).values("channel", "kind", "amount"):
+        legs[leg["channel"]][leg["kind"]] = leg["amount"]
     for channel in PaymentChannel.objects.all():
         report.channels += 1
         tally = by_channel[channel.pk]

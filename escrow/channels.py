@@ -64,8 +64,9 @@ class SignedVoucher:
             data.get("cumulative_amount"),
             data.get("signature"),
         )
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (nonce, amount)):
+        if not _is_int(nonce) or not _is_int(amount):
             raise VoucherMalformed("nonce and cumulative_amount must be integers.")
+        assert isinstance(nonce, int) and isinstance(amount, int)
         if nonce <= 0 or amount < 0 or nonce >= 2**63 or amount >= 2**63:
             raise VoucherMalformed("nonce must be positive and cumulative_amount non-negative.")
         if not isinstance(signature, str):
@@ -78,6 +79,10 @@ class SignedVoucher:
             "cumulative_amount": self.cumulative_amount,
             "signature": self.signature,
         }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def voucher_message(channel_id: Any, nonce: int, cumulative_amount: int) -> bytes:

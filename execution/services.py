@@ -348,7 +348,11 @@ def tasks_recover() -> dict[str, int]:
 
 def receipt_replay(payload: dict[str, Any]) -> tuple[bool, str]:
     """Rerun the receipt's pinned binary on its task's input with the same fuel limit."""
-    task = Task.objects.select_related("agent", "binary").filter(pk=payload.get("task_id")).first()
+    task = (
+        Task.objects.select_related("agent", "binary")
+        .filter(pk=str(payload.get("task_id")))
+        .first()
+    )
     if task is None:
         return False, "no such task on this platform"
     if hashlib.sha256(task.input.encode()).hexdigest() != payload.get("input_sha256"):
@@ -360,3 +364,49 @@ def receipt_replay(payload: dict[str, Any]) -> tuple[bool, str]:
     if output_sha256 != payload.get("output_sha256"):
         return False, f"output hash {output_sha256} differs from {payload.get('output_sha256')}"
     return True, f"output hash {output_sha256}"
+
+
+# --- operator actions ------------------------------------------------------------------------
+
+
+def task_requeue(*, task_id: Any) -> bool:
+    """Put a stuck task back in the queue: running with an expired lease → queued.
+
+    The same conditional UPDATE as recovery. A worker that is in fact still alive then holds
+    a stale attempt, and its settlement finds nothing to settle. False when the task is not
+    running or its lease has not expired.
+    """
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        won = Task.objects.filter(
+            pk=task_id, status=Task.Status.RUNNING, lease_expires_at__lt=now
+        ).update(status=Task.Status.QUEUED, lease_expires_at=None, enqueued_at=now)
+        if won:
+            task_enqueue(task_id=task_id)
+    return won == 1
+
+
+def task_refund(*, task_id: Any, detail: str = "refunded by an operator") -> Task:
+    """Give up on a stuck task with a full refund and no reputation penalty.
+
+    A queued task is cancelled. A running one fails as platform_error, settled for the
+    attempt that holds it, so its worker, if it ever finishes, finds nothing to settle.
+    Raises TaskStateConflict for a task that is already final.
+    """
+    from marketplace.errors import TaskStateConflict
+    from marketplace.services import task_cancel
+
+    task = Task.objects.get(pk=task_id)
+    if task.status == Task.Status.QUEUED:
+        try:
+            return task_cancel(task=task)
+        except TaskStateConflict:
+            task.refresh_from_db()  # a worker claimed it in the meantime
+    if task.status == Task.Status.RUNNING:
+        lost = Execution(reason=Reason.PLATFORM_ERROR, detail=detail)
+        if task_settle(task_id=task.pk, attempt=task.attempts, execution=lost):
+            return Task.objects.get(pk=task.pk)
+        task.refresh_from_db()  # it settled (or moved on) in the meantime
+    raise TaskStateConflict(
+        f"Only a queued or running task can be refunded; this one is {task.status}."
+    )

@@ -35,10 +35,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 
-from escrow.models import Account, Escrow, Transfer
+from escrow.channels import channel_close, channel_open, key_register
+from escrow.errors import ChannelNotFound
+from escrow.models import Account, Escrow, PaymentChannel, Transfer
 from escrow.services import deposit_create
 from marketplace.binaries import binary_upload
-from marketplace.errors import AgentNotFound
+from marketplace.errors import AgentNotFound, AgentUnavailable
 from marketplace.exceptions import InvalidCredentials, NotAgentOwner, TaskNotFound
 from marketplace.idempotency import HEADER as IDEMPOTENCY_HEADER
 from marketplace.idempotency import idempotent
@@ -50,9 +52,13 @@ from marketplace.serializers import (
     AgentWriteSerializer,
     BinarySerializer,
     BinaryUploadSerializer,
+    ChannelOpenSerializer,
+    ChannelSerializer,
     CredentialsSerializer,
     DepositRequestSerializer,
     DepositSerializer,
+    KeyRegisterSerializer,
+    KeySerializer,
     Pagination,
     RegisteredSerializer,
     RegisterSerializer,
@@ -276,10 +282,16 @@ def wallet(request: Request) -> Response:
             )["held"]
             or 0
         )
+    in_channels = (
+        PaymentChannel.objects.filter(requester=_user(request))
+        .exclude(status=PaymentChannel.Status.SETTLED)
+        .aggregate(held=Sum("deposit"))["held"]
+        or 0
+    )
     summary = {
         "balance": account.balance if account is not None else 0,
         "held_in_escrow": held,
-        "in_channels": 0,
+        "in_channels": in_channels,
     }
     return Response(WalletSerializer(summary).data)
 
@@ -469,6 +481,8 @@ def tasks(request: Request) -> Response:
 
         def run(key: str | None) -> Response:
             data = _valid(TaskSubmitSerializer, request.data)
+            if "channel" in data:
+                data["channel"] = str(data["channel"])
             task = task_submit(requester=user, idempotency_key=key, **data)
             return Response(TaskSerializer(task_for(user, task.pk)).data, status=201)
 
@@ -499,3 +513,90 @@ def task_cancel_view(request: Request, task_id: Any) -> Response:
     user = _user(request)
     cancelled = task_cancel(task=task_for(user, task_id))
     return Response(TaskSerializer(task_for(user, cancelled.pk)).data)
+
+
+# --- payment channels and voucher keys ------------------------------------------------------
+
+
+def _channels_of(user: Any) -> QuerySet[PaymentChannel]:
+    """Channels the user pays from or whose agent they own; nobody else sees them."""
+    return PaymentChannel.objects.select_related("agent").filter(
+        Q(requester=user) | Q(agent__owner=user)
+    )
+
+
+def _channel_for(user: Any, channel_id: Any) -> PaymentChannel:
+    channel = _channels_of(user).filter(pk=channel_id).first()
+    if channel is None:
+        raise ChannelNotFound()
+    return channel
+
+
+@extend_schema(
+    methods=["GET"],
+    operation_id="channels_list",
+    tags=["channels"],
+    responses={200: paginated("PaginatedChannelList", ChannelSerializer), **errors(401, 404)},
+)
+@extend_schema(
+    methods=["POST"],
+    tags=["channels"],
+    request=ChannelOpenSerializer,
+    examples=[
+        OpenApiExample(
+            "10 CR for echo", value={"agent": "echo", "deposit": 10_000_000}, request_only=True
+        )
+    ],
+    parameters=[IDEMPOTENCY_PARAMETER],
+    responses={201: ChannelSerializer, **errors(*WRITES, 402, 409)},
+)
+@api_view(["GET", "POST"])
+def channels(request: Request) -> Response:
+    user = _user(request)
+    if request.method == "POST":
+
+        def run(key: str | None) -> Response:
+            data = _valid(ChannelOpenSerializer, request.data)
+            agent = data["agent"]
+            if agent.status != Agent.Status.ACTIVE:
+                raise AgentUnavailable()
+            opened = channel_open(
+                requester_user_id=user.pk,
+                agent_id=agent.pk,
+                payee_user_id=agent.owner_id,
+                deposit=data["deposit"],
+                idempotency_key=key,
+            )
+            return Response(ChannelSerializer(_channel_for(user, opened.pk)).data, status=201)
+
+        return idempotent(request, user, run)
+    return _page(request, _channels_of(user).order_by("-created_at"), ChannelSerializer)
+
+
+@extend_schema(tags=["channels"], responses={200: ChannelSerializer, **errors(401, 404)})
+@api_view(["GET"])
+def channel(request: Request, channel_id: Any) -> Response:
+    return Response(ChannelSerializer(_channel_for(_user(request), channel_id)).data)
+
+
+@extend_schema(
+    tags=["channels"], request=None, responses={200: ChannelSerializer, **errors(401, 404, 409)}
+)
+@api_view(["POST"])
+def channel_close_view(request: Request, channel_id: Any) -> Response:
+    user = _user(request)
+    found = _channel_for(user, channel_id)
+    channel_close(channel_id=found.pk, by_user_id=user.pk)
+    return Response(ChannelSerializer(_channel_for(user, found.pk)).data)
+
+
+@extend_schema(
+    tags=["channels"],
+    request=KeyRegisterSerializer,
+    responses={201: KeySerializer, **errors(*WRITES)},
+)
+@api_view(["POST"])
+def keys(request: Request) -> Response:
+    data = _valid(KeyRegisterSerializer, request.data)
+    key = key_register(user_id=_user(request).pk, public_key=data["public_key"])
+    return Response(KeySerializer(key).data, status=201)

@@ -27,6 +27,10 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/receipt/", execution_api.task_receipt, name="task-receipt"),
     path("receipts/public-key/", execution_api.public_key, name="receipt-public-key"),
     path("receipts/verify/", execution_api.verify, name="receipt-verify"),
+    path("channels/", api.channels, name="channels"),
+    path("channels/<uuid:channel_id>/", api.channel, name="channel"),
+    path("channels/<uuid:channel_id>/close/", api.channel_close_view, name="channel-close"),
+    path("keys/", api.keys, name="keys"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", api.DocsView.as_view(url_name="api:schema"), name="docs"),
     # Last: any other path under the API answers with the JSON error envelope.

@@ -20,7 +20,7 @@ from rest_framework import parsers, serializers
 from rest_framework.exceptions import ParseError
 from rest_framework.pagination import PageNumberPagination
 
-from escrow.models import Escrow, Transfer
+from escrow.models import Escrow, PaymentChannel, Transfer
 from marketplace.errors import InputTooLarge
 from marketplace.models import Agent, AgentBinary, Task
 from reputation.models import ReputationEvent
@@ -388,6 +388,17 @@ class ReputationSerializer(serializers.Serializer):
 # --- tasks ---------------------------------------------------------------------------
 
 
+class VoucherSerializer(serializers.Serializer):
+    nonce = StrictIntegerField(min_value=1, max_value=2**63 - 1)
+    cumulative_amount = StrictIntegerField(min_value=0, max_value=2**63 - 1)
+    signature = StrictCharField(
+        max_length=100,
+        help_text="base64 Ed25519 signature over the UTF-8 bytes of "
+        "`agent-exchange/voucher/v1`, the channel id, the nonce and the cumulative amount, "
+        "joined by newlines.",
+    )
+
+
 class TaskSubmitSerializer(serializers.Serializer):
     agent = serializers.SlugField(max_length=64, help_text="The agent's slug.")
     input = StrictCharField(
@@ -408,8 +419,23 @@ class TaskSubmitSerializer(serializers.Serializer):
     payment = serializers.ChoiceField(
         choices=Task.Payment.choices,
         default=Task.Payment.ESCROW,
-        help_text="`channel` payments are not available yet.",
+        help_text="`escrow` holds the budget from your wallet; `channel` holds it against "
+        "a payment channel, authorized by `voucher`.",
     )
+    channel = serializers.UUIDField(required=False, help_text="The channel paying (`channel`).")
+    voucher = VoucherSerializer(required=False, help_text="Authorizes redeemed + budget.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        channel_fields = ("channel", "voucher")
+        if attrs.get("payment") == Task.Payment.CHANNEL:
+            problems = {
+                n: ["Required for channel payments."] for n in channel_fields if n not in attrs
+            }
+        else:
+            problems = {n: ["Only for channel payments."] for n in channel_fields if n in attrs}
+        if problems:
+            raise serializers.ValidationError(problems)
+        return attrs
 
     def validate_input(self, value: str) -> str:
         size = len(value.encode())
@@ -545,3 +571,42 @@ def add_error_component(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]
     """drf-spectacular hook: publish the error envelope every error response refers to."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     return result
+
+
+class ChannelOpenSerializer(serializers.Serializer):
+    agent = serializers.SlugField(max_length=64, help_text="The agent's slug.")
+    deposit = amount_field(help_text="µCR moved from your wallet into the channel.")
+
+    def validate_agent(self, value: str) -> Agent:
+        agent = Agent.objects.filter(slug=value).first()
+        if agent is None:
+            raise serializers.ValidationError("No such agent.")
+        return agent
+
+
+class ChannelSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    agent = serializers.CharField(source="agent.slug")
+    deposit = serializers.IntegerField()
+    redeemed = serializers.IntegerField(help_text="µCR redeemed by finished tasks.")
+    reserved = serializers.IntegerField(help_text="µCR held for tasks in flight.")
+    authorized = serializers.IntegerField(help_text="Cumulative amount of the latest voucher.")
+    nonce = serializers.IntegerField(
+        help_text="The latest voucher's nonce; the next must be higher."
+    )
+    in_flight = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=PaymentChannel.Status.choices)
+    expires_at = serializers.DateTimeField()
+    closes_at = serializers.DateTimeField(allow_null=True)
+    settled_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class KeyRegisterSerializer(serializers.Serializer):
+    public_key = StrictCharField(max_length=64, help_text="base64 of the raw 32-byte Ed25519 key.")
+
+
+class KeySerializer(serializers.Serializer):
+    public_key = serializers.CharField()
+    key_id = serializers.CharField()
+    created_at = serializers.DateTimeField()

@@ -240,6 +240,8 @@ TASK_MAX_MEMORY_MB = env_int("TASK_MAX_MEMORY_MB", 512)
 TASK_DEFAULT_TIMEOUT_MS = env_int("TASK_DEFAULT_TIMEOUT_MS", 10_000)
 TASK_MAX_TIMEOUT_MS = env_int("TASK_MAX_TIMEOUT_MS", 60_000)
 TASK_MAX_INPUT_BYTES = env_int("TASK_MAX_INPUT_BYTES", 1024 * 1024)
+# A request body may carry a whole input JSON-escaped (up to 6 bytes a character).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * TASK_MAX_INPUT_BYTES
 MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
 # A running task whose lease is older than its timeout plus this margin is presumed lost.
 LEASE_MARGIN_SECONDS = env_int("LEASE_MARGIN_SECONDS", 30)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from datetime import datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -54,7 +56,7 @@ def slow_agent_tasks():
         tasks = []
         for i in range(count):
             by_channel = channel and i % 2 == 1
-            payment = (
+            payment: dict[str, Any] = (
                 {
                     "payment": "channel",
                     "channel": str(opened.pk),
@@ -94,7 +96,7 @@ def assert_each_task_final_exactly_once(tasks: list[Task]) -> Counter[str]:
             assert escrow.status == ("released" if task.status == "succeeded" else "refunded")
             legs = Transfer.objects.filter(escrow=escrow).exclude(kind="escrow_hold")
             assert sum(legs.values_list("amount", flat=True)) == task.budget
-        assert task.cost + task.refund == task.budget
+        assert (task.cost or 0) + (task.refund or 0) == task.budget
         outcomes[task.failure_reason or task.status] += 1
     ledger, reputation = ledger_audit(), reputation_audit()
     assert ledger.ok, ledger.violations
@@ -122,13 +124,17 @@ def test_random_sigkills_never_lose_or_double_pay_a_task(slow_agent_tasks, capsy
         for _ in range(8):
             round_started = timezone.now()
             cluster.start()
+
             # Wait for work in progress, then kill at a random point of it: mid-run, or
             # (for a short run) around its settlement or the next claim.
-            wait_for(
-                lambda since=round_started: (
+            def busy_or_done(since: datetime = round_started) -> bool:
+                return (
                     Task.objects.filter(status="running", started_at__gte=since).exists()
                     or not Task.objects.exclude(status__in=Task.FINAL_STATUSES).exists()
-                ),
+                )
+
+            wait_for(
+                busy_or_done,
                 timeout=30,
                 message="a task to start",
                 cluster=cluster,

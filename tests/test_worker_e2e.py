@@ -6,6 +6,7 @@ import json
 import math
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.files.storage import default_storage
@@ -66,6 +67,7 @@ def test_a_task_runs_and_settles_through_a_real_worker(people, tmp_path):
 
     task.refresh_from_db()
     assert task.status == "succeeded", (task.failure_reason, task.failure_detail)
+    assert task.fuel_used is not None
     assert bytes(task.stdout) == b"hello, exchange"
     fuel_limit = affordable_fuel(task)
     assert fuel_limit == 99_000_000  # (budget − base fee) buys 99 M fuel at 1,000 µCR per million
@@ -92,7 +94,7 @@ def test_a_task_runs_and_settles_through_a_real_worker(people, tmp_path):
 def test_every_failure_refunds_in_full_with_the_right_penalty(people):
     alice, bob = people
     schema = {"type": "object"}
-    cases = {
+    cases: dict[str, tuple[Agent, dict[str, Any]]] = {
         "out_of_fuel": (agent_with(bob, "spin-fuel", wasm.SPIN), {"fuel_limit": 5_000_000}),
         "timeout": (agent_with(bob, "spin-clock", wasm.SPIN), {"timeout_ms": 300}),
         "memory_limit": (agent_with(bob, "bomb", wasm.MEMORY_BOMB), {"memory_limit_mb": 4}),
@@ -105,6 +107,7 @@ def test_every_failure_refunds_in_full_with_the_right_penalty(people):
     }
     # The platform loses a binary (storage and compiled cache): the platform's fault.
     lost = cases["platform_error"][0].current_binary
+    assert lost is not None
     default_storage.delete(lost.storage_name)
     modules.artifact_path(lost.sha256).unlink(missing_ok=True)
     tasks = {

@@ -12,7 +12,9 @@ PROC_EXIT = '(import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (para
 
 
 def module(body: str, *imports: str) -> bytes:
-    return wasmtime.wat2wasm(f'(module {" ".join(imports)} (memory (export "memory") 1) {body})')
+    return bytes(
+        wasmtime.wat2wasm(f'(module {" ".join(imports)} (memory (export "memory") 1) {body})')
+    )
 
 
 def write(text: str) -> str:

@@ -18,7 +18,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from escrow.models import Account, Escrow, Transfer
+from escrow.channels import channel_open
+from escrow.models import Account, Escrow, PaymentChannel, RequesterKey, Transfer, Voucher
 from escrow.services import deposit_create
 from execution.models import Receipt
 from execution.services import Execution, task_claim, task_settle
@@ -40,6 +41,7 @@ class World:
     agent: Agent
     queued: Task
     settled: Task
+    channel: PaymentChannel
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,19 @@ MATRIX: dict[str, ObjectEndpoint | CollectionEndpoint] = {
         owner=allowed(READ_ONLY),
         other=allowed({"GET": 404, "OPTIONS": 200}),
     ),
+    # Channels are seen by their requester and their agent's owner; to others they do not exist.
+    "api:channel": ObjectEndpoint(
+        kwargs=lambda w: {"channel_id": w.channel.pk},
+        owner=allowed(READ_ONLY),
+        other=allowed({"GET": 404, "OPTIONS": 200}),
+    ),
+    "api:channel-close": ObjectEndpoint(
+        kwargs=lambda w: {"channel_id": w.channel.pk},
+        owner=allowed({"OPTIONS": 200, "POST": 200}),
+        other=allowed({"OPTIONS": 200, "POST": 404}),
+    ),
+    "api:channels": CollectionEndpoint(),
+    "api:keys": CollectionEndpoint(),
     "api:register": CollectionEndpoint(
         public=True, anonymous=allowed({"OPTIONS": 200, "POST": 400})
     ),
@@ -168,9 +183,14 @@ def world(alice, bob, charlie) -> World:
     task_settle(
         task_id=settled.pk, attempt=claim[1], execution=Execution(exit_code=0, stdout=b"ok")
     )
+    channel = channel_open(
+        requester_user_id=alice.pk, agent_id=echo.pk, payee_user_id=bob.pk, deposit=50_000
+    )
     for user in (alice, bob, charlie):
         Token.objects.get_or_create(user=user)
-    return World(alice=alice, charlie=charlie, agent=agent, queued=queued, settled=settled)
+    return World(
+        alice=alice, charlie=charlie, agent=agent, queued=queued, settled=settled, channel=channel
+    )
 
 
 def state() -> dict[str, Any]:
@@ -188,6 +208,9 @@ def state() -> dict[str, Any]:
         "events": list(ReputationEvent.objects.order_by("pk").values_list("pk")),
         "receipts": list(Receipt.objects.order_by("pk").values_list("pk")),
         "idempotency": list(IdempotencyRecord.objects.order_by("pk").values_list("pk")),
+        "channels": list(PaymentChannel.objects.order_by("pk").values()),
+        "vouchers": list(Voucher.objects.order_by("pk").values_list("pk")),
+        "keys": list(RequesterKey.objects.order_by("pk").values_list("pk")),
     }
 
 

@@ -120,7 +120,9 @@ def test_a_submission_is_validated_before_anything_moves(as_alice, funded_alice,
 
 def test_the_agents_rules_come_back_as_their_own_codes(as_alice, funded_alice, echo, bob):
     assert error(submit(as_alice, budget=999)) == (400, "budget_below_base_fee")
-    assert error(submit(as_alice, payment="channel")) == (400, "payment_method_unavailable")
+    missing = submit(as_alice, payment="channel")
+    assert error(missing) == (400, "validation_error")
+    assert set(missing.json()["error"]["fields"]) == {"channel", "voucher"}
     make_agent(bob, slug="bare", with_binary=False)
     assert error(submit(as_alice, agent="bare")) == (409, "agent_has_no_binary")
     Agent.objects.filter(pk=echo.pk).update(status="suspended")

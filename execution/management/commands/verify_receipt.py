@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -28,7 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             source = options["file"]
-            text = self.stdin.read() if source == "-" else Path(source).read_text()
+            text = sys.stdin.read() if source == "-" else Path(source).read_text()
             receipt = json.loads(text)
         except (OSError, ValueError) as exc:
             raise CommandError(f"cannot read a receipt from {options['file']}: {exc}") from None
