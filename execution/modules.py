@@ -108,8 +108,9 @@ _guest_output = threading.local()
 
 @contextmanager
 def guest_output(stdout: CappedBuffer, stderr: CappedBuffer) -> Iterator[None]:
-    """Route this thread's guest fd_write calls into the given buffers."""
+    """Route this thread's guest fd_write calls into the given buffers, for one run."""
     _guest_output.streams = (stdout, stderr)
+    _guest_output.random_calls = 0
     try:
         yield
     finally:
@@ -147,6 +148,36 @@ def _fd_write(caller: wasmtime.Caller, fd: int, iovs: int, iovs_len: int, nwritt
     if sink.strict and sink.overflowed:
         raise OutputLimitExceeded
     memory.write(caller, struct.pack("<I", total), nwritten)
+    return 0
+
+
+# Runs are deterministic, so that a receipt can be replayed to the same output hash: the
+# clock stands still and "random" bytes are the same stream on every run.
+FIXED_TIME_NS = 1_700_000_000 * 10**9
+RANDOM_SEED = b"agent-exchange/random/v1"
+_MAX_RANDOM = 1 << 20  # host calls cannot be interrupted: keep each one short
+
+
+def _clock_time_get(caller: wasmtime.Caller, clock_id: int, precision: int, time_ptr: int) -> int:
+    memory = caller.get("memory")
+    time_ptr &= 0xFFFFFFFF
+    if not isinstance(memory, wasmtime.Memory) or time_ptr + 8 > memory.data_len(caller):
+        return WASI_EFAULT
+    memory.write(caller, struct.pack("<Q", FIXED_TIME_NS), time_ptr)
+    return 0
+
+
+def _random_get(caller: wasmtime.Caller, buf: int, length: int) -> int:
+    memory = caller.get("memory")
+    buf, length = buf & 0xFFFFFFFF, length & 0xFFFFFFFF
+    if length > _MAX_RANDOM:
+        return WASI_EINVAL
+    if not isinstance(memory, wasmtime.Memory) or buf + length > memory.data_len(caller):
+        return WASI_EFAULT
+    call = getattr(_guest_output, "random_calls", 0)
+    _guest_output.random_calls = call + 1
+    stream = hashlib.shake_256(RANDOM_SEED + call.to_bytes(8, "little")).digest(length)
+    memory.write(caller, stream, buf)
     return 0
 
 
@@ -222,6 +253,21 @@ def _start_runtime() -> Runtime:
     four_i32_to_i32 = wasmtime.FuncType([i32, i32, i32, i32], [i32])
     linker.define_func(WASI_MODULE, "fd_write", four_i32_to_i32, _fd_write, access_caller=True)
     linker.define_func(WASI_MODULE, "poll_oneoff", four_i32_to_i32, _poll_oneoff)
+    i64 = wasmtime.ValType.i64()
+    linker.define_func(
+        WASI_MODULE,
+        "clock_time_get",
+        wasmtime.FuncType([i32, i64, i32], [i32]),
+        _clock_time_get,
+        access_caller=True,
+    )
+    linker.define_func(
+        WASI_MODULE,
+        "random_get",
+        wasmtime.FuncType([i32, i32], [i32]),
+        _random_get,
+        access_caller=True,
+    )
     linker.allow_shadowing = False
 
     ticker = _Ticker(engine)
