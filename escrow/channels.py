@@ -285,7 +285,9 @@ def channel_reserve(
 def channel_finish_task(*, channel_id: Any, budget: int, cost: int, fee: int) -> PaymentChannel:
     """A channel task ended: redeem its cost (0 on failure) and release its hold.
 
-    One row changes; a closing channel with nothing left in flight becomes due.
+    One row changes; a closing channel with nothing left in flight becomes due — the
+    caller settles it with `channel_settle_if_due` after writing the task's escrow row,
+    keeping the lock order (channels, escrows, accounts).
     """
     _check_amount(cost, allow_zero=True)
     _check_amount(fee, allow_zero=True)
@@ -304,9 +306,16 @@ def channel_finish_task(*, channel_id: Any, budget: int, cost: int, fee: int) ->
                 seconds=settings.CHANNEL_CHALLENGE_SECONDS
             )
         channel.save(update_fields=["redeemed", "fees", "reserved", "in_flight", "closes_at"])
-        if _due(channel):
-            _settle(channel)
         return channel
+
+
+def channel_settle_if_due(*, channel_id: Any) -> bool:
+    with transaction.atomic():
+        channel = _locked(channel_id)
+        if not _due(channel):
+            return False
+        _settle(channel)
+        return True
 
 
 def channel_close(*, channel_id: Any, by_user_id: int) -> PaymentChannel:

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from escrow.channels import channel_finish_task
+from escrow.channels import channel_finish_task, channel_settle_if_due
 from escrow.models import Escrow, Voucher
 from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
 from execution import sandbox
@@ -260,6 +260,7 @@ def task_settle(*, task_id: Any, attempt: int, execution: Execution) -> bool:
             escrow_complete(escrow_id=escrow_id, cost=cost, fee=fee)
         else:
             escrow_cancel(escrow_id=escrow_id)
+        channel_settle_if_due(channel_id=channel_id)
     elif succeeded:
         escrow_release(escrow_id=escrow_id, cost=cost, fee=fee)
     else:

@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from escrow.channels import channel_finish_task, channel_reserve
+from escrow.channels import channel_finish_task, channel_reserve, channel_settle_if_due
 from escrow.errors import IdempotencyConflict, InvalidAmount
 from escrow.models import Escrow
 from escrow.services import escrow_cancel, escrow_create, escrow_fund, escrow_refund, wallet_open
@@ -264,6 +264,7 @@ def task_cancel(*, task: Task) -> Task:
     if escrow.channel_id:
         channel_finish_task(channel_id=escrow.channel_id, budget=task.budget, cost=0, fee=0)
         escrow_cancel(escrow_id=escrow.pk)
+        channel_settle_if_due(channel_id=escrow.channel_id)
     else:
         escrow_refund(escrow_id=escrow.pk)
     return Task.objects.get(pk=task.pk)
@@ -313,3 +314,25 @@ def agent_update(*, agent: Agent, **changes: Any) -> Agent:
         agent.full_clean(exclude=["current_binary", "owner"])
         agent.save(update_fields=[*changes])
         return agent
+
+
+# --- operator actions ---------------------------------------------------------------------
+
+
+def agent_suspend(*, agent: Agent) -> bool:
+    """active → suspended: no new tasks; queued ones fail validation with a full refund.
+
+    False when the agent was not active.
+    """
+    won = Agent.objects.filter(pk=agent.pk, status=Agent.Status.ACTIVE).update(
+        status=Agent.Status.SUSPENDED
+    )
+    return won == 1
+
+
+def agent_activate(*, agent: Agent) -> bool:
+    """suspended → active. False when the agent was not suspended."""
+    won = Agent.objects.filter(pk=agent.pk, status=Agent.Status.SUSPENDED).update(
+        status=Agent.Status.ACTIVE
+    )
+    return won == 1

@@ -319,3 +319,13 @@ def test_registering_a_bad_public_key_is_refused(alice):
     for bad in ["", "not base64", base64.b64encode(b"short").decode(), 42]:
         with pytest.raises(errors.InvalidPublicKey):
             key_register(user_id=alice.pk, public_key=bad)
+
+
+def test_cancelling_the_last_task_of_a_closing_channel_settles_it(channel, alice, agent, bob):
+    task = submit(alice, agent, channel, sign(channel.pk, 1, 100_000))
+    assert channel_close(channel_id=channel.pk, by_user_id=alice.pk).status == "closing"
+    task_cancel(task=task)
+    channel.refresh_from_db()
+    assert (channel.status, channel.redeemed, channel.in_flight) == ("settled", 0, 0)
+    assert balance(alice) == 10_000_000
+    assert balance(bob) == 0
