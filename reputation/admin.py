@@ -1,13 +1,55 @@
-from django.contrib import admin
+"""Reputation in the admin: scores and the append-only event log, read-only and auditable."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.http import require_POST
 
 from escrow.admin import ReadOnlyAdmin
+from reputation.audit import reputation_audit
 from reputation.models import AgentReputation, ReputationEvent
+
+MAX_VIOLATIONS_SHOWN = 20
 
 
 @admin.register(AgentReputation)
 class AgentReputationAdmin(ReadOnlyAdmin):
+    change_list_template = "admin/reputation/reputation_change_list.html"
     list_display = ["agent", "score", "successes", "failures", "neutral", "updated_at"]
-    search_fields = ["agent__slug"]
+    list_filter = [("updated_at", admin.DateFieldListFilter)]
+    search_fields = ["agent__slug", "agent__name"]
+    list_select_related = ["agent"]
+    ordering = ["-score"]
+
+    def get_urls(self) -> list[URLPattern]:
+        audit = path(
+            "audit/",
+            self.admin_site.admin_view(require_POST(self.audit_view)),
+            name="reputation_audit",
+        )
+        return [audit, *super().get_urls()]
+
+    def audit_view(self, request: HttpRequest) -> HttpResponseRedirect:
+        """Replay every event through its policy and compare with the stored scores."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        report = reputation_audit()
+        if report.ok:
+            messages.success(
+                request,
+                f"Reputation audit passed: {report.events} events replay to the stored "
+                f"scores of {report.agents} agents.",
+            )
+        else:
+            messages.error(
+                request, f"Reputation audit FAILED with {len(report.violations)} violation(s)."
+            )
+            for violation in report.violations[:MAX_VIOLATIONS_SHOWN]:
+                messages.error(request, violation)
+        return HttpResponseRedirect(reverse("admin:reputation_agentreputation_changelist"))
 
 
 @admin.register(ReputationEvent)
@@ -22,5 +64,6 @@ class ReputationEventAdmin(ReadOnlyAdmin):
         "task",
         "created_at",
     ]
-    list_filter = ["outcome", "reason", "policy"]
+    list_filter = ["outcome", "reason", "policy", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["agent__slug", "task__id"]
+    list_select_related = ["agent", "task"]

@@ -1,9 +1,17 @@
-"""Demo data for the embedded default: idempotent, safe to run on every start."""
+"""Demo data for the embedded default: idempotent, safe to run on every start.
+
+Besides the users, it lists the sample agents (agents/dist/*.wasm) for the demo owner and
+gives the demo requester some history: a few tasks submitted and run for real, in this
+process, so that the money, the receipts and the reputation curves are the genuine article.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -11,26 +19,118 @@ from django.core.management.base import BaseCommand
 
 from escrow.models import Account
 from escrow.services import deposit_create
-from marketplace.services import user_create
+from execution.services import task_execute
+from marketplace.binaries import binary_upload
+from marketplace.models import Agent, Task
+from marketplace.services import agent_create, task_submit, user_create
 
 DEMO_REQUESTER = "demo"
 DEMO_OWNER = "demo-owner"
 DEMO_FUNDS = 100 * 1_000_000  # 100 CR
+AGENTS_DIR = Path(settings.BASE_DIR) / "agents" / "dist"
+JSON_OBJECT = {"type": "object"}
+
+
+@dataclass(frozen=True)
+class SampleAgent:
+    slug: str
+    name: str
+    description: str
+    tags: list[str]
+    base_fee: int  # µCR
+    fuel_price: int  # µCR per million fuel
+    output_schema: dict | None = None
+
+
+SAMPLE_AGENTS = [
+    SampleAgent(
+        "echo",
+        "Echo",
+        "Returns its input unchanged. The quickest way to try the whole path: escrow, "
+        "sandbox, settlement and receipt.",
+        ["text", "utility"],
+        base_fee=1_000,
+        fuel_price=1_000,
+    ),
+    SampleAgent(
+        "wordcount",
+        "Word count",
+        "Counts the words, lines, characters and bytes of UTF-8 text and answers in JSON.",
+        ["text", "json"],
+        base_fee=2_000,
+        fuel_price=2_000,
+        output_schema=JSON_OBJECT,
+    ),
+    SampleAgent(
+        "sentiment",
+        "Sentiment",
+        "Scores English text against a lexicon of positive and negative words; answers in "
+        "JSON with a label: positive, negative or neutral.",
+        ["text", "nlp", "json"],
+        base_fee=5_000,
+        fuel_price=2_000,
+        output_schema=JSON_OBJECT,
+    ),
+    SampleAgent(
+        "primes",
+        "Primes",
+        "Counts the primes up to n (at most 50,000,000) with a segmented sieve. CPU-heavy: "
+        "the bigger n, the more fuel, the higher the cost.",
+        ["math", "cpu", "json"],
+        base_fee=2_000,
+        fuel_price=10_000,
+        output_schema=JSON_OBJECT,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class SampleTask:
+    agent: str
+    input: str
+    budget: int  # µCR
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+# Run in this order; the primes agent gets a curve with ups and downs.
+SAMPLE_TASKS = [
+    SampleTask("echo", "Hello, Agent Exchange!", 100_000),
+    SampleTask("primes", "1000", 500_000),
+    SampleTask(
+        "wordcount", "The quick brown fox jumps over the lazy dog.\nThen it slept.", 200_000
+    ),
+    SampleTask("primes", "1000000", 1_000_000),
+    SampleTask("sentiment", "I love this great product, it works wonderfully.", 200_000),
+    SampleTask("primes", "ten thousand", 500_000),  # not a number: the agent exits 2
+    SampleTask("primes", "100000", 500_000),
+    SampleTask("sentiment", "Terrible support and an awful, broken update.", 200_000),
+    SampleTask("primes", "10000000", 5_000_000),
+    SampleTask("primes", "50000000", 5_000_000, {"fuel_limit": 100_000_000}),  # out of fuel
+    SampleTask("primes", "2000000", 1_000_000),
+    SampleTask("primes", "5000000", 3_000_000),
+    SampleTask("echo", "Receipts make every run verifiable.", 100_000),
+]
 
 
 class Command(BaseCommand):
-    help = "Create the demo requester (with a funded wallet), the demo agent owner and an admin."
+    help = (
+        "Create the demo requester (with a funded wallet and some finished tasks), the demo "
+        "agent owner with the sample agents, and an admin."
+    )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         password = os.environ.get("DEMO_PASSWORD", "demo-password")
         requester = self._user(DEMO_REQUESTER, password)
-        self._user(DEMO_OWNER, password)
+        owner = self._user(DEMO_OWNER, password)
         if not Account.objects.filter(user=requester, credits__kind="deposit").exists():
             deposit_create(user_id=requester.pk, amount=DEMO_FUNDS, idempotency_key="demo-funds")
+        agents = {sample.slug: self._agent(owner, sample) for sample in SAMPLE_AGENTS}
+        ran = self._history(requester, agents)
         admin_password = self._admin()
         self.stdout.write(
-            f"demo data ready: log in as {DEMO_REQUESTER!r} or {DEMO_OWNER!r} with password "
-            f"{password!r}; admin: 'admin' / {admin_password!r}"
+            f"demo data ready ({len(agents)} agents, {ran} demo tasks run now): log in as "
+            f"{DEMO_REQUESTER!r} or {DEMO_OWNER!r} with password {password!r}; "
+            f"admin: 'admin' / {admin_password!r}"
         )
 
     def _user(self, username: str, password: str) -> User:
@@ -38,6 +138,45 @@ class Command(BaseCommand):
         if user is None:
             user = user_create(username=username, password=password)
         return user
+
+    def _agent(self, owner: User, sample: SampleAgent) -> Agent:
+        agent = Agent.objects.filter(slug=sample.slug).first()
+        if agent is None:
+            agent = agent_create(
+                owner=owner,
+                slug=sample.slug,
+                name=sample.name,
+                description=sample.description,
+                tags=sample.tags,
+                base_fee=sample.base_fee,
+                fuel_price=sample.fuel_price,
+                output_schema=sample.output_schema,
+            )
+        if agent.owner_id == owner.pk and agent.current_binary_id is None:
+            binary_upload(agent=agent, data=(AGENTS_DIR / f"{sample.slug}.wasm").read_bytes())
+            agent.refresh_from_db()
+        return agent
+
+    def _history(self, requester: User, agents: dict[str, Agent]) -> int:
+        """Submit and run the sample tasks once; a rerun finds them by their keys."""
+        ran = 0
+        for number, sample in enumerate(SAMPLE_TASKS, start=1):
+            agent = agents[sample.agent]
+            if agent.owner.username != DEMO_OWNER or agent.current_binary_id is None:
+                continue
+            task = task_submit(
+                requester=requester,
+                agent=agent,
+                input=sample.input,
+                budget=sample.budget,
+                idempotency_key=f"demo-task-{number}",
+                **sample.limits,
+            )
+            # The worker may get the queued message too; the claim lets only one run it.
+            if task.status == Task.Status.QUEUED:
+                task_execute(task_id=task.pk)
+                ran += 1
+        return ran
 
     def _admin(self) -> str:
         """An operator account whose password is generated once into the data directory."""

@@ -1,0 +1,59 @@
+"""`manage.py load_demo`: sample agents, a requester with history, idempotent."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from execution.models import Receipt
+from execution.receipts import receipt_verify, signing_key
+from marketplace.models import Agent, Task
+from reputation.models import ReputationEvent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def demo_settings(settings, tmp_path, monkeypatch):
+    # The receipt key is loaded (and cached) from the real data directory first, so that
+    # moving DATA_DIR for the admin password file cannot change which key signs.
+    signing_key()
+    settings.DATA_DIR = tmp_path
+    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "admin-password-for-tests")
+    return settings
+
+
+def test_the_demo_has_agents_and_a_history_that_adds_up(demo_settings, capsys):
+    call_command("load_demo")
+
+    agents = {agent.slug: agent for agent in Agent.objects.select_related("owner")}
+    assert set(agents) >= {"echo", "wordcount", "sentiment", "primes"}
+    assert {agent.owner.username for agent in agents.values()} == {"demo-owner"}
+    assert all(agent.current_binary_id for agent in agents.values())
+
+    tasks = Task.objects.filter(requester__username="demo")
+    assert tasks.count() >= 5
+    assert not tasks.exclude(status__in=Task.FINAL_STATUSES).exists()
+    assert tasks.filter(status="succeeded").exists() and tasks.filter(status="failed").exists()
+    echo = tasks.filter(agent__slug="echo", status="succeeded").first()
+    assert echo is not None and bytes(echo.stdout) == echo.input.encode()
+    assert all(receipt_verify(receipt.as_dict()) for receipt in Receipt.objects.all())
+    # One agent has a reputation curve with ups and downs.
+    curve = ReputationEvent.objects.filter(agent=agents["primes"]).order_by("id")
+    deltas = [event.delta for event in curve]
+    assert len(deltas) >= 5 and min(deltas) < 0 < max(deltas)
+    assert "demo data ready" in capsys.readouterr().out
+    # (the autouse fixture then audits the ledger and the reputations)
+
+
+def test_loading_the_demo_twice_changes_nothing(demo_settings):
+    call_command("load_demo")
+    before = (Task.objects.count(), ReputationEvent.objects.count(), Agent.objects.count())
+
+    call_command("load_demo")
+
+    assert (
+        Task.objects.count(),
+        ReputationEvent.objects.count(),
+        Agent.objects.count(),
+    ) == before
