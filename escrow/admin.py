@@ -10,7 +10,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from escrow.audit import ledger_audit
-from escrow.models import Account, Escrow, Transfer
+from escrow.models import Account, Escrow, PaymentChannel, RequesterKey, Transfer, Voucher
 
 MAX_VIOLATIONS_SHOWN = 20
 
@@ -139,3 +139,61 @@ class EscrowAdmin(LedgerAdmin):
     @admin.display(description="refund", ordering="refund")
     def refund_cr(self, obj: Escrow) -> str:
         return credits(obj.refund)
+
+
+@admin.register(PaymentChannel)
+class PaymentChannelAdmin(LedgerAdmin):
+    list_display = [
+        "id",
+        "agent",
+        "requester",
+        "status",
+        "deposit_cr",
+        "redeemed_cr",
+        "reserved_cr",
+        "in_flight",
+        "nonce",
+        "expires_at",
+        "created_at",
+    ]
+    list_filter = ["status", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["id", "agent__slug", "requester__username"]
+    list_select_related = ["agent", "requester"]
+
+    @admin.display(description="deposit", ordering="deposit")
+    def deposit_cr(self, obj: PaymentChannel) -> str:
+        return credits(obj.deposit)
+
+    @admin.display(description="redeemed", ordering="redeemed")
+    def redeemed_cr(self, obj: PaymentChannel) -> str:
+        return credits(obj.redeemed)
+
+    @admin.display(description="in flight", ordering="reserved")
+    def reserved_cr(self, obj: PaymentChannel) -> str:
+        return credits(obj.reserved)
+
+
+@admin.register(Voucher)
+class VoucherAdmin(ReadOnlyAdmin):
+    list_display = ["id", "channel", "nonce", "cumulative_cr", "task", "created_at"]
+    list_filter = [("created_at", admin.DateFieldListFilter)]
+    search_fields = ["channel__id", "task__id"]
+    list_select_related = ["channel", "task"]
+
+    @admin.display(description="cumulative amount", ordering="cumulative_amount")
+    def cumulative_cr(self, obj: Voucher) -> str:
+        return credits(obj.cumulative_amount)
+
+
+@admin.register(RequesterKey)
+class RequesterKeyAdmin(ReadOnlyAdmin):
+    list_display = ["key_id", "user", "custodial", "created_at"]
+    list_filter = [("created_at", admin.DateFieldListFilter)]
+    search_fields = ["key_id", "public_key", "user__username"]
+    list_select_related = ["user"]
+    # The custodial private key stays out of sight, even encrypted.
+    exclude = ["custodial_secret"]
+
+    @admin.display(boolean=True, description="custodial")
+    def custodial(self, obj: RequesterKey) -> bool:
+        return bool(obj.custodial_secret)

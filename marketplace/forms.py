@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -189,7 +190,7 @@ class AgentForm(forms.Form):
         label="Description",
         required=False,
         max_length=5000,
-        widget=forms.Textarea(attrs={"rows": 4}),
+        widget=forms.Textarea(attrs={"rows": 4, "class": "prose-input"}),
     )
     tags = forms.CharField(
         label="Tags",
@@ -287,6 +288,26 @@ def task_agents() -> QuerySet[Agent]:
     )
 
 
+class ChannelOpenForm(IdempotentForm):
+    agent = AgentChoiceField(
+        label="Agent",
+        queryset=Agent.objects.none(),
+        to_field_name="slug",
+        empty_label="Choose an agent…",
+    )
+    deposit = CreditsField(
+        label="Deposit",
+        help_text="Credits moved from your wallet into the channel; what is not spent comes back.",
+        widget=forms.TextInput(attrs={"placeholder": "5"}),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["agent"]
+        assert isinstance(field, AgentChoiceField)
+        field.queryset = task_agents()
+
+
 class TaskForm(IdempotentForm):
     agent = AgentChoiceField(
         label="Agent",
@@ -350,15 +371,48 @@ class TaskForm(IdempotentForm):
         help_text='A JSON Schema the output must satisfy, like {"type": "object"}.',
     )
 
-    ADVANCED = ("fuel_limit", "memory_limit_mb", "timeout_ms", "min_reputation", "output_schema")
+    payment = forms.ChoiceField(
+        label="Pay with",
+        required=False,
+        help_text="A channel pays from its deposit: the task's budget is signed for, not held.",
+    )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ADVANCED = ("fuel_limit", "memory_limit_mb", "timeout_ms", "min_reputation", "output_schema")
+    ESCROW = "escrow"
+
+    def __init__(self, *args: Any, channels: Iterable[Any] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["agent"]
         assert isinstance(field, AgentChoiceField)
         field.queryset = task_agents()
         for name in self.ADVANCED:
             self.fields[name].widget.attrs.setdefault("placeholder", "default")
+        self.channels = {str(channel.pk): channel for channel in channels}
+        payment = self.fields["payment"]
+        assert isinstance(payment, forms.ChoiceField)
+        payment.choices = [(self.ESCROW, "Escrow: hold the budget from my wallet")] + [
+            (
+                key,
+                f"Channel to {channel.agent.name}: "
+                f"{format_credits(channel.deposit - channel.redeemed - channel.reserved)} "
+                "available",
+            )
+            for key, channel in self.channels.items()
+        ]
+
+    def clean_payment(self) -> Any:
+        """None for escrow, else the channel (which must pay the chosen agent)."""
+        key = self.cleaned_data.get("payment") or self.ESCROW
+        if key == self.ESCROW:
+            return None
+        return self.channels[key]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        channel, agent = cleaned.get("payment"), cleaned.get("agent")
+        if channel is not None and agent is not None and channel.agent_id != agent.pk:
+            self.add_error("payment", f"This channel pays {channel.agent.name}, not {agent.name}.")
+        return cleaned
 
     def clean_input(self) -> str:
         text = self.cleaned_data.get("input") or ""

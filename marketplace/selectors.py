@@ -17,6 +17,7 @@ from django.db.models import (
     Case,
     Count,
     F,
+    Func,
     OuterRef,
     Q,
     QuerySet,
@@ -28,12 +29,11 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
-from escrow.models import Account, Escrow, Transfer
+from escrow.models import Account, Escrow, PaymentChannel, Transfer, Voucher
 from marketplace.models import Agent, Task
 from reputation.models import INITIAL_SCORE, AgentReputation, ReputationEvent
 
 Kind = Transfer.Kind
-EARNING_KINDS = (Kind.ESCROW_PAYOUT, "channel_payout")
 ACTIVE_STATUSES = (Task.Status.PENDING_FUNDING, Task.Status.QUEUED, Task.Status.RUNNING)
 
 
@@ -66,16 +66,11 @@ def wallet_summary(user: Any) -> WalletSummary:
 
 
 def channels_holding(user: Any) -> int:
-    """µCR the user's open channels still hold (deposit − what was paid out of them)."""
-    from escrow import models as escrow_models
-
-    channel_model = getattr(escrow_models, "PaymentChannel", None)
-    if channel_model is None:
-        return 0
+    """µCR deposited in the user's channels that have not settled yet."""
     held = (
-        channel_model.objects.filter(requester=user)
-        .exclude(status="settled")
-        .aggregate(held=Sum(F("deposit") - F("redeemed")))["held"]
+        PaymentChannel.objects.filter(requester=user)
+        .exclude(status=PaymentChannel.Status.SETTLED)
+        .aggregate(held=Sum("deposit"))["held"]
     )
     return held or 0
 
@@ -105,7 +100,7 @@ def ledger_of(user: Any) -> QuerySet[Transfer]:
     wallet_id = account.pk if account is not None else -1
     return (
         Transfer.objects.filter(Q(debit_account_id=wallet_id) | Q(credit_account_id=wallet_id))
-        .select_related("task__agent")
+        .select_related("task__agent", "channel__agent")
         .annotate(signed=_signed(wallet_id))
         .order_by("-id")
     )
@@ -216,23 +211,22 @@ def agent_owned_by(user: Any, slug: str) -> Agent:
     return agent
 
 
-def _earnings_subquery() -> Subquery:
-    return Subquery(
-        Transfer.objects.filter(task__agent=OuterRef("pk"), kind__in=EARNING_KINDS)
-        .values("task__agent")
-        .annotate(total=Sum("amount"))
-        .values("total")[:1],
-        output_field=BigIntegerField(),
+def _earnings(agent_filter: str, agent: Any) -> Q:
+    """What an agent's owner was paid: per task from escrow, per channel at settlement."""
+    return Q(kind=Kind.ESCROW_PAYOUT, **{f"task__{agent_filter}": agent}) | Q(
+        kind=Kind.CHANNEL_PAYOUT, **{f"channel__{agent_filter}": agent}
     )
+
+
+def _sum(transfers: QuerySet[Transfer]) -> Subquery:
+    # SUM as a plain function: one row for the whole filtered set, no GROUP BY.
+    total = Func(F("amount"), function="SUM", output_field=BigIntegerField())
+    return Subquery(transfers.order_by().annotate(total=total).values("total")[:1])
 
 
 def agent_earnings(agent: Agent) -> int:
-    return (
-        Transfer.objects.filter(task__agent=agent, kind__in=EARNING_KINDS).aggregate(
-            total=Sum("amount")
-        )["total"]
-        or 0
-    )
+    total = Transfer.objects.filter(_earnings("agent", agent)).aggregate(total=Sum("amount"))
+    return total["total"] or 0
 
 
 def agents_of(user: Any) -> QuerySet[Agent]:
@@ -241,7 +235,11 @@ def agents_of(user: Any) -> QuerySet[Agent]:
         agents_annotated()
         .filter(owner=user)
         .annotate(
-            earned=Coalesce(_earnings_subquery(), Value(0), output_field=BigIntegerField()),
+            earned=Coalesce(
+                _sum(Transfer.objects.filter(_earnings("agent", OuterRef("pk")))),
+                Value(0),
+                output_field=BigIntegerField(),
+            ),
             runs=Count("tasks"),
         )
         .order_by("name")
@@ -249,12 +247,8 @@ def agents_of(user: Any) -> QuerySet[Agent]:
 
 
 def owner_earnings(user: Any) -> int:
-    return (
-        Transfer.objects.filter(task__agent__owner=user, kind__in=EARNING_KINDS).aggregate(
-            total=Sum("amount")
-        )["total"]
-        or 0
-    )
+    total = Transfer.objects.filter(_earnings("agent__owner", user)).aggregate(total=Sum("amount"))
+    return total["total"] or 0
 
 
 @dataclass(frozen=True)
@@ -405,3 +399,58 @@ def reputation_chart(agent: Agent) -> ReputationChart:
     last = f"{events[-1].created_at:%b %-d, %H:%M}"
     chart.last_label = "" if last == chart.first_label else last
     return chart
+
+
+# --- payment channels -----------------------------------------------------------------------
+
+
+def channels_paid_by(user: Any) -> QuerySet[PaymentChannel]:
+    return (
+        PaymentChannel.objects.filter(requester=user)
+        .select_related("agent")
+        .order_by("-created_at")
+    )
+
+
+def channels_to_agents_of(user: Any) -> QuerySet[PaymentChannel]:
+    return (
+        PaymentChannel.objects.filter(agent__owner=user)
+        .exclude(requester=user)
+        .select_related("agent", "requester")
+        .order_by("-created_at")
+    )
+
+
+def channel_for(user: Any, channel_id: Any) -> PaymentChannel:
+    """A channel the user pays from or whose agent they own; anybody else gets a 404."""
+    channel = (
+        PaymentChannel.objects.filter(Q(requester=user) | Q(agent__owner=user), pk=channel_id)
+        .select_related("agent", "requester")
+        .first()
+    )
+    if channel is None:
+        raise Http404("No such channel.")
+    return channel
+
+
+def open_channels_of(user: Any) -> QuerySet[PaymentChannel]:
+    """The user's channels that can pay for a new task."""
+    from django.utils import timezone
+
+    return channels_paid_by(user).filter(
+        status=PaymentChannel.Status.OPEN, expires_at__gt=timezone.now()
+    )
+
+
+def channel_vouchers(channel: PaymentChannel) -> list[Voucher]:
+    return list(
+        Voucher.objects.filter(channel=channel)
+        .select_related("task")
+        .defer("task__stdout", "task__stderr", "task__input")
+        .order_by("-nonce")
+    )
+
+
+def channel_available(channel: PaymentChannel) -> int:
+    """What a new task on the channel can still budget: not redeemed and not in flight."""
+    return channel.deposit - channel.redeemed - channel.reserved

@@ -32,4 +32,7 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/cancel/", views.task_cancel_view, name="task-cancel"),
     path("tasks/<uuid:task_id>/receipt.json", views.task_receipt, name="task-receipt"),
     path("tasks/<uuid:task_id>/receipt/verify/", views.task_receipt_verify, name="task-verify"),
+    path("channels/", views.channel_list, name="channel-list"),
+    path("channels/<uuid:channel_id>/", views.channel_detail, name="channel-detail"),
+    path("channels/<uuid:channel_id>/close/", views.channel_close_view, name="channel-close"),
 ]

@@ -38,7 +38,19 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
-from escrow.errors import DomainError, IdempotencyConflict, InsufficientFunds
+from escrow.channels import channel_close, channel_open, voucher_sign_custodial
+from escrow.errors import (
+    ChannelAgentMismatch,
+    ChannelExpired,
+    ChannelNotOpen,
+    DomainError,
+    IdempotencyConflict,
+    InsufficientFunds,
+    VoucherError,
+    VoucherExceedsDeposit,
+    VoucherInsufficient,
+)
+from escrow.models import PaymentChannel, Voucher
 from escrow.services import deposit_create
 from execution.models import Receipt
 from execution.receipts import public_key_info, receipt_verify
@@ -57,6 +69,7 @@ from marketplace.forms import (
     AgentForm,
     AgentSearchForm,
     BinaryUploadForm,
+    ChannelOpenForm,
     DepositForm,
     SignupForm,
     TaskForm,
@@ -244,6 +257,14 @@ def wallet(request: HtmxHttpRequest) -> HttpResponseBase:
     )
 
 
+def _agent_slug(transfer: Any) -> str:
+    if transfer.task_id:
+        return transfer.task.agent.slug
+    if transfer.channel_id:
+        return transfer.channel.agent.slug
+    return ""
+
+
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -267,6 +288,7 @@ def wallet_export(request: HtmxHttpRequest) -> StreamingHttpResponse:
                 "amount_cr",
                 "balance_after_ucr",
                 "task",
+                "channel",
                 "agent",
                 "memo",
             ]
@@ -283,7 +305,8 @@ def wallet_export(request: HtmxHttpRequest) -> StreamingHttpResponse:
                     format_credits(line.amount).removesuffix(" CR").replace("−", "-"),
                     line.balance_after,
                     transfer.task_id or "",
-                    transfer.task.agent.slug if transfer.task_id else "",  # type: ignore[union-attr]
+                    transfer.channel_id or "",
+                    _agent_slug(transfer),
                     transfer.memo,
                 ]
             )
@@ -412,10 +435,32 @@ TASK_ERROR_FIELDS: list[tuple[type[DomainError], str]] = [
 ]
 
 
+def _payment(user: User, channel: PaymentChannel | None, budget: int) -> dict[str, Any]:
+    """How task_submit is paid: escrow, or a voucher signed with the user's custodial key."""
+    if channel is None:
+        return {}
+    voucher = voucher_sign_custodial(user_id=user.pk, channel_id=channel.pk, budget=budget)
+    return {"payment": Task.Payment.CHANNEL, "channel": channel.pk, "voucher": voucher.as_dict()}
+
+
+CHANNEL_ERRORS = (VoucherError, ChannelNotOpen, ChannelExpired, ChannelAgentMismatch)
+
+
 def _task_error(form: TaskForm, exc: DomainError) -> None:
     if isinstance(exc, LimitExceeded) and exc.fields:
         for name in exc.fields:
             form.add_error(name if name in form.fields else None, exc.message)
+        return
+    if isinstance(exc, CHANNEL_ERRORS):
+        channel = form.cleaned_data.get("payment")
+        message = exc.message
+        if isinstance(exc, (VoucherInsufficient, VoucherExceedsDeposit)) and channel is not None:
+            channel.refresh_from_db()
+            available = format_credits(selectors.channel_available(channel))
+            message = (
+                f"This channel has {available} available; lower the budget or pay with escrow."
+            )
+        form.add_error("payment", message)
         return
     for error_class, name in TASK_ERROR_FIELDS:
         if isinstance(exc, error_class):
@@ -454,13 +499,15 @@ def task_list(request: HtmxHttpRequest) -> HttpResponse:
 @login_required
 def task_new(request: HtmxHttpRequest) -> HttpResponseBase:
     user = _user(request)
+    channels = list(selectors.open_channels_of(user))
     if request.method == "POST":
-        form = TaskForm(request.POST)
+        form = TaskForm(request.POST, channels=channels)
         if form.is_valid():
             data = form.cleaned_data
             try:
                 task = task_submit(
                     requester=user,
+                    **_payment(user, data["payment"], data["budget"]),
                     agent=data["agent"],
                     input=data["input"],
                     budget=data["budget"],
@@ -484,7 +531,8 @@ def task_new(request: HtmxHttpRequest) -> HttpResponseBase:
                 messages.success(request, f"Task submitted to {task.agent.name}.")
                 return _go(request, reverse("task-detail", args=[task.pk]))
     else:
-        form = TaskForm(initial={"agent": request.GET.get("agent")})
+        initial = {"agent": request.GET.get("agent"), "payment": request.GET.get("channel")}
+        form = TaskForm(initial=initial, channels=channels)
     context = {
         "form": form,
         "summary": selectors.wallet_summary(user),
@@ -497,8 +545,11 @@ def task_new(request: HtmxHttpRequest) -> HttpResponseBase:
 def _task_context(task: Task) -> dict[str, Any]:
     receipt = Receipt.objects.filter(task=task).first()
     paid_to_agent = None if task.cost is None or task.fee is None else task.cost - task.fee
+    voucher = Voucher.objects.filter(task=task).select_related("channel__agent").first()
     return {
         "task": task,
+        "channel": voucher.channel if voucher else None,
+        "voucher": voucher,
         "receipt": receipt,
         "receipt_payload": json.loads(receipt.payload) if receipt else None,
         "paid_to_agent": paid_to_agent,
@@ -568,3 +619,97 @@ def task_receipt_verify(request: HtmxHttpRequest, task_id: Any) -> HttpResponseB
     else:
         messages.error(request, "The receipt's signature does NOT verify.")
     return redirect(reverse("task-detail", args=[task.pk]) + "#receipt")
+
+
+# --- payment channels ------------------------------------------------------------------------
+
+
+def _channels_context(request: HtmxHttpRequest, form: ChannelOpenForm) -> dict[str, Any]:
+    user = _user(request)
+    return {
+        "form": form,
+        "summary": selectors.wallet_summary(user),
+        "channels": list(selectors.channels_paid_by(user)),
+        "incoming": list(selectors.channels_to_agents_of(user)),
+        "has_agents": form.fields["agent"].queryset.exists(),  # type: ignore[attr-defined]
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def channel_list(request: HtmxHttpRequest) -> HttpResponseBase:
+    user = _user(request)
+    if request.method == "POST":
+        form = ChannelOpenForm(request.POST)
+        if form.is_valid():
+            agent, deposit = form.cleaned_data["agent"], form.cleaned_data["deposit"]
+            try:
+                channel = channel_open(
+                    requester_user_id=user.pk,
+                    agent_id=agent.pk,
+                    payee_user_id=agent.owner_id,
+                    deposit=deposit,
+                    idempotency_key=form.cleaned_data["idempotency_key"],
+                )
+            except IdempotencyConflict:
+                form = _rebind_with_new_key(form)
+                form.add_error(
+                    None,
+                    "This form was already used to open another channel. Check the values "
+                    "and submit again.",
+                )
+            except InsufficientFunds:
+                form.add_error("deposit", "Your wallet cannot cover this deposit.")
+            except DomainError as exc:
+                form.add_error("deposit", exc.message)
+            else:
+                messages.success(
+                    request,
+                    f"Channel to {agent.name} open with {format_credits(deposit)}. "
+                    "Pick it under “Pay with” when you submit a task.",
+                )
+                return _go(request, reverse("channel-detail", args=[channel.pk]))
+    else:
+        form = ChannelOpenForm(initial={"agent": request.GET.get("agent")})
+    return _render(request, "channels/list.html", _channels_context(request, form), fragment="form")
+
+
+@require_GET
+@login_required
+def channel_detail(request: HtmxHttpRequest, channel_id: Any) -> HttpResponse:
+    user = _user(request)
+    channel = selectors.channel_for(user, channel_id)
+    context = {
+        "channel": channel,
+        "is_requester": channel.requester_id == user.pk,
+        "available": selectors.channel_available(channel),
+        "returned": channel.deposit - channel.redeemed,
+        "vouchers": selectors.channel_vouchers(channel),
+    }
+    return render(request, "channels/detail.html", context)
+
+
+@require_POST
+@login_required
+def channel_close_view(request: HtmxHttpRequest, channel_id: Any) -> HttpResponseBase:
+    user = _user(request)
+    channel = selectors.channel_for(user, channel_id)
+    try:
+        closed = channel_close(channel_id=channel.pk, by_user_id=user.pk)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        if closed.status == PaymentChannel.Status.SETTLED:
+            refund = closed.deposit - closed.redeemed
+            messages.success(
+                request,
+                f"Channel closed and settled: {format_credits(closed.redeemed)} paid, "
+                f"{format_credits(refund)} back to the requester's wallet.",
+            )
+        else:
+            messages.success(
+                request,
+                "Channel closing: it takes no new tasks and settles when the tasks in "
+                "flight finish.",
+            )
+    return _go(request, reverse("channel-detail", args=[channel.pk]))

@@ -175,3 +175,46 @@ def test_forms_work_without_javascript(browser: Any, live_server: Any, transacti
     finally:
         context.close()
     assert Account.objects.get(user__username="erin").balance == 2_500_000
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_open_a_channel_pay_a_task_through_it_and_close_it(screen: Screen, demo_owner: Any):
+    sample_agent(demo_owner, "echo", name="Echo")
+    frank = user_create(username="frank", password=PASSWORD)
+    deposit_create(user_id=frank.pk, amount=5_000_000)
+    screen.log_in_quickly(frank)
+    page = screen.page
+    with Cluster() as cluster:
+        screen.go("/channels/")
+        page.get_by_label("Agent").select_option("echo")
+        page.get_by_label("Deposit").fill("1")
+        page.get_by_role("button", name="Open channel").click()
+        page.wait_for_url(re.compile(r"/channels/[0-9a-f-]{36}/$"))
+        expect(page.get_by_test_id("deposit")).to_have_text("1.000000 CR")
+        expect(page.get_by_test_id("available")).to_have_text("1.000000 CR")
+
+        page.get_by_role("link", name="Run a task on it").click()
+        expect(page.get_by_label("Pay with")).to_have_value(re.compile(r"^[0-9a-f-]{36}$"))
+        page.get_by_label("Input").fill("paid by voucher")
+        page.get_by_label("Budget").fill("0.1")
+        page.get_by_role("button", name="Submit task").click()
+        page.wait_for_url(re.compile(r"/tasks/[0-9a-f-]{36}/$"))
+        expect(page.get_by_test_id("task-status")).to_have_text("succeeded", timeout=TASK_SETTLES)
+        assert Task.objects.get().payment == "channel", cluster.output()
+        cluster.kill()
+
+    task = Task.objects.get()
+    assert task.cost is not None
+    page.get_by_role("link", name="channel to Echo").click()
+    expect(page.get_by_test_id("redeemed")).to_have_text(credits(task.cost))
+    expect(page.locator("table")).to_contain_text("succeeded")
+    screen.shot("11-channel-open")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Close channel").click()
+    expect(page.get_by_text("Channel closed and settled")).to_be_visible()
+    expect(page.locator("h1 .badge")).to_have_text("settled")
+    expect(page.get_by_test_id("available")).to_have_text(credits(1_000_000 - task.cost))
+    screen.shot("12-channel-settled")
+    assert Account.objects.get(user=frank).balance == 5_000_000 - task.cost

@@ -22,6 +22,8 @@ PRIVATE_PAGES = [
     ("task-new", {}),
     ("task-detail", {"task_id": "7c1e7a3e-5a0b-4f7c-9d7e-4d3f1b2a9c10"}),
     ("task-receipt", {"task_id": "7c1e7a3e-5a0b-4f7c-9d7e-4d3f1b2a9c10"}),
+    ("channel-list", {}),
+    ("channel-detail", {"channel_id": "7c1e7a3e-5a0b-4f7c-9d7e-4d3f1b2a9c10"}),
 ]
 PRIVATE_POSTS = [
     ("wallet", {}),
@@ -30,6 +32,8 @@ PRIVATE_POSTS = [
     ("task-new", {}),
     ("task-cancel", {"task_id": "7c1e7a3e-5a0b-4f7c-9d7e-4d3f1b2a9c10"}),
     ("task-verify", {"task_id": "7c1e7a3e-5a0b-4f7c-9d7e-4d3f1b2a9c10"}),
+    ("channel-list", {}),
+    ("channel-close", {"channel_id": "7c1e7a3e-5a0b-4f7c-9d7e-4d3f1b2a9c10"}),
 ]
 
 

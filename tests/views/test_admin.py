@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from escrow.models import Account, Escrow, Transfer
+from escrow.models import Account, Escrow, RequesterKey, Transfer
 from execution.services import task_claim
 from marketplace.models import Agent, Task
 from tests.views.conftest import balance, client_for, settle, submit
@@ -61,6 +61,9 @@ def test_every_model_is_in_the_admin_with_columns_filters_and_search(operator, f
         "reputation.AgentReputation",
         "reputation.ReputationEvent",
         "execution.Receipt",
+        "escrow.PaymentChannel",
+        "escrow.Voucher",
+        "escrow.RequesterKey",
     } <= registered
     for model in our_models():
         model_admin = admin.site._registry[model]
@@ -83,6 +86,17 @@ def test_the_ledger_is_read_only(operator, funded_alice):
         assert operator.post(reverse(f"{name}_delete", args=[obj.pk])).status_code == 403
     transfer.refresh_from_db()
     assert transfer.amount == 10_000_000 and balance(funded_alice) == 10_000_000
+
+
+def test_custodial_voucher_keys_are_never_shown(operator, alice):
+    from escrow.channels import custodial_key
+
+    key = custodial_key(user_id=alice.pk)
+
+    body = operator.get(reverse("admin:escrow_requesterkey_change", args=[key.pk])).content
+    assert key.custodial_secret.encode() not in body
+    listing = operator.get(changelist(RequesterKey)).content
+    assert key.custodial_secret.encode() not in listing and key.key_id.encode() in listing
 
 
 def test_a_task_page_in_the_admin_shows_its_output(operator, funded_alice, echo):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from escrow.models import PaymentChannel
 from execution.models import Receipt
 from execution.receipts import receipt_verify, signing_key
 from marketplace.models import Agent, Task
@@ -42,6 +43,9 @@ def test_the_demo_has_agents_and_a_history_that_adds_up(demo_settings, capsys):
     curve = ReputationEvent.objects.filter(agent=agents["primes"]).order_by("id")
     deltas = [event.delta for event in curve]
     assert len(deltas) >= 5 and min(deltas) < 0 < max(deltas)
+    # And an open payment channel with voucher history.
+    channel = PaymentChannel.objects.get(requester__username="demo")
+    assert channel.status == "open" and channel.nonce >= 1 and channel.redeemed > 0
     assert "demo data ready" in capsys.readouterr().out
     # (the autouse fixture then audits the ledger and the reputations)
 

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 
+from escrow.channels import channel_open, voucher_sign_custodial
 from escrow.models import Account
 from escrow.services import deposit_create
 from execution.services import task_execute
@@ -92,6 +93,13 @@ class SampleTask:
     limits: dict[str, Any] = field(default_factory=dict)
 
 
+# A channel the demo requester keeps open, with a couple of tasks paid through it.
+DEMO_CHANNEL = ("sentiment", 2_000_000)
+CHANNEL_TASKS = [
+    SampleTask("sentiment", "What a wonderful, helpful and friendly team.", 100_000),
+    SampleTask("sentiment", "The delivery was late and the box was damaged.", 100_000),
+]
+
 # Run in this order; the primes agent gets a curve with ups and downs.
 SAMPLE_TASKS = [
     SampleTask("echo", "Hello, Agent Exchange!", 100_000),
@@ -126,6 +134,7 @@ class Command(BaseCommand):
             deposit_create(user_id=requester.pk, amount=DEMO_FUNDS, idempotency_key="demo-funds")
         agents = {sample.slug: self._agent(owner, sample) for sample in SAMPLE_AGENTS}
         ran = self._history(requester, agents)
+        ran += self._channel(requester, agents)
         admin_password = self._admin()
         self.stdout.write(
             f"demo data ready ({len(agents)} agents, {ran} demo tasks run now): log in as "
@@ -176,6 +185,41 @@ class Command(BaseCommand):
             if task.status == Task.Status.QUEUED:
                 task_execute(task_id=task.pk)
                 ran += 1
+        return ran
+
+    def _channel(self, requester: User, agents: dict[str, Agent]) -> int:
+        """An open payment channel with some voucher history."""
+        slug, deposit = DEMO_CHANNEL
+        agent = agents[slug]
+        if agent.owner.username != DEMO_OWNER or agent.current_binary_id is None:
+            return 0
+        channel = channel_open(
+            requester_user_id=requester.pk,
+            agent_id=agent.pk,
+            payee_user_id=agent.owner_id,
+            deposit=deposit,
+            idempotency_key="demo-channel",
+        )
+        ran = 0
+        for number, sample in enumerate(CHANNEL_TASKS, start=1):
+            key = f"demo-channel-task-{number}"
+            if Task.objects.filter(requester=requester, idempotency_key=key).exists():
+                continue
+            voucher = voucher_sign_custodial(
+                user_id=requester.pk, channel_id=channel.pk, budget=sample.budget
+            )
+            task = task_submit(
+                requester=requester,
+                agent=agent,
+                input=sample.input,
+                budget=sample.budget,
+                payment=Task.Payment.CHANNEL,
+                channel=channel.pk,
+                voucher=voucher.as_dict(),
+                idempotency_key=key,
+            )
+            task_execute(task_id=task.pk)
+            ran += 1
         return ran
 
     def _admin(self) -> str:
