@@ -312,7 +312,7 @@ def channel_finish_task(*, channel_id: Any, budget: int, cost: int, fee: int) ->
 def channel_settle_if_due(*, channel_id: Any) -> bool:
     with transaction.atomic():
         channel = _locked(channel_id)
-        if not _due(channel):
+        if not channel_is_due(channel):
             return False
         _settle(channel)
         return True
@@ -336,11 +336,11 @@ def _start_closing(channel: PaymentChannel) -> None:
     if channel.in_flight == 0:
         channel.closes_at = timezone.now() + timedelta(seconds=settings.CHANNEL_CHALLENGE_SECONDS)
     channel.save(update_fields=["status", "closes_at"])
-    if _due(channel):
+    if channel_is_due(channel):
         _settle(channel)
 
 
-def _due(channel: PaymentChannel) -> bool:
+def channel_is_due(channel: PaymentChannel) -> bool:
     return (
         channel.status == Status.CLOSING
         and channel.in_flight == 0
@@ -381,7 +381,7 @@ def channels_settle_due() -> dict[str, int]:
     ).values_list("pk", flat=True):
         with transaction.atomic(durable=True):
             channel = _locked(channel_id)
-            if _due(channel):
+            if channel_is_due(channel):
                 _settle(channel)
                 counts["settled"] += 1
     return counts

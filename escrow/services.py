@@ -1,9 +1,12 @@
 """Ledger and escrow services: the only code that changes balances.
 
 Lock order, shared by every service in the project so that no two transactions can
-wait on each other in a cycle: tasks → channels → escrows → accounts (by primary key)
-→ agent reputation. Escrow state changes are conditional UPDATEs whose row count says
-whether this caller won; database constraints back every rule up.
+wait on each other in a cycle: tasks → channels → agent reputation → escrows → accounts
+(by primary key). Accounts come last because the system accounts are shared by every
+settlement: their locks should be held for as short a time as possible.
+
+Escrow state changes are conditional UPDATEs whose row count says whether this caller
+won; database constraints back every rule up.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import BigIntegerField, Case, F, Value, When
 from django.utils import timezone
 
 from escrow.errors import (
@@ -127,9 +130,20 @@ def _apply(moves: list[Move]) -> list[Transfer]:
                 if account.kind == Account.Kind.WALLET
                 else f"The {account.kind} account cannot go below zero."
             )
-    for account_id, change in delta.items():
-        if change:
-            Account.objects.filter(pk=account_id).update(balance=F("balance") + change)
+    changed = {account_id: change for account_id, change in delta.items() if change}
+    if changed:
+        # One statement for every balance (a settlement moves up to four).
+        Account.objects.filter(pk__in=changed).update(
+            balance=F("balance")
+            + Case(
+                *(
+                    When(pk=account_id, then=Value(change))
+                    for account_id, change in changed.items()
+                ),
+                default=Value(0),
+                output_field=BigIntegerField(),
+            )
+        )
     return Transfer.objects.bulk_create(
         [
             Transfer(

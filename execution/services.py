@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from escrow.channels import channel_finish_task, channel_settle_if_due
+from escrow.channels import channel_finish_task, channel_is_due, channel_settle_if_due
 from escrow.models import Escrow, Voucher
 from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
 from execution import sandbox
@@ -253,18 +253,10 @@ def task_settle(*, task_id: Any, attempt: int, execution: Execution) -> bool:
     if won != 1:
         return False
     escrow_id, channel_id = Escrow.objects.values_list("pk", "channel_id").get(task_id=task.pk)
+    channel = None
     if channel_id is not None:
         # One channel row changes; the money moves when the channel settles.
-        channel_finish_task(channel_id=channel_id, budget=task.budget, cost=cost, fee=fee)
-        if succeeded:
-            escrow_complete(escrow_id=escrow_id, cost=cost, fee=fee)
-        else:
-            escrow_cancel(escrow_id=escrow_id)
-        channel_settle_if_due(channel_id=channel_id)
-    elif succeeded:
-        escrow_release(escrow_id=escrow_id, cost=cost, fee=fee)
-    else:
-        escrow_refund(escrow_id=escrow_id)
+        channel = channel_finish_task(channel_id=channel_id, budget=task.budget, cost=cost, fee=fee)
     if succeeded:
         kind = "success"
     elif execution.reason in AGENT_FAULTS:
@@ -303,6 +295,19 @@ def task_settle(*, task_id: Any, attempt: int, execution: Execution) -> bool:
         }
     )
     Receipt.objects.create(task_id=task.pk, **signed)
+    # Money last: every escrow settlement shares the escrow and platform-fee account rows,
+    # so their locks are taken as late as possible and held only until the commit.
+    if channel is not None:
+        if succeeded:
+            escrow_complete(escrow_id=escrow_id, cost=cost, fee=fee)
+        else:
+            escrow_cancel(escrow_id=escrow_id)
+        if channel_is_due(channel):
+            channel_settle_if_due(channel_id=channel.pk)
+    elif succeeded:
+        escrow_release(escrow_id=escrow_id, cost=cost, fee=fee)
+    else:
+        escrow_refund(escrow_id=escrow_id)
     return True
 
 

@@ -264,7 +264,7 @@ def task_cancel(*, task: Task) -> Task:
     if escrow.channel_id:
         channel_finish_task(channel_id=escrow.channel_id, budget=task.budget, cost=0, fee=0)
         escrow_cancel(escrow_id=escrow.pk)
-        channel_settle_if_due(channel_id=escrow.channel_id)
+        channel_settle_if_due(channel_id=escrow.channel_id)  # the last task of a closing one
     else:
         escrow_refund(escrow_id=escrow.pk)
     return Task.objects.get(pk=task.pk)

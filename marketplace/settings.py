@@ -277,6 +277,8 @@ Q_CLUSTER: dict = {
     "queue_limit": 2 * env_int("Q_WORKERS", 1),
     "bulk": 1,
     "catch_up": False,
+    # How often an idle ORM-broker cluster looks for work: the floor of a task's queue wait.
+    "poll": 0.1,
     "sync": env_bool("Q_SYNC", False),
 }
 if REDIS_URL:

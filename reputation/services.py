@@ -2,18 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from reputation.models import AgentReputation, ReputationEvent
 from reputation.policies import Outcome, Standing, current_policy_path, policy_for
 
 
 def reputation_open(*, agent_id: int) -> AgentReputation:
-    try:
-        with transaction.atomic():
-            return AgentReputation.objects.create(agent_id=agent_id)
-    except IntegrityError:
-        return AgentReputation.objects.get(agent_id=agent_id)
+    # ON CONFLICT DO NOTHING: safe against a concurrent first call, and no failed INSERT.
+    AgentReputation.objects.bulk_create([AgentReputation(agent_id=agent_id)], ignore_conflicts=True)
+    return AgentReputation.objects.get(agent_id=agent_id)
 
 
 def reputation_apply(*, agent_id: int, task_id: Any, outcome: Outcome) -> ReputationEvent:
@@ -21,8 +19,12 @@ def reputation_apply(*, agent_id: int, task_id: Any, outcome: Outcome) -> Reputa
     if outcome.kind not in ReputationEvent.Outcome.values:
         raise ValueError(f"unknown outcome {outcome.kind!r}")
     with transaction.atomic():
-        reputation_open(agent_id=agent_id)
-        rep = AgentReputation.objects.select_for_update(no_key=True).get(agent_id=agent_id)
+        rep = (
+            AgentReputation.objects.select_for_update(no_key=True).filter(agent_id=agent_id).first()
+        )
+        if rep is None:  # agents get their row when created; this is for older data
+            reputation_open(agent_id=agent_id)
+            rep = AgentReputation.objects.select_for_update(no_key=True).get(agent_id=agent_id)
         if task_id is not None:
             existing = ReputationEvent.objects.filter(task_id=task_id).first()
             if existing is not None:
