@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from functools import wraps
 from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required as django_login_required
 from django.contrib.auth.models import User
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.http import (
@@ -93,6 +95,21 @@ POLL_IDLE = "every 10s"
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
+
+
+def login_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """Django's login_required, plus: an htmx request whose session ran out (a poll, say)
+    sends the whole page to the login form instead of swapping it into a fragment."""
+    protected = django_login_required(view)
+
+    @wraps(view)
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.htmx and not request.user.is_authenticated:
+            page = request.htmx.current_url_abs_path or request.get_full_path()
+            return HttpResponseClientRedirect(redirect_to_login(page).url)
+        return protected(request, *args, **kwargs)
+
+    return wrapper
 
 
 def _user(request: HtmxHttpRequest) -> User:

@@ -35,7 +35,7 @@ AGENTS = ROOT / "agents" / "dist"
 PASSWORD = "a long enough passphrase"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail(
@@ -46,7 +46,8 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop running in this thread; the ORM calls the
-    # tests make alongside it are still synchronous and safe.
+    # tests make alongside it are still synchronous and safe. Only for this module: the
+    # variable must not leak into later tests (or the processes they start).
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:

@@ -49,6 +49,16 @@ def test_anonymous_visitors_are_sent_to_log_in(anon, name, kwargs):
 
 
 @pytest.mark.django_db
+def test_an_htmx_request_without_a_session_sends_the_page_to_log_in(anon):
+    response = anon.get(
+        reverse("task-list"), HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="http://testserver/"
+    )
+
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"{reverse('login')}?next=/"
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(("name", "kwargs"), PRIVATE_POSTS)
 def test_anonymous_posts_change_nothing(anon, name, kwargs):
     response = anon.post(reverse(name, kwargs=kwargs), {"amount": "5"})
