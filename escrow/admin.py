@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -15,12 +16,17 @@ from escrow.models import Account, Escrow, PaymentChannel, RequesterKey, Transfe
 MAX_VIOLATIONS_SHOWN = 20
 
 
-def credits(amount: int | None) -> str:
-    if amount is None:
-        return "—"
+def credits_text(amount: int) -> str:
     sign = "−" if amount < 0 else ""
     whole, micro = divmod(abs(amount), 1_000_000)
     return f"{sign}{whole}.{micro:06d} CR"
+
+
+def credits(amount: int | None) -> str:
+    """An amount for a list column, kept on one line."""
+    if amount is None:
+        return "—"
+    return format_html('<span style="white-space:nowrap">{}</span>', credits_text(amount))
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -92,7 +98,7 @@ class TransferAdmin(LedgerAdmin):
                 request,
                 f"Ledger audit passed: {report.accounts} accounts, {report.transfers} "
                 f"transfers and {report.escrows} escrows add up; "
-                f"{credits(report.held_in_escrow)} held in escrow.",
+                f"{credits_text(report.held_in_escrow)} held in escrow.",
             )
         else:
             messages.error(

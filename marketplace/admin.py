@@ -20,7 +20,9 @@ PREVIEW_BYTES = 4096
 
 
 def credits(amount: int | None) -> str:
-    return "—" if amount is None else format_credits(amount)
+    if amount is None:
+        return "—"
+    return format_html('<span style="white-space:nowrap">{}</span>', format_credits(amount))
 
 
 @admin.register(Agent)
@@ -143,7 +145,7 @@ class StuckFilter(admin.SimpleListFilter):
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     list_display = [
-        "id",
+        "short_id",
         "agent",
         "requester",
         "status",
@@ -188,6 +190,10 @@ class TaskAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @admin.display(description="task", ordering="id")
+    def short_id(self, obj: Task) -> str:
+        return format_html('<span class="mono" title="{}">{}…</span>', obj.pk, str(obj.pk)[:8])
+
     @admin.display(description="budget", ordering="budget")
     def budget_cr(self, obj: Task) -> str:
         return credits(obj.budget)
@@ -220,7 +226,7 @@ class TaskAdmin(admin.ModelAdmin):
                 done += 1
                 self.message_user(
                     request,
-                    f"{task_id}: {task.status}, {credits(task.refund)} refunded.",
+                    f"{task_id}: {task.status}, {format_credits(task.refund or 0)} refunded.",
                     messages.SUCCESS,
                 )
         if not done:
