@@ -36,11 +36,13 @@ def database_url() -> str:
 class Cluster:
     """One qcluster (a sentinel with `workers` worker processes) in its own process group."""
 
-    def __init__(self, workers: int = 1, **env: str) -> None:
+    def __init__(self, workers: int = 1, *, short_limits: bool = True, **env: str) -> None:
+        """`short_limits` (for tests) makes lost leases and messages come back in seconds;
+        without it the workers run with the production settings."""
         self.workers = workers
         self.env = {
             **os.environ,
-            **WORKER_ENV,
+            **(WORKER_ENV if short_limits else {}),
             **env,
             "DATABASE_URL": database_url(),
             "DATA_DIR": str(settings.DATA_DIR),
