@@ -16,105 +16,49 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
-import re
-import statistics
 import sys
-import threading
 import time
-import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-ECHO = BASE_DIR / "agents" / "dist" / "echo.wasm"
-RUN_ID = uuid.uuid4().hex[:8]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# Imported first: it refuses anything but PostgreSQL and sets Django up.
+from benchmarks.common import (
+    BUDGET,
+    INPUT,
+    Claim,
+    audit,
+    claim_task,
+    database_prepare,
+    echo_agent,
+    first_execution,
+    ms,
+    percentiles,
+    platform,
+    settler,
+    statement_breakdown,
+    table,
+    timed_threads,
+    timing_row,
+)
 
-def require_postgres() -> None:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgresql://", "postgres://")):
-        sys.exit(
-            "This benchmark needs PostgreSQL: DATABASE_URL must be a postgresql:// URL "
-            f"(got {'nothing' if not url else url.split(':', 1)[0] + '://…'}).\n"
-            "Run it on a throwaway cluster:\n"
-            "    .venv/bin/python tests/pgcluster.py -- .venv/bin/python benchmarks/channels.py"
-        )
+# isort: split
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from django.contrib.auth.models import User
 
+from escrow.channels import channel_close, channel_open, key_register, voucher_message
+from escrow.models import PaymentChannel
+from marketplace.models import Agent
+from marketplace.services import task_submit
 
-require_postgres()
-sys.path.insert(0, str(BASE_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-# Submissions enqueue a message each; these tasks are settled in-process, so their
-# messages go to a queue of this run's own, purged at the end.
-os.environ["Q_CLUSTER_NAME"] = f"bench-{RUN_ID}"
-
-import django  # noqa: E402
-
-django.setup()
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.contrib.auth.models import User  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection, connections  # noqa: E402
-from django_q.brokers import get_broker  # noqa: E402
-
-from escrow.audit import ledger_audit  # noqa: E402
-from escrow.channels import channel_close, channel_open, key_register, voucher_message  # noqa: E402
-from escrow.models import PaymentChannel  # noqa: E402
-from escrow.services import deposit_create  # noqa: E402
-from execution.services import Execution, run_in_sandbox, task_claim, task_settle  # noqa: E402
-from marketplace.binaries import binary_upload  # noqa: E402
-from marketplace.models import Agent, Task  # noqa: E402
-from marketplace.services import agent_create, task_submit, user_create  # noqa: E402
-
-INPUT = "hello, agent exchange"
-BUDGET = 50_000  # µCR; an echo run costs about the base fee
-FUNDS = 1_000 * 1_000_000
 BLOCK = 25  # tasks per thread in each alternating block
-T = TypeVar("T")
-Claim = tuple[Any, int]
 
 
 # --- figures and tables ------------------------------------------------------------------
-
-
-def percentiles(values: Sequence[float]) -> tuple[float, float, float]:
-    """p50, p95, p99 (inclusive method: interpolated between the samples)."""
-    if not values:
-        return (float("nan"),) * 3  # type: ignore[return-value]
-    if len(values) == 1:
-        return values[0], values[0], values[0]
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return cuts[49], cuts[94], cuts[98]
-
-
-def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    print(f"\n{title}")
-
-    def line(cells: Sequence[str]) -> str:
-        first = f"{cells[0]:<{widths[0]}}"
-        rest = "".join(
-            f"  {cell:>{width}}" for cell, width in zip(cells[1:], widths[1:], strict=True)
-        )
-        return first + rest
-
-    print(line(headers))
-    print("-" * len(line(headers)))
-    for row in rows:
-        print(line(row))
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f}"
 
 
 @dataclass
@@ -127,8 +71,7 @@ class Timings:
         return len(self.durations) / self.wall
 
     def row(self, label: str) -> list[str]:
-        p50, p95, p99 = percentiles(self.durations)
-        return [label, str(len(self.durations)), ms(p50), ms(p95), ms(p99), f"{self.rate:,.0f}"]
+        return timing_row(label, self.durations, self.wall)
 
 
 # --- the world this run works in ---------------------------------------------------------
@@ -156,18 +99,7 @@ class World:
 
 
 def world_create(channel_tasks: int) -> World:
-    owner = user_create(username=f"bench-owner-{RUN_ID}")
-    requester = user_create(username=f"bench-requester-{RUN_ID}")
-    agent = agent_create(
-        owner=owner,
-        slug=f"bench-echo-{RUN_ID}",
-        name=f"Benchmark echo {RUN_ID}",
-        base_fee=1_000,
-        fuel_price=2_000,
-    )
-    binary_upload(agent=agent, data=ECHO.read_bytes())
-    agent.refresh_from_db()
-    deposit_create(user_id=requester.pk, amount=FUNDS)
+    owner, requester, agent = echo_agent()
     key = Ed25519PrivateKey.generate()
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     key_register(user_id=requester.pk, public_key=base64.b64encode(public).decode())
@@ -213,61 +145,11 @@ def submit_alternating(
                 took = time.perf_counter() - began
                 timings[kind].durations.append(took)
                 timings[kind].wall += took
-    claims: dict[str, list[Claim]] = {"escrow": [], "channel": []}
-    for kind, task_ids in ids.items():
-        for task_id in task_ids:
-            claim = task_claim(task_id=task_id)
-            assert claim is not None
-            claims[kind].append((task_id, claim[1]))
+    claims = {kind: [claim_task(task_id) for task_id in task_ids] for kind, task_ids in ids.items()}
     return claims["escrow"], claims["channel"], timings["escrow"], timings["channel"]
 
 
 # --- timed settlements ---------------------------------------------------------------------
-
-
-def timed_threads(
-    jobs: Sequence[Sequence[T]], work: Callable[[T], object]
-) -> tuple[list[float], float]:
-    """Run `work` over each job list in its own thread (its own DB connection), all
-    starting together. Returns every call's duration and the wall time."""
-    durations: list[float] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(jobs) + 1)
-
-    def worker(items: Sequence[T]) -> None:
-        try:
-            connection.ensure_connection()
-            barrier.wait(timeout=60)
-            for item in items:
-                began = time.perf_counter()
-                work(item)
-                durations.append(time.perf_counter() - began)
-        except BaseException as exc:
-            errors.append(exc)
-            barrier.abort()
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    barrier.wait(timeout=60)
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - began
-    if errors:
-        raise errors[0]
-    return durations, wall
-
-
-def settler(execution: Execution) -> Callable[[Claim], None]:
-    def settle(claim: Claim) -> None:
-        task_id, attempt = claim
-        if not task_settle(task_id=task_id, attempt=attempt, execution=execution):
-            raise RuntimeError(f"task {task_id} did not settle")
-
-    return settle
 
 
 def settle_alternating(
@@ -286,59 +168,15 @@ def settle_alternating(
     return results
 
 
-class StatementTimer:
-    """A Django execute wrapper: time spent per kind of statement (verb, table, lock)."""
-
-    def __init__(self) -> None:
-        self.kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-
-    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        began = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            entry = self.kinds[statement_kind(sql)]
-            entry[0] += 1
-            entry[1] += time.perf_counter() - began
-
-
-def statement_kind(sql: str) -> str:
-    verb = sql.split(None, 1)[0].upper()
-    if verb in {"SAVEPOINT", "RELEASE", "ROLLBACK"}:
-        return "SAVEPOINT / RELEASE"
-    table_name = re.search(r'(?:FROM|UPDATE|INTO)\s+"?(\w+)"?', sql)
-    name = f" {table_name.group(1)}" if table_name else ""
-    lock = " FOR NO KEY UPDATE" if "FOR NO KEY UPDATE" in sql else ""
-    return f"{verb}{name}{lock}"
-
-
-@contextmanager
-def statement_breakdown() -> Iterator[dict[str, list[float]]]:
-    """Time every statement and COMMIT of this thread's connection: kind → [count, s]."""
-    timer = StatementTimer()
-    commit = connection.commit
-
-    def timed_commit() -> None:
-        began = time.perf_counter()
-        commit()
-        entry = timer.kinds["COMMIT"]
-        entry[0] += 1
-        entry[1] += time.perf_counter() - began
-
-    connection.commit = timed_commit  # type: ignore[method-assign]
-    try:
-        with connection.execute_wrapper(timer):
-            yield timer.kinds
-    finally:
-        del connection.commit
-
-
 def breakdown(claims: list[Claim], settle: Callable[[Claim], None]) -> dict[str, list[float]]:
-    with statement_breakdown() as kinds:
+    with statement_breakdown() as (timer, commits):
         began = time.perf_counter()
         for claim in claims:
             settle(claim)
         total = time.perf_counter() - began
+    kinds = dict(timer.kinds)
+    if commits:
+        kinds["COMMIT"] = [len(commits), sum(commits)]
     spent = sum(seconds for _, seconds in kinds.values())
     result = {
         kind: [n / len(claims), seconds / len(claims)] for kind, (n, seconds) in kinds.items()
@@ -360,22 +198,15 @@ def main() -> None:
     warmup, sample = 10, 50
     per_kind = warmup + 2 * args.tasks + sample
 
-    call_command("migrate", verbosity=0)
-    settings.DEBUG = False
+    database_prepare()
     world = world_create(channel_tasks=per_kind)
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        (server,) = cursor.fetchone()
     print(
-        f"PostgreSQL {server}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
-        f"agent {world.agent.slug} (echo); budget {BUDGET} µCR a task; "
+        f"{platform()}; agent {world.agent.slug} (echo); budget {BUDGET} µCR a task; "
         f"channel deposit {world.channel.deposit} µCR"
     )
 
     escrow, channel, submit_escrow_t, submit_channel_t = submit_alternating(world, per_kind)
-    first = Task.objects.select_related("agent", "binary").get(pk=escrow[0][0])
-    execution = run_in_sandbox(first)
-    assert execution.succeeded, execution
+    _, execution = first_execution(escrow[0])
     settle = settler(execution)
     for claim in escrow[:warmup] + channel[:warmup]:
         settle(claim)
@@ -450,16 +281,12 @@ def main() -> None:
         f"\nchannel closed: {closed.status}; redeemed {closed.redeemed} µCR "
         f"(fees {closed.fees}), {closed.deposit - closed.redeemed} µCR back to the requester"
     )
-    get_broker().purge_queue()  # the messages of the tasks settled in-process
-    report = ledger_audit()
-    status = "ok" if report.ok else "FAILED: " + "; ".join(report.violations[:5])
-    print(
-        f"ledger audit: {status} ({report.accounts} accounts, {report.transfers} transfers, "
-        f"{report.escrows} escrows, {report.channels} channels, "
-        f"{report.in_channels} µCR in open channels)"
+    audit(
+        lambda report: (
+            f"{report.escrows} escrows, {report.channels} channels, "
+            f"{report.in_channels} µCR in open channels"
+        )
     )
-    if not report.ok:
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -15,112 +15,52 @@ In this process DEBUG is off, as in production, so Django keeps no query log.
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-ECHO = BASE_DIR / "agents" / "dist" / "echo.wasm"
-RUN_ID = uuid.uuid4().hex[:8]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# Imported first: it refuses anything but PostgreSQL and sets Django up.
+from benchmarks.common import (
+    BUDGET,
+    INPUT,
+    RUN_ID,
+    Claim,
+    StatementTimer,
+    audit,
+    claim_task,
+    database_prepare,
+    echo_agent,
+    first_execution,
+    ms,
+    percentiles,
+    platform,
+    settler,
+    statement_breakdown,
+    table,
+    timed_threads,
+    timing_row,
+)
 
-def require_postgres() -> None:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgresql://", "postgres://")):
-        sys.exit(
-            "This benchmark needs PostgreSQL: DATABASE_URL must be a postgresql:// URL "
-            f"(got {'nothing' if not url else url.split(':', 1)[0] + '://…'}).\n"
-            "Run it on a throwaway cluster:\n"
-            "    .venv/bin/python tests/pgcluster.py -- .venv/bin/python benchmarks/e2e.py"
-        )
+# isort: split
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.utils import timezone
 
+from escrow.models import Account, Transfer
+from escrow.services import system_account_id, wallet_id
+from execution import sandbox
+from marketplace.binaries import binary_read
+from marketplace.models import Agent, Task
+from marketplace.services import task_submit, user_create
+from tests.workers import Cluster
 
-require_postgres()
-sys.path.insert(0, str(BASE_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-# A queue of this run's own: the workers started here take only its messages, and the
-# messages of tasks settled in-process are purged at the end.
-os.environ["Q_CLUSTER_NAME"] = f"bench-{RUN_ID}"
-
-import django  # noqa: E402
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.contrib.auth.models import User  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection, connections, transaction  # noqa: E402
-from django.utils import timezone  # noqa: E402
-from django_q.brokers import get_broker  # noqa: E402
-
-from escrow.audit import ledger_audit  # noqa: E402
-from escrow.models import Account, Transfer  # noqa: E402
-from escrow.services import deposit_create, system_account_id, wallet_id  # noqa: E402
-from execution import sandbox  # noqa: E402
-from execution.services import Execution, run_in_sandbox, task_claim, task_settle  # noqa: E402
-from marketplace.binaries import binary_read, binary_upload  # noqa: E402
-from marketplace.models import Agent, Task  # noqa: E402
-from marketplace.services import agent_create, task_submit, user_create  # noqa: E402
-
-INPUT = "hello, agent exchange"
-BUDGET = 50_000  # µCR; an echo run costs about the base fee
-FUNDS = 1_000 * 1_000_000
 T = TypeVar("T")
-
-
-# --- figures and tables ------------------------------------------------------------------
-
-
-def percentiles(values: Sequence[float]) -> tuple[float, float, float]:
-    """p50, p95, p99 (inclusive method: interpolated between the samples)."""
-    if not values:
-        return (float("nan"),) * 3  # type: ignore[return-value]
-    if len(values) == 1:
-        return values[0], values[0], values[0]
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return cuts[49], cuts[94], cuts[98]
-
-
-def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    print(f"\n{title}")
-
-    def line(cells: Sequence[str]) -> str:
-        first = f"{cells[0]:<{widths[0]}}"
-        rest = "".join(
-            f"  {cell:>{width}}" for cell, width in zip(cells[1:], widths[1:], strict=True)
-        )
-        return first + rest
-
-    print(line(headers))
-    print("-" * len(line(headers)))
-    for row in rows:
-        print(line(row))
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f}"
-
-
-def timing_row(label: str, seconds: Sequence[float], wall: float | None = None) -> list[str]:
-    p50, p95, p99 = percentiles(seconds)
-    rate = len(seconds) / (wall if wall is not None else sum(seconds))
-    return [label, str(len(seconds)), ms(p50), ms(p95), ms(p99), f"{rate:,.0f}"]
 
 
 # --- the world this run works in ---------------------------------------------------------
@@ -134,19 +74,8 @@ class World:
 
 
 def world_create() -> World:
-    owner = user_create(username=f"bench-owner-{RUN_ID}")
-    requester = user_create(username=f"bench-requester-{RUN_ID}")
+    _, requester, agent = echo_agent()
     bare = user_create(username=f"bench-bare-{RUN_ID}")
-    agent = agent_create(
-        owner=owner,
-        slug=f"bench-echo-{RUN_ID}",
-        name=f"Benchmark echo {RUN_ID}",
-        base_fee=1_000,
-        fuel_price=2_000,
-    )
-    binary_upload(agent=agent, data=ECHO.read_bytes())
-    agent.refresh_from_db()
-    deposit_create(user_id=requester.pk, amount=FUNDS)
     return World(requester=requester, agent=agent, bare_wallet=wallet_id(user_id=bare.pk))
 
 
@@ -160,62 +89,19 @@ def submit(world: World, count: int) -> list[Any]:
 # --- workers -------------------------------------------------------------------------------
 
 
-def database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgresql://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-class Cluster:
-    """`manage.py qcluster` with `workers` worker processes, in its own process group."""
-
-    def __init__(self, workers: int) -> None:
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "DATA_DIR": str(settings.DATA_DIR),
-            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-            "Q_WORKERS": str(workers),
-        }
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the cluster)
-            prefix="bench-qcluster-", suffix=".log", delete=False
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Cluster:
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=BASE_DIR,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.log.close()
-        Path(self.log.name).unlink(missing_ok=True)
-
-    def wait_final(self, ids: Sequence[Any], timeout: float = 150) -> float:
-        """Poll until every task is final; the monotonic time it was seen."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done = Task.objects.filter(pk__in=ids, status__in=Task.FINAL_STATUSES).count()
-            if done == len(ids):
-                return time.monotonic()
-            if self.process is not None and self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        tail = Path(self.log.name).read_text(errors="replace")[-3000:]
-        sys.exit(f"the workers did not finish {len(ids)} tasks in time; worker log:\n{tail}")
+def wait_final(cluster: Cluster, ids: Sequence[Any], timeout: float = 150) -> float:
+    """Poll until every task is final; the monotonic time it was seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = Task.objects.filter(pk__in=ids, status__in=Task.FINAL_STATUSES).count()
+        if done == len(ids):
+            return time.monotonic()
+        if cluster.process is not None and cluster.process.poll() is not None:
+            break
+        time.sleep(0.02)
+    sys.exit(
+        f"the workers did not finish {len(ids)} tasks in time; worker log:\n{cluster.output()}"
+    )
 
 
 @dataclass
@@ -253,16 +139,16 @@ def _rows(ids: Sequence[Any]) -> list[tuple[str, datetime, datetime, datetime, i
 def cluster_run(world: World, workers: int, tasks: int, paced: int) -> ClusterRun:
     """A backlog of `tasks` for a cold cluster; then `paced` tasks one at a time."""
     ids = submit(world, tasks)
-    with Cluster(workers) as cluster:
+    with Cluster(workers, short_limits=False) as cluster:
         started_at = timezone.now()
         started = time.monotonic()
-        ended = cluster.wait_final(ids)
+        ended = wait_final(cluster, ids)
         paced_ids = []
         for _ in range(paced):
             paced_ids += submit(world, 1)
             time.sleep(0.05)
         if paced_ids:
-            cluster.wait_final(paced_ids)
+            wait_final(cluster, paced_ids)
     rows = _rows(ids)
     first = min(row[2] for row in rows)
     paced_rows = _rows(paced_ids)
@@ -283,63 +169,13 @@ def cluster_run(world: World, workers: int, tasks: int, paced: int) -> ClusterRu
 # --- in-process timings --------------------------------------------------------------------
 
 
-def timed_threads(
-    jobs: Sequence[Sequence[T]], work: Callable[[T], object]
-) -> tuple[list[float], float]:
-    """Run `work` over each job list in its own thread (its own DB connection), all
-    starting together. Returns every call's duration and the wall time."""
-    durations: list[float] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(jobs) + 1)
-
-    def worker(items: Sequence[T]) -> None:
-        try:
-            connection.ensure_connection()
-            barrier.wait(timeout=60)
-            for item in items:
-                began = time.perf_counter()
-                work(item)
-                durations.append(time.perf_counter() - began)
-        except BaseException as exc:
-            errors.append(exc)
-            barrier.abort()
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    barrier.wait(timeout=60)
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - began
-    if errors:
-        raise errors[0]
-    return durations, wall
-
-
 def split(items: Sequence[T], parts: int) -> list[list[T]]:
     return [list(items[i::parts]) for i in range(parts)]
 
 
-def claimed(world: World, count: int) -> list[tuple[Any, int]]:
+def claimed(world: World, count: int) -> list[Claim]:
     """`count` fresh tasks, claimed (running, attempt 1), ready to be settled."""
-    claims = []
-    for task_id in submit(world, count):
-        claim = task_claim(task_id=task_id)
-        assert claim is not None
-        claims.append((task_id, claim[1]))
-    return claims
-
-
-def settler(execution: Execution) -> Callable[[tuple[Any, int]], None]:
-    def settle(claim: tuple[Any, int]) -> None:
-        task_id, attempt = claim
-        if not task_settle(task_id=task_id, attempt=attempt, execution=execution):
-            raise RuntimeError(f"task {task_id} did not settle")
-
-    return settle
+    return [claim_task(task_id) for task_id in submit(world, count)]
 
 
 def bare_transfer(debit: int, credit: int) -> Callable[[int], None]:
@@ -364,51 +200,6 @@ def bare_transfer(debit: int, credit: int) -> Callable[[int], None]:
             )
 
     return move
-
-
-class StatementTimer:
-    """A Django execute wrapper: time spent per kind of statement (verb, table, lock)."""
-
-    def __init__(self) -> None:
-        self.kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-
-    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        began = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            entry = self.kinds[statement_kind(sql)]
-            entry[0] += 1
-            entry[1] += time.perf_counter() - began
-
-
-def statement_kind(sql: str) -> str:
-    verb = sql.split(None, 1)[0].upper()
-    if verb in {"SAVEPOINT", "RELEASE", "ROLLBACK"}:
-        return "SAVEPOINT / RELEASE"
-    table_name = re.search(r'(?:FROM|UPDATE|INTO)\s+"?(\w+)"?', sql)
-    name = f" {table_name.group(1)}" if table_name else ""
-    lock = " FOR NO KEY UPDATE" if "FOR NO KEY UPDATE" in sql else ""
-    return f"{verb}{name}{lock}"
-
-
-@contextmanager
-def statement_breakdown() -> Iterator[tuple[StatementTimer, list[float]]]:
-    """Time every statement and every COMMIT of this thread's connection."""
-    timer, commits = StatementTimer(), []
-    commit = connection.commit
-
-    def timed_commit() -> None:
-        began = time.perf_counter()
-        commit()
-        commits.append(time.perf_counter() - began)
-
-    connection.commit = timed_commit  # type: ignore[method-assign]
-    try:
-        with connection.execute_wrapper(timer):
-            yield timer, commits
-    finally:
-        del connection.commit
 
 
 def breakdown_rows(
@@ -440,16 +231,9 @@ def main() -> None:
     parser.add_argument("--transfers", type=int, default=1000, help="bare SQL transfers (1000)")
     args = parser.parse_args()
 
-    call_command("migrate", verbosity=0)
-    settings.DEBUG = False
+    database_prepare()
     world = world_create()
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        (server,) = cursor.fetchone()
-    print(
-        f"PostgreSQL {server}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
-        f"agent {world.agent.slug} (echo), input {len(INPUT)} bytes"
-    )
+    print(f"{platform()}; agent {world.agent.slug} (echo), input {len(INPUT)} bytes")
 
     # 1. Real workers: throughput, queue wait, run time.
     runs = [cluster_run(world, workers, args.tasks, args.paced) for workers in (1, 4)]
@@ -490,9 +274,7 @@ def main() -> None:
 
     # 2. The settlement transaction, in-process, against a bare SQL transfer.
     warm = claimed(world, 20)
-    first_task = Task.objects.select_related("agent", "binary").get(pk=warm[0][0])
-    execution = run_in_sandbox(first_task)
-    assert execution.succeeded, execution
+    first_task, execution = first_execution(warm[0])
     settle = settler(execution)
     for claim in warm:
         settle(claim)
@@ -598,15 +380,10 @@ def main() -> None:
         ],
     )
 
-    get_broker().purge_queue()  # messages of the tasks settled in-process
-    report = ledger_audit()
-    status = "ok" if report.ok else "FAILED: " + "; ".join(report.violations[:5])
-    print(
-        f"\nledger audit: {status} ({report.accounts} accounts, {report.transfers} transfers, "
-        f"{report.escrows} escrows, {report.held_in_escrow} µCR held in escrow)"
+    audit(
+        lambda report: f"{report.escrows} escrows, {report.held_in_escrow} µCR held in escrow",
+        lead="\n",
     )
-    if not report.ok:
-        sys.exit(1)
 
 
 if __name__ == "__main__":
