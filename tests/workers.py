@@ -89,6 +89,7 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
 
 
