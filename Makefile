@@ -48,8 +48,10 @@ typecheck: venv
 migrations-check: venv
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
-# The whole suite on a throwaway PostgreSQL cluster (started and removed here)…
+# The whole suite on a throwaway PostgreSQL cluster (started and removed here), browser
+# tests included: they drive the system Chromium, installed here when missing…
 test-postgres: venv
+	sh tests/browser/ensure_chromium.sh
 	$(BIN)/python tests/pgcluster.py -- $(BIN)/pytest -q
 
 # …and the fast part of it again on the embedded default (SQLite).

@@ -4,9 +4,19 @@ import uuid
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+
+# Slugs that are page names under /agents/.
+RESERVED_SLUGS = frozenset({"new"})
+
+
+def validate_not_reserved(value: str) -> None:
+    if value in RESERVED_SLUGS:
+        raise ValidationError(f"{value!r} is reserved; choose another slug.")
+
 
 TAGS_VALIDATOR = RegexValidator(
     r"^([a-z0-9][a-z0-9-]{0,31})( [a-z0-9][a-z0-9-]{0,31})*$|^$",
@@ -20,7 +30,7 @@ class Agent(models.Model):
         SUSPENDED = "suspended"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="agents")
-    slug = models.SlugField(max_length=64, unique=True)
+    slug = models.SlugField(max_length=64, unique=True, validators=[validate_not_reserved])
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
     # Normalised, space-separated; filtered with a word-boundary regex on every backend.

@@ -64,3 +64,24 @@ def charlie(db):
     from tests.factories import UserFactory
 
     return UserFactory.create(username="charlie")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The production hasher is slow on purpose; the suite hashes hundreds of passwords.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    # Uploaded binaries go to a directory of the test's own (workers it starts inherit it).
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def funded_alice(alice):
+    from escrow.services import deposit_create
+
+    deposit_create(user_id=alice.pk, amount=10_000_000)
+    return alice

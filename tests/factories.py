@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import factory
+import wasmtime
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from escrow.models import Account
 from marketplace.models import Agent, AgentBinary, Task
 from marketplace.services import agent_create, user_create
 
@@ -62,3 +65,25 @@ class TaskFactory(factory.django.DjangoModelFactory[Task]):
     memory_limit_mb = settings.TASK_DEFAULT_MEMORY_MB
     timeout_ms = settings.TASK_DEFAULT_TIMEOUT_MS
     min_reputation = settings.DEFAULT_MIN_REPUTATION
+
+
+# The smallest WASI command the validator accepts: `_start` and `memory`, no imports.
+MINIMAL_WASM = bytes(
+    wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start")))')
+)
+
+
+def balance(user: Any) -> int:
+    return Account.objects.get(user=user).balance
+
+
+def make_agent(owner: Any, *, slug: str = "echo", with_binary: bool = True, **kwargs: Any) -> Agent:
+    """An agent whose current binary is a row without stored bytes (for money and state)."""
+    kwargs.setdefault("base_fee", 1_000)
+    kwargs.setdefault("fuel_price", 2_000)
+    agent = AgentFactory.create(owner=owner, slug=slug, **kwargs)
+    if with_binary:
+        binary = AgentBinaryFactory.create(agent=agent)
+        Agent.objects.filter(pk=agent.pk).update(current_binary=binary)
+        agent.refresh_from_db()
+    return agent

@@ -116,3 +116,24 @@ def test_healthz_is_unavailable_when_the_database_is(client, db, monkeypatch):
         response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "error: ConnectionError"
+
+
+def test_production_serves_the_collected_static_files(tmp_path):
+    env = {
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "testserver",
+        "DATA_DIR": str(tmp_path),
+        "SECURE_SSL_REDIRECT": "false",
+    }
+    assert manage("collectstatic", "--noinput", "-v0", env=env).returncode == 0
+    probe = (
+        "import django; django.setup(); from django.test import Client; "
+        "from django.templatetags.static import static; "
+        "r = Client().get(static('css/app.css')); "
+        "print(r.status_code, r.headers.get('Cache-Control'))"
+    )
+    result = manage("shell", "-c", probe, env=env)
+    assert result.stdout.strip().splitlines()[-1].startswith("200 max-age="), (
+        result.stdout + result.stderr
+    )

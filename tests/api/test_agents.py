@@ -312,3 +312,12 @@ def test_the_reputation_page_shows_the_score_and_latest_events(as_charlie, echo)
     ]
     assert ReputationEvent.objects.count() == 2
     assert error(as_charlie.get(f"{AGENTS}nope/reputation/")) == (404, "agent_not_found")
+
+
+def test_a_slug_that_names_a_page_is_refused(as_bob):
+    body = {"slug": "new", "name": "New", "base_fee": 1, "fuel_price": 1}
+    response = as_bob.post("/api/v1/agents/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert "slug" in response.json()["error"]["fields"]
+    assert not Agent.objects.filter(slug="new").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 
@@ -319,7 +320,14 @@ def test_the_public_key_is_published(anon):
     "tamper",
     [
         lambda r: {**r, "payload": r["payload"].replace('"succeeded"', '"failed"')},
-        lambda r: {**r, "signature": "A" + r["signature"][1:]},
+        # Flip one bit of the signature's first byte: always a different signature.
+        lambda r: {
+            **r,
+            "signature": base64.b64encode(
+                bytes([base64.b64decode(r["signature"])[0] ^ 1])
+                + base64.b64decode(r["signature"])[1:]
+            ).decode(),
+        },
         lambda r: {**r, "signature": "not base64!"},
         lambda r: {**r, "key_id": "0" * 16},
     ],

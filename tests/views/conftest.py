@@ -1,36 +1,17 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import wasmtime
 from django.test import Client
 
-from escrow.models import Account
-from escrow.services import deposit_create
 from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, Task
 from marketplace.services import task_submit
-from tests.factories import AgentBinaryFactory, AgentFactory
+from tests.factories import MINIMAL_WASM, balance, make_agent  # noqa: F401 (used by tests)
 
-# The smallest WASI command the validator accepts: `_start` and `memory`, no imports.
-MINIMAL_WASM = bytes(
-    wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start")))')
-)
 HTMX: dict[str, Any] = {"HTTP_HX_REQUEST": "true"}
 FUNDS = 10_000_000  # 10 CR
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
-def _media_root(settings, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return settings.MEDIA_ROOT
 
 
 def client_for(user: Any | None) -> Client:
@@ -60,32 +41,10 @@ def as_charlie(charlie) -> Client:
     return client_for(charlie)
 
 
-def balance(user: Any) -> int:
-    return Account.objects.get(user=user).balance
-
-
-def make_agent(owner: Any, *, slug: str = "echo", with_binary: bool = True, **kwargs: Any) -> Agent:
-    kwargs.setdefault("name", slug.title())
-    kwargs.setdefault("base_fee", 1_000)
-    kwargs.setdefault("fuel_price", 2_000)
-    agent = AgentFactory.create(owner=owner, slug=slug, **kwargs)
-    if with_binary:
-        binary = AgentBinaryFactory.create(agent=agent)
-        Agent.objects.filter(pk=agent.pk).update(current_binary=binary)
-        agent.refresh_from_db()
-    return agent
-
-
 @pytest.fixture
 def echo(bob) -> Agent:
     """bob's agent, with a binary, ready to take tasks."""
     return make_agent(bob, description="Returns its input.", tags=["text", "utility"])
-
-
-@pytest.fixture
-def funded_alice(alice):
-    deposit_create(user_id=alice.pk, amount=FUNDS)
-    return alice
 
 
 def submit(requester: Any, agent: Agent, *, budget: int = 250_000, **kwargs: Any) -> Task:
