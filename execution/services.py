@@ -27,8 +27,9 @@ from execution import sandbox
 from execution.models import Receipt
 from execution.receipts import receipt_sign
 from marketplace.binaries import binary_read
+from marketplace.errors import TaskStateConflict
 from marketplace.models import Agent, Task
-from marketplace.services import task_enqueue
+from marketplace.services import task_cancel, task_enqueue
 from reputation.models import AgentReputation
 from reputation.policies import Outcome
 from reputation.services import reputation_apply
@@ -332,13 +333,7 @@ def tasks_recover() -> dict[str, int]:
             )
             counts["failed"] += task_settle(task_id=task_id, attempt=attempts, execution=lost)
             continue
-        with transaction.atomic(durable=True):
-            won = Task.objects.filter(
-                pk=task_id, status=Task.Status.RUNNING, attempts=attempts, lease_expires_at__lt=now
-            ).update(status=Task.Status.QUEUED, lease_expires_at=None, enqueued_at=now)
-            if won:
-                task_enqueue(task_id=task_id)
-                counts["requeued"] += 1
+        counts["requeued"] += task_requeue(task_id=task_id)
     stale_before = now - timedelta(seconds=settings.REQUEUE_AFTER_SECONDS)
     stale = Task.objects.filter(status=Task.Status.QUEUED, enqueued_at__lt=stale_before)
     for task_id, enqueued_at in stale.values_list("pk", "enqueued_at"):
@@ -399,9 +394,6 @@ def task_refund(*, task_id: Any, detail: str = "refunded by an operator") -> Tas
     attempt that holds it, so its worker, if it ever finishes, finds nothing to settle.
     Raises TaskStateConflict for a task that is already final.
     """
-    from marketplace.errors import TaskStateConflict
-    from marketplace.services import task_cancel
-
     task = Task.objects.get(pk=task_id)
     if task.status == Task.Status.QUEUED:
         try:
