@@ -181,10 +181,13 @@ def task_submit(
         raise AgentUnavailable()
     if agent.current_binary_id is None:
         raise AgentHasNoBinary()
-    if budget < agent.base_fee:
+    # The budget must cover the base fee and buy at least one unit of fuel.
+    least = agent.base_fee + (1 if agent.fuel_price > 0 else 0)
+    if budget < least:
         raise BudgetTooLow(
-            f"The budget ({budget} µCR) is below the agent's base fee ({agent.base_fee} µCR).",
-            fields={"budget": [f"at least {agent.base_fee}"]},
+            f"The budget ({budget} µCR) must be at least {least} µCR: the agent's base fee "
+            f"({agent.base_fee} µCR) plus some fuel.",
+            fields={"budget": [f"at least {least}"]},
         )
     now = timezone.now()
     try:
