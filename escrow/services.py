@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.db.models import BigIntegerField, Case, F, Value, When
@@ -210,8 +211,6 @@ def deposit_create(
     *, user_id: int, amount: int, idempotency_key: str | None = None, provider: str = "dev"
 ) -> Transfer:
     """Bring money in from outside: external → the user's wallet."""
-    from django.conf import settings
-
     _check_amount(amount)
     if amount > settings.MAX_DEPOSIT:
         raise InvalidAmount(f"A single deposit is at most {settings.MAX_DEPOSIT} µCR.")
