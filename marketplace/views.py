@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from functools import wraps
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.contrib import messages
@@ -163,6 +163,31 @@ def _rebind_with_new_key(form: Any) -> Any:
     return rebound
 
 
+T = TypeVar("T")
+
+
+def _submit(
+    form: Any,
+    action: Callable[[], T],
+    *,
+    reused: str,
+    on_error: Callable[[Any, DomainError], None],
+) -> tuple[Any, T | None]:
+    """Call the service behind a money form; put its refusals on the form.
+
+    A key conflict means the form was submitted before with other values: the form comes
+    back with a fresh key and `reused` above it, so the next submit is a new operation.
+    """
+    try:
+        return form, action()
+    except IdempotencyConflict:
+        form = _rebind_with_new_key(form)
+        form.add_error(None, reused)
+    except DomainError as exc:
+        on_error(form, exc)
+    return form, None
+
+
 def _add_validation_errors(form: Any, error: ValidationError) -> None:
     if hasattr(error, "error_dict"):
         for name, errors in error.message_dict.items():
@@ -242,22 +267,18 @@ def wallet(request: HtmxHttpRequest) -> HttpResponseBase:
         form = DepositForm(request.POST)
         if form.is_valid():
             amount = form.cleaned_data["amount"]
-            try:
-                deposit_create(
+            form, transfer = _submit(
+                form,
+                lambda: deposit_create(
                     user_id=user.pk,
                     amount=amount,
                     idempotency_key=form.cleaned_data["idempotency_key"],
-                )
-            except IdempotencyConflict:
-                form = _rebind_with_new_key(form)
-                form.add_error(
-                    None,
-                    "This form was already used for another amount. Check the amount and "
-                    "submit again.",
-                )
-            except DomainError as exc:
-                form.add_error("amount", exc.message)
-            else:
+                ),
+                reused="This form was already used for another amount. Check the amount and "
+                "submit again.",
+                on_error=lambda form, exc: form.add_error("amount", exc.message),
+            )
+            if transfer is not None:
                 balance = selectors.wallet_summary(user).balance
                 messages.success(
                     request,
@@ -521,8 +542,9 @@ def task_new(request: HtmxHttpRequest) -> HttpResponseBase:
         form = TaskForm(request.POST, channels=channels)
         if form.is_valid():
             data = form.cleaned_data
-            try:
-                task = task_submit(
+            form, task = _submit(
+                form,
+                lambda: task_submit(
                     requester=user,
                     **_payment(user, data["payment"], data["budget"]),
                     agent=data["agent"],
@@ -534,17 +556,12 @@ def task_new(request: HtmxHttpRequest) -> HttpResponseBase:
                     min_reputation=data["min_reputation"],
                     output_schema=data["output_schema"],
                     idempotency_key=data["idempotency_key"],
-                )
-            except IdempotencyConflict:
-                form = _rebind_with_new_key(form)
-                form.add_error(
-                    None,
-                    "This form was already submitted with other values. Check them and "
-                    "submit again to create a new task.",
-                )
-            except DomainError as exc:
-                _task_error(form, exc)
-            else:
+                ),
+                reused="This form was already submitted with other values. Check them and "
+                "submit again to create a new task.",
+                on_error=_task_error,
+            )
+            if task is not None:
                 messages.success(request, f"Task submitted to {task.agent.name}.")
                 return _go(request, reverse("task-detail", args=[task.pk]))
     else:
@@ -660,26 +677,20 @@ def channel_list(request: HtmxHttpRequest) -> HttpResponseBase:
         form = ChannelOpenForm(request.POST)
         if form.is_valid():
             agent, deposit = form.cleaned_data["agent"], form.cleaned_data["deposit"]
-            try:
-                channel = channel_open(
+            form, channel = _submit(
+                form,
+                lambda: channel_open(
                     requester_user_id=user.pk,
                     agent_id=agent.pk,
                     payee_user_id=agent.owner_id,
                     deposit=deposit,
                     idempotency_key=form.cleaned_data["idempotency_key"],
-                )
-            except IdempotencyConflict:
-                form = _rebind_with_new_key(form)
-                form.add_error(
-                    None,
-                    "This form was already used to open another channel. Check the values "
-                    "and submit again.",
-                )
-            except InsufficientFunds:
-                form.add_error("deposit", "Your wallet cannot cover this deposit.")
-            except DomainError as exc:
-                form.add_error("deposit", exc.message)
-            else:
+                ),
+                reused="This form was already used to open another channel. Check the values "
+                "and submit again.",
+                on_error=_channel_error,
+            )
+            if channel is not None:
                 messages.success(
                     request,
                     f"Channel to {agent.name} open with {format_credits(deposit)}. "
@@ -689,6 +700,13 @@ def channel_list(request: HtmxHttpRequest) -> HttpResponseBase:
     else:
         form = ChannelOpenForm(initial={"agent": request.GET.get("agent")})
     return _render(request, "channels/list.html", _channels_context(request, form), fragment="form")
+
+
+def _channel_error(form: Any, exc: DomainError) -> None:
+    if isinstance(exc, InsufficientFunds):
+        form.add_error("deposit", "Your wallet cannot cover this deposit.")
+    else:
+        form.add_error("deposit", exc.message)
 
 
 @require_GET
