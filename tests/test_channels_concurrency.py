@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -155,3 +156,54 @@ def test_one_voucher_sent_by_twelve_threads_at_once_is_accepted_once(setup):
     task = Task.objects.get()
     task_claim(task_id=task.pk)
     task_settle(task_id=task.pk, attempt=1, execution=Execution(reason="trap"))
+
+
+def test_closing_while_submissions_race_it_settles_once_with_every_task_counted(setup):
+    alice, bob, agent, channel = setup
+    nonces = itertools.count(1)
+    counter_lock = threading.Lock()
+    accepted: list[Task] = []
+    refused: Counter[str] = Counter()
+    closed = threading.Event()
+
+    def submitter(index: int) -> None:
+        for _ in range(25):
+            with counter_lock:
+                nonce = next(nonces)
+            try:
+                task = submit(alice, agent, channel, sign(channel.pk, nonce, DEPOSIT), 10_000)
+            except (errors.ChannelNotOpen, *REFUSALS) as exc:
+                with counter_lock:
+                    refused[type(exc).__name__] += 1
+                continue
+            with counter_lock:
+                accepted.append(task)
+
+    def closer(_index: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(accepted) < 10 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        channel_close(channel_id=channel.pk, by_user_id=bob.pk)
+        closed.set()
+
+    errors_seen = run_threads(5, lambda i: closer(i) if i == 4 else submitter(i))
+    assert not errors_seen, errors_seen[:3]
+    assert closed.is_set() and refused["ChannelNotOpen"] > 0
+    channel.refresh_from_db()
+    # Every accepted task was reserved before the close; none after it.
+    assert channel.status == "closing"
+    assert (channel.in_flight, channel.reserved) == (len(accepted), 10_000 * len(accepted))
+    for i, task in enumerate(accepted):
+        task_claim(task_id=task.pk)
+        run = Execution(exit_code=0, fuel_used=i * 1_000, fuel_limit=10**6, elapsed_ms=1)
+        task_settle(task_id=task.pk, attempt=1, execution=run)
+    channel.refresh_from_db()
+    costs = Task.objects.aggregate(cost=Sum("cost"), fee=Sum("fee"))
+    assert (channel.status, channel.redeemed, channel.fees) == (
+        "settled",
+        costs["cost"],
+        costs["fee"],
+    )
+    assert Account.objects.get(user=bob).balance == costs["cost"] - costs["fee"]
+    assert Account.objects.get(user=alice).balance == DEPOSIT - costs["cost"]
+    assert Account.objects.get(pk=system_account_id("channels")).balance == 0
