@@ -54,7 +54,7 @@ from django.utils import timezone
 
 from escrow.models import Account, Transfer
 from escrow.services import system_account_id, wallet_id
-from execution import sandbox
+from execution.engine import sandbox
 from marketplace.binaries import binary_read
 from marketplace.models import Agent, Task
 from marketplace.services import task_submit, user_create

@@ -32,7 +32,7 @@ django.setup()
 
 import wasmtime  # noqa: E402
 
-from execution import modules, sandbox  # noqa: E402
+from execution.engine import modules, sandbox  # noqa: E402
 
 MiB = 1024 * 1024
 LIMITS = sandbox.Limits.for_task(fuel=1_000_000_000, memory_mb=64, timeout_ms=10_000)

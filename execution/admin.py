@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
+from execution.engine.receipts import receipt_verify
 from execution.models import Receipt
-from execution.receipts import receipt_verify
 
 
 @admin.register(Receipt)

@@ -10,8 +10,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from execution.engine.receipts import public_key_info, receipt_verify
 from execution.models import Receipt
-from execution.receipts import public_key_info, receipt_verify
 from marketplace.api import errors, task_for
 from marketplace.exceptions import ReceiptNotReady
 from marketplace.serializers import PublicKeySerializer, ReceiptSerializer, VerificationSerializer

@@ -23,9 +23,9 @@ from django.utils import timezone
 from escrow.channels import channel_finish_task, channel_is_due, channel_settle_if_due
 from escrow.models import Escrow, Voucher
 from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
-from execution import sandbox
+from execution.engine import sandbox
+from execution.engine.receipts import receipt_sign
 from execution.models import Receipt
-from execution.receipts import receipt_sign
 from marketplace.binaries import binary_read
 from marketplace.errors import TaskStateConflict
 from marketplace.models import Agent, Task

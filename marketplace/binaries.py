@@ -10,7 +10,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Max
 
-from execution.validation import validate_wasm
+from execution.engine.validation import validate_wasm
 from marketplace.models import Agent, AgentBinary
 
 logger = logging.getLogger(__name__)

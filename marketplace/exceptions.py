@@ -21,6 +21,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 
 from escrow.errors import DomainError
+from execution.engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     from rest_framework.views import exception_handler, set_rollback
 
     headers: dict[str, str] = {}
-    if isinstance(exc, DomainError):
+    if isinstance(exc, (DomainError, EngineError)):
         status, code, message, fields = exc.status, exc.code, exc.message, exc.fields
     elif isinstance(exc, DjangoValidationError):
         status, code = 400, "validation_error"

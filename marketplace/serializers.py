@@ -73,7 +73,7 @@ class WasmUploadParser(parsers.MultiPartParser):
     """Multipart with the size checked before anything is spooled to disk."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        from execution.validation import WasmTooLarge
+        from execution.engine.validation import WasmTooLarge
 
         request = (parser_context or {}).get("request")
         meta = request.META if request is not None else {}
@@ -360,7 +360,7 @@ class BinaryUploadSerializer(serializers.Serializer):
     wasm = serializers.FileField(allow_empty_file=True, help_text="The WASI command module.")
 
     def validate_wasm(self, upload: Any) -> bytes:
-        from execution.validation import WasmTooLarge
+        from execution.engine.validation import WasmTooLarge
 
         limit = settings.WASM_MAX_UPLOAD_BYTES
         if upload.size > limit:

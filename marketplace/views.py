@@ -54,9 +54,9 @@ from escrow.errors import (
 )
 from escrow.models import PaymentChannel, Voucher
 from escrow.services import deposit_create
+from execution.engine.receipts import public_key_info, receipt_verify
+from execution.engine.validation import WasmInvalid
 from execution.models import Receipt
-from execution.receipts import public_key_info, receipt_verify
-from execution.validation import WasmInvalid
 from marketplace import selectors
 from marketplace.binaries import binary_upload
 from marketplace.errors import (

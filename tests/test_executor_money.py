@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from escrow.errors import IdempotencyConflict, InsufficientFunds
 from escrow.models import Account, Escrow, Transfer
 from escrow.services import deposit_create, system_account_id
-from execution.receipts import receipt_verify
+from execution.engine.receipts import receipt_verify
 from execution.services import (
     Execution,
     affordable_fuel,

@@ -7,7 +7,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import CommandError, call_command
 
-from execution.receipts import canonical_json, public_key_info, receipt_sign, receipt_verify
+from execution.engine.receipts import canonical_json, public_key_info, receipt_sign, receipt_verify
 
 DATA = {"task_id": "t-1", "cost": 1_247, "fee": 62, "status": "succeeded", "note": "café"}
 

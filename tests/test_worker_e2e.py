@@ -15,8 +15,8 @@ from django_q.tasks import async_task
 
 from escrow.models import Account, Escrow
 from escrow.services import deposit_create, system_account_id
-from execution import modules
-from execution.receipts import receipt_verify
+from execution.engine import modules
+from execution.engine.receipts import receipt_verify
 from execution.services import affordable_fuel
 from marketplace.binaries import binary_upload
 from marketplace.models import Agent, Task

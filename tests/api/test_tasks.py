@@ -9,7 +9,7 @@ import json
 import pytest
 
 from escrow.models import Escrow, Transfer
-from execution.receipts import public_key_info, receipt_verify
+from execution.engine.receipts import public_key_info, receipt_verify
 from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, IdempotencyRecord, Task
 

@@ -16,7 +16,7 @@ import pytest
 import wasmtime
 from django.conf import settings as django_settings
 
-from execution import modules, sandbox
+from execution.engine import modules, sandbox
 
 CORPUS = Path(__file__).parent / "corpus"
 MiB = 1024 * 1024

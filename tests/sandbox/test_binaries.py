@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import default_storage
 
-from execution.validation import WasmNoStart, WasmTooLarge
+from execution.engine.validation import WasmNoStart, WasmTooLarge
 from marketplace.binaries import binary_read, binary_storage_name, binary_upload
 from marketplace.models import AgentBinary
 from tests.factories import AgentFactory
@@ -129,7 +129,7 @@ def test_an_oversized_upload_is_refused(settings, media_root):
 
 
 def test_the_stored_binary_runs_through_the_sandbox():
-    from execution import sandbox
+    from execution.engine import sandbox
 
     binary = binary_upload(agent=AgentFactory.create(slug="echo"), data=wasm("echo"))
 

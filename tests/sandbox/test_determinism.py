@@ -7,7 +7,7 @@ import struct
 
 import wasmtime
 
-from execution import modules, sandbox
+from execution.engine import modules, sandbox
 
 # Reads the clock (8 bytes) and 32 random bytes, twice each, and prints all 80 bytes.
 PEEK = bytes(

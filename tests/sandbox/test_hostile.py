@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from execution import modules, sandbox
+from execution.engine import modules, sandbox
 
 from .conftest import MiB, resource_use, rss_bytes, run_corpus, sha256, wasm
 

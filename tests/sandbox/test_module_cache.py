@@ -13,7 +13,7 @@ import pytest
 import wasmtime
 from django.conf import settings
 
-from execution import modules
+from execution.engine import modules
 
 from .conftest import run_corpus, sha256, wasm
 
@@ -87,7 +87,7 @@ def test_after_the_memory_cache_is_dropped_the_artifact_is_a_disk_hit():
 
 
 def run_corpus_without_loading(name: str, stdin: bytes):
-    from execution import sandbox
+    from execution.engine import sandbox
 
     return sandbox.run(
         sha256=sha256(wasm(name)),
@@ -104,7 +104,7 @@ CHILD = textwrap.dedent(
     import django
     django.setup()
     from dataclasses import asdict
-    from execution import modules, sandbox
+    from execution.engine import modules, sandbox
 
     def never_load():
         raise AssertionError("compiled instead of using the artifact")

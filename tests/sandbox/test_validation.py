@@ -8,9 +8,9 @@ import pytest
 import wasmtime
 from django.conf import settings
 
-from escrow.errors import DomainError
-from execution import modules
-from execution.validation import (
+from execution.engine import modules
+from execution.engine.errors import EngineError
+from execution.engine.validation import (
     WasmCompileFailed,
     WasmForbiddenImport,
     WasmInvalid,
@@ -104,7 +104,7 @@ def test_invalid_upload_is_rejected_with_its_own_code(data, error, code):
 
     assert raised.value.code == code
     assert raised.value.status == 400
-    assert isinstance(raised.value, WasmInvalid) and isinstance(raised.value, DomainError)
+    assert isinstance(raised.value, WasmInvalid) and isinstance(raised.value, EngineError)
     assert raised.value.message
 
 

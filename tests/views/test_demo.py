@@ -6,8 +6,8 @@ import pytest
 from django.core.management import call_command
 
 from escrow.models import PaymentChannel
+from execution.engine.receipts import receipt_verify, signing_key
 from execution.models import Receipt
-from execution.receipts import receipt_verify, signing_key
 from marketplace.models import Agent, Task
 from reputation.models import ReputationEvent
 

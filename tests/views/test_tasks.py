@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 
 from escrow.models import Escrow
-from execution.receipts import receipt_verify
+from execution.engine.receipts import receipt_verify
 from execution.services import Execution, task_claim
 from marketplace.models import Agent, Task
 from marketplace.services import agent_suspend

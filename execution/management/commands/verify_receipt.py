@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from execution.receipts import receipt_verify
+from execution.engine.receipts import receipt_verify
 from execution.services import receipt_replay
 
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import wasmtime
 from django.conf import settings
 
-from escrow.errors import DomainError
-from execution import modules
+from execution.engine import modules
+from execution.engine.errors import EngineError
 
 
-class WasmInvalid(DomainError):
+class WasmInvalid(EngineError):
     code = "wasm_invalid"
     default_message = "The binary is not a WASI command this platform can run."
 

@@ -35,7 +35,7 @@ from typing import cast
 import wasmtime
 from django.conf import settings
 
-from execution import modules
+from execution.engine import modules
 
 OUT_OF_FUEL = "out_of_fuel"
 TIMEOUT = "timeout"

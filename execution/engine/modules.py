@@ -59,7 +59,7 @@ ENGINE_CONFIG: dict[str, bool | str] = {
 
 _ARTIFACT_MAGIC = b"AXCWASM\x01"
 _MAC_SIZE = hashlib.sha256().digest_size
-_MAC_SALT = "execution.modules.artifact"
+_MAC_SALT = "execution.engine.modules.artifact"
 
 # WASI preview1 errno values (not the host's errno numbers).
 WASI_EBADF = 8
