@@ -8,15 +8,20 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from escrow.admin import ReadOnlyAdmin
 from reputation.audit import reputation_audit
 from reputation.models import AgentReputation, ReputationEvent
 
 MAX_VIOLATIONS_SHOWN = 20
 
 
+def _never(self: admin.ModelAdmin, request: HttpRequest, obj: object = None) -> bool:
+    return False
+
+
 @admin.register(AgentReputation)
-class AgentReputationAdmin(ReadOnlyAdmin):
+class AgentReputationAdmin(admin.ModelAdmin):
+    # Scores change only through reputation_apply; the admin shows them, never edits them.
+    has_add_permission = has_change_permission = has_delete_permission = _never
     change_list_template = "admin/reputation/reputation_change_list.html"
     list_display = ["agent", "score", "successes", "failures", "neutral", "updated_at"]
     list_filter = [("updated_at", admin.DateFieldListFilter)]
@@ -53,7 +58,9 @@ class AgentReputationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ReputationEvent)
-class ReputationEventAdmin(ReadOnlyAdmin):
+class ReputationEventAdmin(admin.ModelAdmin):
+    # Append-only, and replayed by the audit: an edited event would fail it.
+    has_add_permission = has_change_permission = has_delete_permission = _never
     list_display = [
         "id",
         "agent",
