@@ -31,7 +31,7 @@ from marketplace.errors import TaskStateConflict
 from marketplace.models import Agent, Task
 from marketplace.services import task_cancel, task_enqueue
 from reputation.models import AgentReputation
-from reputation.policies import Outcome
+from reputation.policies import Outcome, OutcomeKind
 from reputation.services import reputation_apply
 
 log = logging.getLogger(__name__)
@@ -259,11 +259,11 @@ def task_settle(*, task_id: Any, attempt: int, execution: Execution) -> bool:
         # One channel row changes; the money moves when the channel settles.
         channel = channel_finish_task(channel_id=channel_id, budget=task.budget, cost=cost, fee=fee)
     if succeeded:
-        kind = "success"
+        kind = OutcomeKind.SUCCESS
     elif execution.reason in AGENT_FAULTS:
-        kind = "failure"
+        kind = OutcomeKind.FAILURE
     else:
-        kind = "neutral"
+        kind = OutcomeKind.NEUTRAL
     event = reputation_apply(
         agent_id=task.agent_id,
         task_id=task.pk,

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from reputation.models import INITIAL_SCORE, AgentReputation, ReputationEvent
-from reputation.policies import Outcome, Standing, policy_for
+from reputation.policies import Outcome, OutcomeKind, Standing, policy_for
 
 
 @dataclass
@@ -51,10 +51,10 @@ def reputation_audit() -> ReputationReport:
                 )
             standing = Standing(
                 score=expected,
-                successes=standing.successes + (event.outcome == "success"),
-                failures=standing.failures + (event.outcome == "failure"),
+                successes=standing.successes + (event.outcome == OutcomeKind.SUCCESS),
+                failures=standing.failures + (event.outcome == OutcomeKind.FAILURE),
             )
-            neutral += event.outcome == "neutral"
+            neutral += event.outcome == OutcomeKind.NEUTRAL
         stored = reputations.get(agent_id)
         if stored is None:
             report.violations.append(f"agent {agent_id} has events but no reputation row")

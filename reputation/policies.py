@@ -13,6 +13,11 @@ from typing import Protocol
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from reputation.models import ReputationEvent
+
+# What an outcome counts as. Events store its value, which the audit replays as is.
+OutcomeKind = ReputationEvent.Outcome
+
 QUANTUM = Decimal("0.0001")
 ZERO, HUNDRED = Decimal(0), Decimal(100)
 
@@ -34,7 +39,7 @@ class Standing:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # "success" | "failure" | "neutral"
+    kind: str  # an OutcomeKind value
     reason: str = ""
     fuel_used: int = 0
     fuel_limit: int = 0
@@ -56,7 +61,7 @@ class DefaultPolicy:
     FAILURE = Decimal("-5.0")
 
     def delta(self, outcome: Outcome) -> Decimal:
-        if outcome.kind == "success":
+        if outcome.kind == OutcomeKind.SUCCESS:
             delta = self.SUCCESS
             if outcome.fuel_limit > 0:
                 unused = max(0, min(outcome.fuel_limit, outcome.fuel_limit - outcome.fuel_used))
@@ -64,7 +69,7 @@ class DefaultPolicy:
             if outcome.elapsed_ms < self.FAST_UNDER_MS:
                 delta += self.FAST
             return delta
-        if outcome.kind == "failure":
+        if outcome.kind == OutcomeKind.FAILURE:
             return self.FAILURE
         return ZERO
 
@@ -80,9 +85,9 @@ class BetaPolicy:
     """
 
     def next_score(self, standing: Standing, outcome: Outcome) -> Decimal:
-        successes = standing.successes + (outcome.kind == "success")
-        failures = standing.failures + (outcome.kind == "failure")
-        if outcome.kind == "neutral":
+        successes = standing.successes + (outcome.kind == OutcomeKind.SUCCESS)
+        failures = standing.failures + (outcome.kind == OutcomeKind.FAILURE)
+        if outcome.kind == OutcomeKind.NEUTRAL:
             return standing.score
         return clamp(HUNDRED * Decimal(successes + 1) / Decimal(successes + failures + 2))
 

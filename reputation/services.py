@@ -5,7 +5,14 @@ from typing import Any
 from django.db import transaction
 
 from reputation.models import AgentReputation, ReputationEvent
-from reputation.policies import Outcome, Standing, current_policy_path, policy_for
+from reputation.policies import Outcome, OutcomeKind, Standing, current_policy_path, policy_for
+
+# The AgentReputation counter each kind of outcome adds to.
+COUNTERS: dict[str, str] = {
+    OutcomeKind.SUCCESS: "successes",
+    OutcomeKind.FAILURE: "failures",
+    OutcomeKind.NEUTRAL: "neutral",
+}
 
 
 def reputation_open(*, agent_id: int) -> AgentReputation:
@@ -16,7 +23,7 @@ def reputation_open(*, agent_id: int) -> AgentReputation:
 
 def reputation_apply(*, agent_id: int, task_id: Any, outcome: Outcome) -> ReputationEvent:
     """Score one outcome. Idempotent per task: a second call returns the first event."""
-    if outcome.kind not in ReputationEvent.Outcome.values:
+    if outcome.kind not in OutcomeKind.values:
         raise ValueError(f"unknown outcome {outcome.kind!r}")
     with transaction.atomic():
         rep = (
@@ -34,9 +41,7 @@ def reputation_apply(*, agent_id: int, task_id: Any, outcome: Outcome) -> Reputa
         after = policy_for(path).next_score(
             Standing(score=before, successes=rep.successes, failures=rep.failures), outcome
         )
-        counter = {"success": "successes", "failure": "failures", "neutral": "neutral"}[
-            outcome.kind
-        ]
+        counter = COUNTERS[outcome.kind]
         setattr(rep, counter, getattr(rep, counter) + 1)
         rep.score = after
         rep.save(update_fields=["score", counter, "updated_at"])
