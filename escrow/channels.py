@@ -43,7 +43,7 @@ from escrow.errors import (
     VoucherStale,
 )
 from escrow.models import Account, PaymentChannel, RequesterKey, Transfer, Voucher
-from escrow.services import Move, _apply, _check_amount, system_account_id, wallet_id
+from escrow.services import Leg, ledger_post, system_account_id, validate_amount, wallet_id
 
 VOUCHER_DOMAIN = "agent-exchange/voucher/v1"
 Status = PaymentChannel.Status
@@ -182,7 +182,7 @@ def channel_open(
     idempotency_key: str | None = None,
 ) -> PaymentChannel:
     """Move `deposit` from the requester's wallet into the channels account."""
-    _check_amount(deposit)
+    validate_amount(deposit)
     now = timezone.now()
     with transaction.atomic():
         if idempotency_key is not None:
@@ -209,9 +209,9 @@ def channel_open(
                 requester_id=requester_user_id, idempotency_key=idempotency_key
             )
             return _same_opening(existing, agent_id=agent_id, deposit=deposit)
-        _apply(
+        ledger_post(
             [
-                Move(
+                Leg(
                     channel.payer_id,
                     system_account_id(Account.Kind.CHANNELS),
                     deposit,
@@ -289,8 +289,8 @@ def channel_finish_task(*, channel_id: Any, budget: int, cost: int, fee: int) ->
     caller settles it with `channel_settle_if_due` after writing the task's escrow row,
     keeping the lock order (channels, escrows, accounts).
     """
-    _check_amount(cost, allow_zero=True)
-    _check_amount(fee, allow_zero=True)
+    validate_amount(cost, allow_zero=True)
+    validate_amount(fee, allow_zero=True)
     if cost > budget or fee > cost:
         raise InvalidAmount(f"cost {cost} and fee {fee} do not fit the budget {budget}.")
     with transaction.atomic():
@@ -352,12 +352,14 @@ def channel_is_due(channel: PaymentChannel) -> bool:
 def _settle(channel: PaymentChannel) -> None:
     """closing → settled, moving the money once. The channel row must be locked."""
     channels = system_account_id(Account.Kind.CHANNELS)
-    legs = [
+    payouts = [
         (channel.payee_id, channel.redeemed - channel.fees, Transfer.Kind.CHANNEL_PAYOUT),
         (system_account_id(Account.Kind.PLATFORM_FEES), channel.fees, Transfer.Kind.CHANNEL_FEE),
         (channel.payer_id, channel.deposit - channel.redeemed, Transfer.Kind.CHANNEL_REFUND),
     ]
-    _apply([Move(channels, to, amount, kind, channel_id=channel.pk) for to, amount, kind in legs])
+    ledger_post(
+        [Leg(channels, to, amount, kind, channel_id=channel.pk) for to, amount, kind in payouts]
+    )
     channel.status = Status.SETTLED
     channel.settled_at = timezone.now()
     channel.save(update_fields=["status", "settled_at"])

@@ -12,6 +12,7 @@ won; database constraints back every rule up.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,9 @@ Kind = Transfer.Kind
 
 
 @dataclass(frozen=True)
-class Move:
+class Leg:
+    """One transfer of a posting: `amount` from the debit account to the credit account."""
+
     debit_id: int
     credit_id: int
     amount: int
@@ -46,7 +49,9 @@ class Move:
     memo: str = ""
 
 
-def _check_amount(amount: object, *, allow_zero: bool = False) -> int:
+def validate_amount(amount: object, *, allow_zero: bool = False) -> int:
+    """`amount`, if it is a whole number of µCR above zero (or zero, when allowed);
+    otherwise InvalidAmount."""
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise InvalidAmount(f"Amounts are integers of µCR, got {amount!r}.")
     if amount < 0 or (amount == 0 and not allow_zero):
@@ -100,16 +105,17 @@ def wallet_id(*, user_id: int) -> int:
 # --- moving money ------------------------------------------------------------------------
 
 
-def _apply(moves: list[Move]) -> list[Transfer]:
-    """Lock every account the moves touch (in pk order), check, update, record.
+def ledger_post(legs: Sequence[Leg]) -> list[Transfer]:
+    """Post the legs to the ledger: lock every account they touch (in pk order), check that
+    no balance goes negative, update the balances and record one Transfer per leg.
 
-    Must run inside a transaction. Zero-amount moves are dropped; the rest change the
+    Must run inside a transaction. Zero-amount legs are dropped; the rest change the
     balances by their net effect, so a settlement touches each account once.
     """
-    moves = [move for move in moves if move.amount]
-    if not moves:
+    legs = [leg for leg in legs if leg.amount]
+    if not legs:
         return []
-    ids = sorted({m.debit_id for m in moves} | {m.credit_id for m in moves})
+    ids = sorted({leg.debit_id for leg in legs} | {leg.credit_id for leg in legs})
     # NO KEY UPDATE: inserting a row that references an account (an escrow, a transfer)
     # takes KEY SHARE on it, which plain FOR UPDATE would conflict with — a deadlock between
     # a submission and a settlement. We never change keys, so this is the lock we need.
@@ -120,9 +126,9 @@ def _apply(moves: list[Move]) -> list[Transfer]:
     if len(accounts) != len(ids):
         raise InvalidAmount("Unknown account in transfer.")
     delta: dict[int, int] = defaultdict(int)
-    for move in moves:
-        delta[move.debit_id] -= move.amount
-        delta[move.credit_id] += move.amount
+    for leg in legs:
+        delta[leg.debit_id] -= leg.amount
+        delta[leg.credit_id] += leg.amount
     for account_id, change in delta.items():
         account = accounts[account_id]
         if account.kind != Account.Kind.EXTERNAL and account.balance + change < 0:
@@ -148,22 +154,26 @@ def _apply(moves: list[Move]) -> list[Transfer]:
     return Transfer.objects.bulk_create(
         [
             Transfer(
-                debit_account_id=m.debit_id,
-                credit_account_id=m.credit_id,
-                amount=m.amount,
-                kind=m.kind,
-                escrow_id=m.escrow_id,
-                channel_id=m.channel_id,
-                task_id=m.task_id,
-                idempotency_key=m.idempotency_key,
-                memo=m.memo,
+                debit_account_id=leg.debit_id,
+                credit_account_id=leg.credit_id,
+                amount=leg.amount,
+                kind=leg.kind,
+                escrow_id=leg.escrow_id,
+                channel_id=leg.channel_id,
+                task_id=leg.task_id,
+                idempotency_key=leg.idempotency_key,
+                memo=leg.memo,
             )
-            for m in moves
+            for leg in legs
         ]
     )
 
 
-def _replay(key: str, *, debit_id: int, credit_id: int, amount: int, kind: str) -> Transfer | None:
+def _existing_transfer(
+    key: str, *, debit_id: int, credit_id: int, amount: int, kind: str
+) -> Transfer | None:
+    """The transfer already made under this idempotency key, if any; IdempotencyConflict if
+    it moved other money than asked for now."""
     existing = Transfer.objects.filter(idempotency_key=key).first()
     if existing is None:
         return None
@@ -183,7 +193,7 @@ def transfer_create(
     memo: str = "",
 ) -> Transfer:
     """One transfer between two accounts; a repeated idempotency key returns the first."""
-    _check_amount(amount)
+    validate_amount(amount)
     if debit_account_id == credit_account_id:
         raise InvalidAmount("A transfer needs two different accounts.")
     params: dict[str, Any] = {
@@ -200,10 +210,10 @@ def transfer_create(
                 .filter(pk__in=[debit_account_id, credit_account_id])
                 .order_by("pk")
             )
-            existing = _replay(idempotency_key, **params)
+            existing = _existing_transfer(idempotency_key, **params)
             if existing is not None:
                 return existing
-        [transfer] = _apply([Move(**params, idempotency_key=idempotency_key, memo=memo)])
+        [transfer] = ledger_post([Leg(**params, idempotency_key=idempotency_key, memo=memo)])
         return transfer
 
 
@@ -211,14 +221,14 @@ def deposit_create(
     *, user_id: int, amount: int, idempotency_key: str | None = None, provider: str = "dev"
 ) -> Transfer:
     """Bring money in from outside: external → the user's wallet."""
-    _check_amount(amount)
+    validate_amount(amount)
     if amount > settings.MAX_DEPOSIT:
         raise InvalidAmount(f"A single deposit is at most {settings.MAX_DEPOSIT} µCR.")
     wallet = wallet_id(user_id=user_id)
     external = system_account_id(Account.Kind.EXTERNAL)
     key = f"deposit:{user_id}:{idempotency_key}" if idempotency_key else None
     if key is not None:
-        existing = _replay(
+        existing = _existing_transfer(
             key, debit_id=external, credit_id=wallet, amount=amount, kind=Kind.DEPOSIT
         )
         if existing is not None:
@@ -266,7 +276,7 @@ def escrow_create(
     channel_id: Any = None,
 ) -> Escrow:
     """A pending escrow; with a channel it holds nothing (the channel deposit is the hold)."""
-    _check_amount(amount)
+    validate_amount(amount)
     return Escrow.objects.create(
         payer_id=wallet_id(user_id=payer_user_id),
         payee_id=wallet_id(user_id=payee_user_id),
@@ -283,9 +293,9 @@ def escrow_fund(*, escrow_id: int) -> Escrow:
         escrow = _transition(
             escrow_id, source=Escrow.Status.PENDING, target=Escrow.Status.FUNDED, payment="escrow"
         )
-        _apply(
+        ledger_post(
             [
-                Move(
+                Leg(
                     escrow.payer_id,
                     system_account_id(Account.Kind.ESCROW),
                     escrow.amount,
@@ -300,8 +310,8 @@ def escrow_fund(*, escrow_id: int) -> Escrow:
 
 def escrow_release(*, escrow_id: int, cost: int, fee: int) -> Escrow:
     """funded → released: cost − fee to the payee, fee to the platform, the rest back."""
-    _check_amount(cost, allow_zero=True)
-    _check_amount(fee, allow_zero=True)
+    validate_amount(cost, allow_zero=True)
+    validate_amount(fee, allow_zero=True)
     if fee > cost:
         raise InvalidAmount(f"The fee ({fee}) cannot exceed the cost ({cost}).")
     with transaction.atomic():
@@ -319,15 +329,15 @@ def escrow_release(*, escrow_id: int, cost: int, fee: int) -> Escrow:
         )
         hold = system_account_id(Account.Kind.ESCROW)
         platform = system_account_id(Account.Kind.PLATFORM_FEES)
-        legs = [
+        payouts = [
             (escrow.payee_id, cost - fee, Kind.ESCROW_PAYOUT),
             (platform, fee, Kind.ESCROW_FEE),
             (escrow.payer_id, amount - cost, Kind.ESCROW_REFUND),
         ]
-        _apply(
+        ledger_post(
             [
-                Move(hold, to, leg, kind, escrow_id=escrow.pk, task_id=escrow.task_id)
-                for to, leg, kind in legs
+                Leg(hold, to, share, kind, escrow_id=escrow.pk, task_id=escrow.task_id)
+                for to, share, kind in payouts
             ]
         )
         return escrow
@@ -346,9 +356,9 @@ def escrow_refund(*, escrow_id: int) -> Escrow:
             fee=0,
             refund=amount,
         )
-        _apply(
+        ledger_post(
             [
-                Move(
+                Leg(
                     system_account_id(Account.Kind.ESCROW),
                     escrow.payer_id,
                     amount,
@@ -371,8 +381,8 @@ def escrow_cancel(*, escrow_id: int) -> Escrow:
 
 def escrow_complete(*, escrow_id: int, cost: int, fee: int) -> Escrow:
     """pending → completed for a channel-paid task: the channel redemption is the payment."""
-    _check_amount(cost, allow_zero=True)
-    _check_amount(fee, allow_zero=True)
+    validate_amount(cost, allow_zero=True)
+    validate_amount(fee, allow_zero=True)
     return _transition(
         escrow_id,
         source=Escrow.Status.PENDING,
