@@ -109,8 +109,8 @@ def task_claim(*, task_id: Any) -> tuple[Task, int] | None:
     return task, task.attempts + 1
 
 
-def task_precheck(task: Task) -> str:
-    """Why this task must not run (empty when it may). Failing here refunds, no penalty."""
+def task_refusal(task: Task) -> str | None:
+    """Why this task must not run, or None when it may. A refusal refunds, no penalty."""
     escrow = Escrow.objects.filter(task_id=task.pk).first()
     if escrow is None:
         return "the task has no escrow"
@@ -135,7 +135,7 @@ def task_precheck(task: Task) -> str:
         return "the budget does not cover the base fee"
     if affordable_fuel(task) <= 0:
         return "the budget leaves no fuel to run with"
-    return ""
+    return None
 
 
 def check_output(task: Task, execution: Execution) -> Execution:
@@ -165,12 +165,8 @@ def run_in_sandbox(task: Task, *, fuel: int | None = None) -> Execution:
         sha256=task.binary.sha256,
         load=lambda: binary_read(task.binary),
         stdin=task.input.encode(),
-        limits=sandbox.Limits(
-            fuel=fuel,
-            memory_bytes=task.memory_limit_mb * 1024 * 1024,
-            timeout_ms=task.timeout_ms,
-            stdout_bytes=settings.SANDBOX_STDOUT_LIMIT,
-            stderr_bytes=settings.SANDBOX_STDERR_LIMIT,
+        limits=sandbox.Limits.for_task(
+            fuel=fuel, memory_mb=task.memory_limit_mb, timeout_ms=task.timeout_ms
         ),
         argv=[task.agent.slug],
     )
@@ -195,9 +191,9 @@ def task_execute(*, task_id: Any) -> str:
     if claim is None:
         return "not queued: nothing to do"
     task, attempt = claim
-    problem = task_precheck(task)
-    if problem:
-        execution = Execution(reason=Reason.VALIDATION_FAILED, detail=problem)
+    refusal = task_refusal(task)
+    if refusal is not None:
+        execution = Execution(reason=Reason.VALIDATION_FAILED, detail=refusal)
     else:
         try:
             execution = check_output(task, run_in_sandbox(task))
