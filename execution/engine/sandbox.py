@@ -35,7 +35,7 @@ from typing import cast
 import wasmtime
 from django.conf import settings
 
-from execution.engine import modules
+from execution.engine import host, modules
 
 OUT_OF_FUEL = "out_of_fuel"
 TIMEOUT = "timeout"
@@ -141,8 +141,8 @@ def _run_in_store(
         if path is not None:
             wasi.stdin_file = path
         store.set_wasi(wasi)
-    stdout = modules.CappedBuffer(limits.stdout_bytes, strict=True)
-    stderr = modules.CappedBuffer(limits.stderr_bytes, strict=False)
+    stdout = host.CappedBuffer(limits.stdout_bytes, strict=True)
+    stderr = host.CappedBuffer(limits.stderr_bytes, strict=False)
 
     # The deadline counts ticks from now and the current tick is already partly gone:
     # one extra tick keeps the guest from being stopped before its full timeout.
@@ -152,7 +152,7 @@ def _run_in_store(
     ending: BaseException | None = None
     started = time.perf_counter_ns()
     try:
-        with modules.guest_output(stdout, stderr):
+        with host.guest_output(stdout, stderr):
             # Instantiation is inside the limits too: a wasm `start` function runs here.
             instance = compiled.pre.instantiate(store)
             exports = instance.exports(store)
@@ -164,7 +164,7 @@ def _run_in_store(
         exit_code = 0
     except wasmtime.ExitTrap as exit_trap:
         exit_code = exit_trap.code
-    except (wasmtime.Trap, modules.OutputLimitExceeded) as error:
+    except (wasmtime.Trap, host.OutputLimitExceeded) as error:
         ending = error
     except wasmtime.WasmtimeError as error:
         # The guest's doing, though not a trap: an instantiation wasmtime refuses (a table
@@ -198,8 +198,8 @@ def _classify(
     *,
     exit_code: int | None,
     ending: BaseException | None,
-    stdout: modules.CappedBuffer,
-    stderr: modules.CappedBuffer,
+    stdout: host.CappedBuffer,
+    stderr: host.CappedBuffer,
     memory_bytes: int,
     limits: Limits,
 ) -> tuple[str, str]:

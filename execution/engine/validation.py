@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import wasmtime
 from django.conf import settings
 
-from execution.engine import modules
+from execution.engine import host, modules
 from execution.engine.errors import EngineError
 
 
@@ -86,11 +86,11 @@ def validate_wasm(data: bytes) -> ValidatedWasm:
     forbidden = [
         f"{item.module}.{item.name}"
         for item in module.imports
-        if item.module != modules.WASI_MODULE or not isinstance(item.type, wasmtime.FuncType)
+        if item.module != host.WASI_MODULE or not isinstance(item.type, wasmtime.FuncType)
     ]
     if forbidden:
         raise WasmForbiddenImport(
-            f"Only functions from {modules.WASI_MODULE} may be imported; "
+            f"Only functions from {host.WASI_MODULE} may be imported; "
             f"found {', '.join(forbidden)}.",
             fields={"imports": forbidden},
         )

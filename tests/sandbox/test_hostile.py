@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from execution.engine import modules, sandbox
+from execution.engine import host, modules, sandbox
 
 from .conftest import MiB, resource_use, rss_bytes, run_corpus, sha256, wasm
 
@@ -191,7 +191,7 @@ def test_guest_cannot_open_files():
     result = run_corpus("open_file")
 
     assert result.failure_reason == sandbox.EXIT_NONZERO
-    assert result.exit_code == modules.WASI_EBADF
+    assert result.exit_code == host.WASI_EBADF
     assert result.stdout == b""
 
 
@@ -209,7 +209,7 @@ def test_sleep_fails_at_once_instead_of_blocking_past_the_deadline():
     result = run_corpus("sleep", timeout_ms=1_000)
 
     assert result.failure_reason == sandbox.EXIT_NONZERO
-    assert result.exit_code == modules.WASI_ENOTSUP
+    assert result.exit_code == host.WASI_ENOTSUP
     assert result.elapsed_ms < 100
 
 
