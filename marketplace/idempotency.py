@@ -47,7 +47,11 @@ def fingerprint(request: Request) -> str:
     return hashlib.sha256(f"{request.method}\n{request.path}\n{body}".encode()).hexdigest()
 
 
-def _replay(record: IdempotencyRecord, print_: str) -> Response:
+def _stored_response(record: IdempotencyRecord, print_: str) -> Response:
+    """The first response given for the key, marked replayed, when the request is the same.
+
+    A different request (another fingerprint) reusing the key is a client error: 409.
+    """
     if record.fingerprint != print_:
         raise IdempotencyConflict()
     return Response(
@@ -63,7 +67,7 @@ def idempotent(request: Request, user: User, run: Callable[[str | None], Respons
     print_ = fingerprint(request)
     record = IdempotencyRecord.objects.filter(user=user, key=key).first()
     if record is not None:
-        return _replay(record, print_)
+        return _stored_response(record, print_)
     response = run(key)
     if not 200 <= response.status_code < 300:
         return response
@@ -78,5 +82,5 @@ def idempotent(request: Request, user: User, run: Callable[[str | None], Respons
             )
     except IntegrityError:
         # A concurrent repeat stored its response first; answer as it did.
-        return _replay(IdempotencyRecord.objects.get(user=user, key=key), print_)
+        return _stored_response(IdempotencyRecord.objects.get(user=user, key=key), print_)
     return response

@@ -305,10 +305,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "marketplace.serializers.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "marketplace.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     # JSON in and out; the binary upload endpoint alone takes multipart.
-    "DEFAULT_PARSER_CLASSES": ["marketplace.serializers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["marketplace.api.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "marketplace.exceptions.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"auth": env_str("API_AUTH_THROTTLE_RATE", "20/minute")},
@@ -337,7 +337,7 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "marketplace.serializers.add_error_component",
+        "marketplace.api.schema.add_error_component",
     ],
 }
 

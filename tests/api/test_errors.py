@@ -90,7 +90,7 @@ def test_a_lost_race_for_a_unique_name_is_a_409_conflict(as_alice, monkeypatch):
     def lose_the_race(**kwargs):
         raise IntegrityError("UNIQUE constraint failed: marketplace_agent.slug")
 
-    monkeypatch.setattr("marketplace.api.agent_create", lose_the_race)
+    monkeypatch.setattr("marketplace.api.agents.agent_create", lose_the_race)
 
     response = as_alice.post(
         "/api/v1/agents/", {"slug": "x", "name": "X", "base_fee": 1, "fuel_price": 1}
@@ -103,7 +103,7 @@ def test_a_bug_is_answered_with_the_envelope_and_logged(as_alice, monkeypatch, c
     def broken(**kwargs):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("marketplace.api.agent_create", broken)
+    monkeypatch.setattr("marketplace.api.agents.agent_create", broken)
 
     response = as_alice.post(
         "/api/v1/agents/", {"slug": "x", "name": "X", "base_fee": 1, "fuel_price": 1}

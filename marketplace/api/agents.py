@@ -1,0 +1,84 @@
+"""Agents: a catalogue every signed-in user reads; only an agent's owner changes it or
+uploads its binaries (anybody else gets 403 `not_agent_owner`)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.decorators import api_view, parser_classes
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from marketplace import selectors
+from marketplace.api import schema
+from marketplace.api.common import current_user, page_response, valid
+from marketplace.api.parsers import WasmUploadParser
+from marketplace.api.serializers.agents import (
+    AgentQuerySerializer,
+    AgentSerializer,
+    AgentUpdateSerializer,
+    AgentWriteSerializer,
+    BinarySerializer,
+    BinaryUploadSerializer,
+    ReputationSerializer,
+)
+from marketplace.binaries import binary_upload
+from marketplace.errors import AgentNotFound
+from marketplace.exceptions import NotAgentOwner
+from marketplace.services import agent_create, agent_update
+
+REPUTATION_EVENTS_SHOWN = 100
+
+
+@extend_schema(**schema.AGENTS_LIST)
+@extend_schema(**schema.AGENTS_CREATE)
+@api_view(["GET", "POST"])
+def agents(request: Request) -> Response:
+    if request.method == "POST":
+        data = valid(AgentWriteSerializer, request.data)
+        created = agent_create(owner=current_user(request), **data)
+        found = selectors.agent_by_slug(created.slug, missing=AgentNotFound)
+        return Response(AgentSerializer(found).data, status=201)
+    query = valid(AgentQuerySerializer, request.query_params)
+    listing = selectors.agent_catalogue(
+        order_by=AgentQuerySerializer.ORDERINGS[query["ordering"]],
+        tag=query.get("tag"),
+        status=query.get("status"),
+    )
+    return page_response(request, listing, AgentSerializer)
+
+
+@extend_schema(**schema.AGENT_GET)
+@extend_schema(**schema.AGENT_UPDATE)
+@api_view(["GET", "PATCH"])
+def agent(request: Request, slug: str) -> Response:
+    if request.method == "PATCH":
+        owned = selectors.agent_owned_by(
+            current_user(request), slug, missing=AgentNotFound, not_owner=NotAgentOwner
+        )
+        changes = valid(AgentUpdateSerializer, request.data, partial=True)
+        agent_update(agent=owned, **changes)
+    # Read back through the catalogue query, with the score the listing shows.
+    return Response(AgentSerializer(selectors.agent_by_slug(slug, missing=AgentNotFound)).data)
+
+
+@extend_schema(**schema.AGENT_BINARY_UPLOAD)
+@api_view(["POST"])
+@parser_classes([WasmUploadParser])
+def agent_binaries(request: Request, slug: str) -> Response:
+    owned = selectors.agent_owned_by(
+        current_user(request), slug, missing=AgentNotFound, not_owner=NotAgentOwner
+    )
+    previous = owned.current_binary_id
+    data = valid(BinaryUploadSerializer, request.data)
+    binary = binary_upload(agent=owned, data=data["wasm"])
+    # Uploading the current binary again changes nothing: 200, not 201.
+    status = 200 if binary.pk == previous else 201
+    return Response(BinarySerializer(binary).data, status=status)
+
+
+@extend_schema(**schema.AGENT_REPUTATION)
+@api_view(["GET"])
+def agent_reputation(request: Request, slug: str) -> Response:
+    found = selectors.agent_by_slug(slug, missing=AgentNotFound)
+    standing = selectors.agent_standing(found, events=REPUTATION_EVENTS_SHOWN)
+    return Response(ReputationSerializer(standing).data)

@@ -1,0 +1,79 @@
+"""Payment channels and voucher keys. A channel is seen by the user paying from it and by
+its agent's owner; anybody else gets 404 `not_found`, as for one that never existed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.decorators import api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from escrow.channels import channel_close, channel_open, key_register
+from escrow.errors import ChannelNotFound
+from marketplace import selectors
+from marketplace.api import schema
+from marketplace.api.common import current_user, page_response, valid
+from marketplace.api.serializers.channels import (
+    ChannelOpenSerializer,
+    ChannelSerializer,
+    KeyRegisterSerializer,
+    KeySerializer,
+)
+from marketplace.errors import AgentUnavailable
+from marketplace.idempotency import idempotent
+from marketplace.models import Agent
+
+
+@extend_schema(**schema.CHANNELS_LIST)
+@extend_schema(**schema.CHANNEL_OPEN)
+@api_view(["GET", "POST"])
+def channels(request: Request) -> Response:
+    user = current_user(request)
+    if request.method == "POST":
+
+        def run(key: str | None) -> Response:
+            data = valid(ChannelOpenSerializer, request.data)
+            agent = data["agent"]
+            # The ledger's channel_open does not look at the agent's status; a suspended
+            # agent takes no new channels, as it takes no new tasks.
+            if agent.status != Agent.Status.ACTIVE:
+                raise AgentUnavailable()
+            opened = channel_open(
+                requester_user_id=user.pk,
+                agent_id=agent.pk,
+                payee_user_id=agent.owner_id,
+                deposit=data["deposit"],
+                idempotency_key=key,
+            )
+            found = selectors.channel_for(user, opened.pk, missing=ChannelNotFound)
+            return Response(ChannelSerializer(found).data, status=201)
+
+        return idempotent(request, user, run)
+    return page_response(request, selectors.channels_of(user), ChannelSerializer)
+
+
+@extend_schema(**schema.CHANNEL)
+@api_view(["GET"])
+def channel(request: Request, channel_id: Any) -> Response:
+    found = selectors.channel_for(current_user(request), channel_id, missing=ChannelNotFound)
+    return Response(ChannelSerializer(found).data)
+
+
+@extend_schema(**schema.CHANNEL_CLOSE)
+@api_view(["POST"])
+def channel_close_view(request: Request, channel_id: Any) -> Response:
+    user = current_user(request)
+    found = selectors.channel_for(user, channel_id, missing=ChannelNotFound)
+    channel_close(channel_id=found.pk, by_user_id=user.pk)
+    closed = selectors.channel_for(user, found.pk, missing=ChannelNotFound)
+    return Response(ChannelSerializer(closed).data)
+
+
+@extend_schema(**schema.KEY_REGISTER)
+@api_view(["POST"])
+def keys(request: Request) -> Response:
+    data = valid(KeyRegisterSerializer, request.data)
+    key = key_register(user_id=current_user(request).pk, public_key=data["public_key"])
+    return Response(KeySerializer(key).data, status=201)

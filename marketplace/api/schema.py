@@ -1,0 +1,356 @@
+"""The API's OpenAPI description, kept out of the view code.
+
+Views apply one bundle each: `@extend_schema(**schema.AGENT_GET)`. The bundles hold what
+drf-spectacular cannot infer (tags, operation ids, request bodies, examples, error
+responses); `errors()` and `paginated()` build their common parts. View functions carry
+no docstrings: drf-spectacular would publish them as operation descriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    inline_serializer,
+)
+from rest_framework import serializers
+
+from marketplace.api.serializers.agents import (
+    AgentQuerySerializer,
+    AgentSerializer,
+    AgentUpdateSerializer,
+    AgentWriteSerializer,
+    BinarySerializer,
+    BinaryUploadSerializer,
+    ReputationSerializer,
+)
+from marketplace.api.serializers.auth import (
+    CredentialsSerializer,
+    RegisteredSerializer,
+    RegisterSerializer,
+    TokenSerializer,
+)
+from marketplace.api.serializers.channels import (
+    ChannelOpenSerializer,
+    ChannelSerializer,
+    KeyRegisterSerializer,
+    KeySerializer,
+)
+from marketplace.api.serializers.receipts import (
+    PublicKeySerializer,
+    ReceiptSerializer,
+    VerificationSerializer,
+)
+from marketplace.api.serializers.tasks import (
+    TaskQuerySerializer,
+    TaskSerializer,
+    TaskSubmitSerializer,
+)
+from marketplace.api.serializers.wallet import (
+    DepositRequestSerializer,
+    DepositSerializer,
+    TransferQuerySerializer,
+    TransferSerializer,
+    WalletSerializer,
+)
+from marketplace.idempotency import HEADER as IDEMPOTENCY_HEADER
+
+# --- the error envelope ------------------------------------------------------------------
+
+# The envelope every failure uses; also published as the `Error` schema component.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "description": "Stable machine-readable code."},
+                "message": {"type": "string", "description": "What went wrong, for people."},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": {},
+                    "description": "Per-field details (validation messages, limits).",
+                },
+            },
+            "required": ["code", "message", "fields"],
+        }
+    },
+    "required": ["error"],
+}
+
+
+def add_error_component(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular hook: publish the error envelope every error response refers to."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    return result
+
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+ERROR_MEANINGS = {
+    400: "Invalid input (`validation_error`, `parse_error` or a domain code).",
+    401: "No or invalid credentials (`not_authenticated`, `authentication_failed`).",
+    402: "The wallet cannot cover it (`insufficient_funds`).",
+    403: "Not allowed (`permission_denied`, `not_agent_owner`, `funding_unavailable`).",
+    404: "No such object, or not yours (`not_found`, `task_not_found`, `agent_not_found`).",
+    409: "Conflicts with the current state or with an earlier use of the Idempotency-Key.",
+    413: "Too large (`request_too_large`, `input_too_large`, `wasm_too_large`).",
+    415: "Unsupported Content-Type (`unsupported_media_type`).",
+    429: "Too many attempts (`throttled`); see Retry-After.",
+}
+AUTHENTICATED = (401,)
+WRITES = (400, 401, 403, 413, 415)
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    """The error responses of an operation, each the envelope with what its status means."""
+    return {
+        status: OpenApiResponse(ERROR_REF, description=ERROR_MEANINGS[status])
+        for status in sorted(set(statuses))
+    }
+
+
+def paginated(name: str, serializer: type[serializers.Serializer]) -> serializers.Serializer:
+    """A page of `serializer` objects, as `common.page_response` answers it."""
+    return inline_serializer(
+        name=name,
+        fields={
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer(many=True),
+        },
+    )
+
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[!-~]+$"},
+    OpenApiParameter.HEADER,
+    description=(
+        "Makes the request safe to retry: a repeat with the same key and body returns the "
+        "first response; the same key with another body is 409 `idempotency_conflict`. "
+        "1–100 printable ASCII characters; keys are per user."
+    ),
+)
+
+
+SLUG_PARAMETER = OpenApiParameter(
+    "slug",
+    str,
+    OpenApiParameter.PATH,
+    description="The agent's slug.",
+    examples=[OpenApiExample("echo", value="echo")],
+)
+
+
+# --- auth ---------------------------------------------------------------------------
+
+REGISTER: dict[str, Any] = {
+    "tags": ["auth"],
+    "request": RegisterSerializer,
+    "examples": [
+        OpenApiExample(
+            "Register",
+            value={"username": "dora", "password": "a long enough passphrase"},
+            request_only=True,
+        )
+    ],
+    "responses": {201: RegisteredSerializer, **errors(400, 413, 415, 429)},
+    "auth": [],
+}
+TOKEN: dict[str, Any] = {
+    "tags": ["auth"],
+    "request": CredentialsSerializer,
+    "responses": {200: TokenSerializer, **errors(400, 413, 415, 429)},
+    "auth": [],
+}
+
+# --- wallet ---------------------------------------------------------------------------
+
+WALLET: dict[str, Any] = {
+    "tags": ["wallet"],
+    "responses": {200: WalletSerializer, **errors(*AUTHENTICATED)},
+}
+DEPOSIT: dict[str, Any] = {
+    "tags": ["wallet"],
+    "request": DepositRequestSerializer,
+    "examples": [OpenApiExample("Add 5 CR", value={"amount": 5_000_000}, request_only=True)],
+    "parameters": [IDEMPOTENCY_PARAMETER],
+    "responses": {201: DepositSerializer, **errors(*WRITES, 409)},
+}
+TRANSFERS: dict[str, Any] = {
+    "operation_id": "wallet_transfers_list",
+    "tags": ["wallet"],
+    "parameters": [TransferQuerySerializer],
+    "responses": {
+        200: paginated("PaginatedTransferList", TransferSerializer),
+        **errors(400, 401, 404),
+    },
+}
+
+# --- agents ---------------------------------------------------------------------------
+
+AGENTS_LIST: dict[str, Any] = {
+    "methods": ["GET"],
+    "operation_id": "agents_list",
+    "tags": ["agents"],
+    "parameters": [AgentQuerySerializer],
+    "responses": {
+        200: paginated("PaginatedAgentList", AgentSerializer),
+        **errors(400, 401, 404),
+    },
+}
+AGENTS_CREATE: dict[str, Any] = {
+    "methods": ["POST"],
+    "tags": ["agents"],
+    "request": AgentWriteSerializer,
+    "examples": [
+        OpenApiExample(
+            "A word counter",
+            value={
+                "slug": "wordcount",
+                "name": "Word count",
+                "description": "Counts the words of its input; answers in JSON.",
+                "tags": ["text", "json"],
+                "base_fee": 1_000,
+                "fuel_price": 2_000,
+            },
+            request_only=True,
+        )
+    ],
+    "responses": {201: AgentSerializer, **errors(*WRITES, 409)},
+}
+AGENT_GET: dict[str, Any] = {
+    "methods": ["GET"],
+    "tags": ["agents"],
+    "parameters": [SLUG_PARAMETER],
+    "responses": {200: AgentSerializer, **errors(401, 404)},
+}
+AGENT_UPDATE: dict[str, Any] = {
+    "methods": ["PATCH"],
+    "tags": ["agents"],
+    "parameters": [SLUG_PARAMETER],
+    "request": AgentUpdateSerializer,
+    "responses": {200: AgentSerializer, **errors(*WRITES, 404)},
+}
+AGENT_BINARY_UPLOAD: dict[str, Any] = {
+    "tags": ["agents"],
+    "parameters": [SLUG_PARAMETER],
+    "request": {"multipart/form-data": BinaryUploadSerializer},
+    "responses": {
+        201: OpenApiResponse(BinarySerializer, description="A new version, now current."),
+        200: OpenApiResponse(BinarySerializer, description="Already the current binary."),
+        **errors(*WRITES, 404),
+    },
+}
+AGENT_REPUTATION: dict[str, Any] = {
+    "tags": ["agents"],
+    "parameters": [SLUG_PARAMETER],
+    "responses": {200: ReputationSerializer, **errors(401, 404)},
+}
+
+# --- tasks ---------------------------------------------------------------------------
+
+TASKS_LIST: dict[str, Any] = {
+    "methods": ["GET"],
+    "operation_id": "tasks_list",
+    "tags": ["tasks"],
+    "parameters": [TaskQuerySerializer],
+    "responses": {
+        200: paginated("PaginatedTaskList", TaskSerializer),
+        **errors(400, 401, 404),
+    },
+}
+TASK_SUBMIT: dict[str, Any] = {
+    "methods": ["POST"],
+    "tags": ["tasks"],
+    "request": TaskSubmitSerializer,
+    "examples": [
+        OpenApiExample(
+            "Echo with a budget of 0.1 CR",
+            value={"agent": "echo", "input": "hello", "budget": 100_000},
+            request_only=True,
+        )
+    ],
+    "parameters": [IDEMPOTENCY_PARAMETER],
+    "responses": {201: TaskSerializer, **errors(*WRITES, 402, 409)},
+}
+TASK: dict[str, Any] = {
+    "tags": ["tasks"],
+    "responses": {200: TaskSerializer, **errors(401, 404)},
+}
+TASK_CANCEL: dict[str, Any] = {
+    "tags": ["tasks"],
+    "request": None,
+    "responses": {200: TaskSerializer, **errors(401, 403, 404, 409)},
+    "description": (
+        "Cancel a queued task and refund its budget. Only queued tasks can be cancelled."
+    ),
+}
+
+# --- receipts ---------------------------------------------------------------------------
+
+TASK_RECEIPT: dict[str, Any] = {
+    "tags": ["receipts"],
+    "responses": {200: ReceiptSerializer, **errors(401, 404)},
+    "description": (
+        "The signed receipt of a settled task; 404 `receipt_not_ready` until it settles."
+    ),
+}
+RECEIPT_PUBLIC_KEY: dict[str, Any] = {
+    "tags": ["receipts"],
+    "responses": {200: PublicKeySerializer},
+    "auth": [],
+}
+RECEIPT_VERIFY: dict[str, Any] = {
+    "tags": ["receipts"],
+    "request": ReceiptSerializer,
+    "responses": {200: VerificationSerializer, **errors(400, 413, 415)},
+    "auth": [],
+    "description": (
+        "Checks a receipt's signature against this platform's key. A well-formed receipt "
+        "that does not verify (altered, another key, bad base64) is `valid: false`; a body "
+        "that is not a receipt object (missing or non-string fields) is 400."
+    ),
+}
+
+# --- payment channels and voucher keys ------------------------------------------------------
+
+CHANNELS_LIST: dict[str, Any] = {
+    "methods": ["GET"],
+    "operation_id": "channels_list",
+    "tags": ["channels"],
+    "responses": {
+        200: paginated("PaginatedChannelList", ChannelSerializer),
+        **errors(401, 404),
+    },
+}
+CHANNEL_OPEN: dict[str, Any] = {
+    "methods": ["POST"],
+    "tags": ["channels"],
+    "request": ChannelOpenSerializer,
+    "examples": [
+        OpenApiExample(
+            "10 CR for echo", value={"agent": "echo", "deposit": 10_000_000}, request_only=True
+        )
+    ],
+    "parameters": [IDEMPOTENCY_PARAMETER],
+    "responses": {201: ChannelSerializer, **errors(*WRITES, 402, 409)},
+}
+CHANNEL: dict[str, Any] = {
+    "tags": ["channels"],
+    "responses": {200: ChannelSerializer, **errors(401, 404)},
+}
+CHANNEL_CLOSE: dict[str, Any] = {
+    "tags": ["channels"],
+    "request": None,
+    "responses": {200: ChannelSerializer, **errors(401, 404, 409)},
+}
+KEY_REGISTER: dict[str, Any] = {
+    "tags": ["channels"],
+    "request": KeyRegisterSerializer,
+    "responses": {201: KeySerializer, **errors(*WRITES)},
+}

@@ -1,0 +1,175 @@
+"""Wire format of tasks: submissions (with channel vouchers), listings and results."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from escrow.models import Escrow
+from marketplace.api.pagination import PAGE_SIZE_MAX
+from marketplace.api.serializers.fields import (
+    QueryIntegerField,
+    StrictCharField,
+    StrictIntegerField,
+    amount_field,
+    checked_output_schema,
+    existing_agent,
+)
+from marketplace.errors import InputTooLarge
+from marketplace.models import Agent, Task
+
+
+class VoucherSerializer(serializers.Serializer):
+    nonce = StrictIntegerField(min_value=1, max_value=2**63 - 1)
+    cumulative_amount = StrictIntegerField(min_value=0, max_value=2**63 - 1)
+    signature = StrictCharField(
+        max_length=100,
+        help_text="base64 Ed25519 signature over the UTF-8 bytes of "
+        "`agent-exchange/voucher/v1`, the channel id, the nonce and the cumulative amount, "
+        "joined by newlines.",
+    )
+
+
+class TaskSubmitSerializer(serializers.Serializer):
+    agent = serializers.SlugField(max_length=64, help_text="The agent's slug.")
+    input = StrictCharField(
+        allow_blank=True, trim_whitespace=False, help_text="Given to the agent on stdin."
+    )
+    budget = amount_field(help_text="µCR held in escrow; the most the task can cost.")
+    fuel_limit = StrictIntegerField(min_value=1, max_value=settings.TASK_MAX_FUEL, required=False)
+    memory_limit_mb = StrictIntegerField(
+        min_value=1, max_value=settings.TASK_MAX_MEMORY_MB, required=False
+    )
+    timeout_ms = StrictIntegerField(
+        min_value=1, max_value=settings.TASK_MAX_TIMEOUT_MS, required=False
+    )
+    min_reputation = serializers.DecimalField(
+        max_digits=7, decimal_places=4, min_value=0, max_value=100, required=False
+    )
+    output_schema = serializers.JSONField(required=False, allow_null=True)
+    payment = serializers.ChoiceField(
+        choices=Task.Payment.choices,
+        default=Task.Payment.ESCROW,
+        help_text="`escrow` holds the budget from your wallet; `channel` holds it against "
+        "a payment channel, authorized by `voucher`.",
+    )
+    channel = serializers.UUIDField(required=False, help_text="The channel paying (`channel`).")
+    voucher = VoucherSerializer(required=False, help_text="Authorizes redeemed + budget.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        channel_fields = ("channel", "voucher")
+        if attrs.get("payment") == Task.Payment.CHANNEL:
+            problems = {
+                n: ["Required for channel payments."] for n in channel_fields if n not in attrs
+            }
+        else:
+            problems = {n: ["Only for channel payments."] for n in channel_fields if n in attrs}
+        if problems:
+            raise serializers.ValidationError(problems)
+        return attrs
+
+    def validate_input(self, value: str) -> str:
+        size = len(value.encode())
+        if size > settings.TASK_MAX_INPUT_BYTES:
+            raise InputTooLarge(
+                f"The input is {size} bytes; the limit is {settings.TASK_MAX_INPUT_BYTES}."
+            )
+        return value
+
+    def validate_agent(self, value: str) -> Agent:
+        return existing_agent(value)
+
+    def validate_output_schema(self, value: Any) -> Any:
+        return checked_output_schema(value)
+
+
+class TaskResultSerializer(serializers.Serializer):
+    exit_code = serializers.IntegerField(allow_null=True)
+    output = serializers.CharField(help_text="stdout as UTF-8 (invalid bytes replaced).")
+    stderr = serializers.CharField(help_text="stderr as UTF-8 (invalid bytes replaced).")
+    fuel_used = serializers.IntegerField(allow_null=True)
+    elapsed_ms = serializers.IntegerField(allow_null=True)
+    output_sha256 = serializers.CharField(help_text="Hex SHA-256 of the raw stdout bytes.")
+
+
+class TaskEscrowSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Escrow
+        fields = ["id", "status"]
+
+
+def _text(raw: bytes | memoryview | None) -> str:
+    return bytes(raw or b"").decode("utf-8", errors="replace")
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    agent = serializers.CharField(source="agent.slug")
+    failure_reason = serializers.SerializerMethodField()
+    result = serializers.SerializerMethodField()
+    escrow = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Task
+        fields = [
+            "id",
+            "status",
+            "agent",
+            "input",
+            "budget",
+            "cost",
+            "fee",
+            "refund",
+            "failure_reason",
+            "failure_detail",
+            "result",
+            "escrow",
+            "payment",
+            "fuel_limit",
+            "memory_limit_mb",
+            "timeout_ms",
+            "min_reputation",
+            "output_schema",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.ChoiceField(choices=Task.FailureReason.choices, allow_null=True)
+    )
+    def get_failure_reason(self, task: Task) -> str | None:
+        return task.failure_reason or None
+
+    @extend_schema_field(TaskResultSerializer(allow_null=True))
+    def get_result(self, task: Task) -> dict[str, Any] | None:
+        if task.status not in (Task.Status.SUCCEEDED, Task.Status.FAILED):
+            return None
+        return {
+            "exit_code": task.exit_code,
+            "output": _text(task.stdout),
+            "stderr": _text(task.stderr),
+            "fuel_used": task.fuel_used,
+            "elapsed_ms": task.elapsed_ms,
+            "output_sha256": task.output_sha256 or hashlib.sha256(bytes(task.stdout)).hexdigest(),
+        }
+
+    @extend_schema_field(TaskEscrowSerializer(allow_null=True))
+    def get_escrow(self, task: Task) -> dict[str, Any] | None:
+        escrow = getattr(task, "escrow", None)
+        return None if escrow is None else TaskEscrowSerializer(escrow).data
+
+
+class TaskQuerySerializer(serializers.Serializer):
+    ORDERINGS = {"-created_at": ("-created_at",), "created_at": ("created_at",)}
+
+    status = serializers.ChoiceField(choices=Task.Status.choices, required=False)
+    agent = serializers.SlugField(max_length=64, required=False, help_text="An agent's slug.")
+    ordering = serializers.ChoiceField(choices=list(ORDERINGS), default="-created_at")
+    page = QueryIntegerField(min_value=1, required=False)
+    page_size = QueryIntegerField(min_value=1, max_value=PAGE_SIZE_MAX, required=False)

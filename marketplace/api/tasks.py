@@ -1,0 +1,63 @@
+"""Tasks: submit (idempotent), list, read and cancel. A task is its requester's alone;
+anybody else gets 404 `task_not_found`, as for an id that never existed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.decorators import api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from marketplace import selectors
+from marketplace.api import schema
+from marketplace.api.common import current_user, page_response, valid
+from marketplace.api.serializers.tasks import (
+    TaskQuerySerializer,
+    TaskSerializer,
+    TaskSubmitSerializer,
+)
+from marketplace.exceptions import TaskNotFound
+from marketplace.idempotency import idempotent
+from marketplace.services import task_cancel, task_submit
+
+
+@extend_schema(**schema.TASKS_LIST)
+@extend_schema(**schema.TASK_SUBMIT)
+@api_view(["GET", "POST"])
+def tasks(request: Request) -> Response:
+    user = current_user(request)
+    if request.method == "POST":
+
+        def run(key: str | None) -> Response:
+            data = valid(TaskSubmitSerializer, request.data)
+            if "channel" in data:
+                data["channel"] = str(data["channel"])
+            submitted = task_submit(requester=user, idempotency_key=key, **data)
+            task = selectors.task_of(user, submitted.pk, missing=TaskNotFound)
+            return Response(TaskSerializer(task).data, status=201)
+
+        return idempotent(request, user, run)
+    query = valid(TaskQuerySerializer, request.query_params)
+    listing = selectors.tasks_of(
+        user, whole=True, status=query.get("status"), agent_slug=query.get("agent")
+    ).order_by(*TaskQuerySerializer.ORDERINGS[query["ordering"]])
+    return page_response(request, listing, TaskSerializer)
+
+
+@extend_schema(**schema.TASK)
+@api_view(["GET"])
+def task(request: Request, task_id: Any) -> Response:
+    found = selectors.task_of(current_user(request), task_id, missing=TaskNotFound)
+    return Response(TaskSerializer(found).data)
+
+
+@extend_schema(**schema.TASK_CANCEL)
+@api_view(["POST"])
+def task_cancel_view(request: Request, task_id: Any) -> Response:
+    user = current_user(request)
+    cancelled = task_cancel(task=selectors.task_of(user, task_id, missing=TaskNotFound))
+    # Read back: the refund and the escrow's new status are what the caller wants to see.
+    found = selectors.task_of(user, cancelled.pk, missing=TaskNotFound)
+    return Response(TaskSerializer(found).data)

@@ -1,0 +1,54 @@
+"""Reads of a user's tasks. A task is its requester's alone: anybody else is told it does
+not exist, exactly as for an id that never did."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import QuerySet
+
+from marketplace.models import Task
+from marketplace.selectors.access import NO_SUCH_TASK, Refusal
+
+ACTIVE_STATUSES = (Task.Status.PENDING_FUNDING, Task.Status.QUEUED, Task.Status.RUNNING)
+
+
+def tasks_of(
+    user: Any,
+    *,
+    whole: bool = False,
+    status: str | None = None,
+    agent_slug: str | None = None,
+) -> QuerySet[Task]:
+    """The user's tasks, newest first, optionally of one status or one agent.
+
+    Pages list tasks without their input and output, which can be large. `whole` keeps
+    every column and joins the escrow: the API renders each listed task in full.
+    """
+    tasks = Task.objects.filter(requester=user)
+    if whole:
+        tasks = tasks.select_related("agent", "escrow")
+    else:
+        tasks = tasks.select_related("agent").defer("stdout", "stderr", "input")
+    if status is not None:
+        tasks = tasks.filter(status=status)
+    if agent_slug is not None:
+        tasks = tasks.filter(agent__slug=agent_slug)
+    return tasks.order_by("-created_at")
+
+
+def task_of(user: Any, task_id: Any, *, missing: Refusal = NO_SUCH_TASK) -> Task:
+    """The user's own task; another user's is as absent as one that never existed."""
+    task = (
+        Task.objects.filter(requester=user, pk=task_id)
+        .select_related("agent", "binary", "receipt", "escrow")
+        .first()
+    )
+    if task is None:
+        raise missing()
+    return task
+
+
+def has_active_tasks(tasks: Iterable[Task]) -> bool:
+    return any(task.status in ACTIVE_STATUSES for task in tasks)
