@@ -3,7 +3,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import jsonschema
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -19,12 +18,12 @@ from marketplace.errors import (
     AgentUnavailable,
     BudgetTooLow,
     InputTooLarge,
-    InvalidOutputSchema,
     LimitExceeded,
     PaymentUnavailable,
     TaskStateConflict,
 )
 from marketplace.models import Agent, Task
+from marketplace.schemas import output_schema_check
 from reputation.services import reputation_open
 
 
@@ -97,19 +96,6 @@ def _limit(name: str, value: int | None, default: int, maximum: int) -> int:
     return value
 
 
-def _check_schema(schema: Any) -> None:
-    if schema is None:
-        return
-    if not isinstance(schema, dict):
-        raise InvalidOutputSchema("output_schema must be a JSON object.")
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise InvalidOutputSchema(
-            f"output_schema is not a valid JSON Schema: {exc.message}"
-        ) from None
-
-
 @transaction.atomic(durable=True)
 def task_submit(
     *,
@@ -169,7 +155,7 @@ def task_submit(
         raise LimitExceeded(
             "min_reputation is between 0 and 100.", fields={"min_reputation": ["0..100"]}
         )
-    _check_schema(output_schema)
+    output_schema_check(output_schema)
 
     if idempotency_key is not None:
         existing = Task.objects.filter(requester=requester, idempotency_key=idempotency_key).first()
@@ -309,7 +295,7 @@ def agent_update(*, agent: Agent, **changes: Any) -> Agent:
     if "tags" in changes:
         changes["tags"] = " ".join(changes["tags"] or [])
     if "output_schema" in changes:
-        _check_schema(changes["output_schema"])
+        output_schema_check(changes["output_schema"])
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         for name, value in changes.items():
