@@ -317,29 +317,39 @@ def tasks_recover() -> dict[str, int]:
     Expired leases go back to the queue until MAX_ATTEMPTS, then fail as platform_error
     (full refund, no penalty). Queued tasks nobody picked up are enqueued again; if the
     first message was only late, the duplicate loses the claim and does nothing.
+    Each task moves on in its own transaction: one that fails is logged, counted in
+    `errors` and left for the next run, and never stops the recovery of the others.
     """
     now = timezone.now()
-    counts = {"requeued": 0, "failed": 0, "resent": 0}
+    counts = {"requeued": 0, "failed": 0, "resent": 0, "errors": 0}
     expired = Task.objects.filter(status=Task.Status.RUNNING, lease_expires_at__lt=now)
     for task_id, attempts in expired.values_list("pk", "attempts"):
-        if attempts >= settings.MAX_ATTEMPTS:
+        try:
+            if attempts < settings.MAX_ATTEMPTS:
+                counts["requeued"] += task_requeue(task_id=task_id)
+                continue
             lost = Execution(
                 reason=Reason.PLATFORM_ERROR,
                 detail=f"the worker was lost {attempts} times; refunded",
             )
             counts["failed"] += task_settle(task_id=task_id, attempt=attempts, execution=lost)
-            continue
-        counts["requeued"] += task_requeue(task_id=task_id)
+        except Exception:  # whatever broke this task must not hold the others back
+            log.exception("recovery could not move task %s on; it is retried next run", task_id)
+            counts["errors"] += 1
     stale_before = now - timedelta(seconds=settings.REQUEUE_AFTER_SECONDS)
     stale = Task.objects.filter(status=Task.Status.QUEUED, enqueued_at__lt=stale_before)
     for task_id, enqueued_at in stale.values_list("pk", "enqueued_at"):
-        with transaction.atomic(durable=True):
-            won = Task.objects.filter(
-                pk=task_id, status=Task.Status.QUEUED, enqueued_at=enqueued_at
-            ).update(enqueued_at=now)
-            if won:
-                task_enqueue(task_id=task_id)
-                counts["resent"] += 1
+        try:
+            with transaction.atomic(durable=True):
+                won = Task.objects.filter(
+                    pk=task_id, status=Task.Status.QUEUED, enqueued_at=enqueued_at
+                ).update(enqueued_at=now)
+                if won:
+                    task_enqueue(task_id=task_id)
+            counts["resent"] += won
+        except Exception:
+            log.exception("recovery could not resend task %s; it is retried next run", task_id)
+            counts["errors"] += 1
     return counts
 
 

@@ -297,8 +297,8 @@ def test_recovery_fails_a_task_after_max_attempts_with_a_refund_and_no_penalty(
     settings.MAX_ATTEMPTS = 2
     task = submit(requester, agent)
     for expected in (
-        {"requeued": 1, "failed": 0, "resent": 0},
-        {"requeued": 0, "failed": 1, "resent": 0},
+        {"requeued": 1, "failed": 0, "resent": 0, "errors": 0},
+        {"requeued": 0, "failed": 1, "resent": 0, "errors": 0},
     ):
         claimed(task)
         Task.objects.filter(pk=task.pk).update(
