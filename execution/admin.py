@@ -1,13 +1,14 @@
-"""Tasks and receipts in the admin.
+"""Tasks, receipts and worker heartbeats in the admin.
 
 Tasks change only through the executor's services (the refund and requeue actions); receipts
-are read-only, with their signature checked on display.
+are read-only, with their signature checked on display; heartbeats are written by the workers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -15,7 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from execution.engine.receipts import receipt_verify
-from execution.models import Receipt
+from execution.models import Receipt, WorkerHeartbeat
 from execution.services import task_refund, task_requeue
 from marketplace.admin import credits
 from marketplace.errors import TaskStateConflict
@@ -166,6 +167,30 @@ class ReceiptAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="signature valid")
     def signature_valid(self, obj: Receipt) -> bool:
         return receipt_verify(obj.as_dict())
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    """The running clusters as their workers report them; written by the workers only."""
+
+    list_display = ["host", "cluster", "pid", "fresh", "last_seen", "started_at"]
+    list_filter = ["host", "cluster"]
+    search_fields = ["host", "cluster", "sentinel"]
+    readonly_fields = ["sentinel", "host", "pid", "cluster", "started_at", "last_seen"]
+
+    @admin.display(boolean=True, description="fresh")
+    def fresh(self, obj: WorkerHeartbeat) -> bool:
+        age = timezone.now() - obj.last_seen
+        return age.total_seconds() <= settings.WORKER_STALE_SECONDS
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

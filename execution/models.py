@@ -17,3 +17,25 @@ class Receipt(models.Model):
 
     def as_dict(self) -> dict[str, str]:
         return {"payload": self.payload, "signature": self.signature, "key_id": self.key_id}
+
+
+class WorkerHeartbeat(models.Model):
+    """One running qcluster, as its workers last reported it (see execution/heartbeat.py).
+
+    A row per cluster incarnation: `sentinel` is the unique name of the process that guards
+    the cluster (reincarnates its workers, runs the schedules); a restarted cluster gets a
+    new row. Every host runs its own cluster, so the rows group by `host`.
+    """
+
+    sentinel = models.CharField(max_length=100, unique=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField(help_text="process id of the cluster's sentinel")
+    cluster = models.CharField(max_length=100, help_text="Q_CLUSTER name (the broker queue)")
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-last_seen"]
+
+    def __str__(self) -> str:
+        return f"{self.cluster} on {self.host} (pid {self.pid})"

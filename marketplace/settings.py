@@ -154,6 +154,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # Staff see a banner when no worker has reported (one query, staff only).
+                "execution.context_processors.worker_health",
             ],
         },
     },
@@ -273,6 +275,12 @@ Q_TIMEOUT = env_int("Q_TIMEOUT", TASK_MAX_TIMEOUT_MS // 1000 + 30)
 Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 30)
 if not TASK_MAX_TIMEOUT_MS // 1000 + 5 <= Q_TIMEOUT < Q_RETRY:
     raise ImproperlyConfigured("need TASK_MAX_TIMEOUT_MS/1000 + 5 <= Q_TIMEOUT < Q_RETRY")
+# Every running qcluster writes a heartbeat this often; /healthz answers 503 and staff see a
+# banner once none is fresher than WORKER_STALE_SECONDS.
+WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 10)
+WORKER_STALE_SECONDS = env_int("WORKER_STALE_SECONDS", 60)
+if not 0 < WORKER_HEARTBEAT_SECONDS < WORKER_STALE_SECONDS:
+    raise ImproperlyConfigured("need 0 < WORKER_HEARTBEAT_SECONDS < WORKER_STALE_SECONDS")
 REDIS_URL = env_optional("REDIS_URL")
 Q_CLUSTER: dict = {
     "name": env_str("Q_CLUSTER_NAME", "agent-exchange"),

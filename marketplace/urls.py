@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from marketplace.health import healthz
+from execution.health import healthz
 from marketplace.views import agents, auth, channels, dashboard, tasks, wallet
 
 urlpatterns = [

@@ -26,6 +26,11 @@ ALLOWED: dict[str, set[str]] = {
     "execution": {"escrow", "reputation", "engine", "marketplace"},
 }
 
+# Where the apps meet: the URLconf is loaded by Django itself, above every app, and routes to
+# views of any of them (`/healthz` reads the workers' heartbeats, so it lives in `execution`).
+# Only these files, and only towards these layers, may import past the rules above.
+MEETING_POINTS: dict[str, set[str]] = {"marketplace/urls.py": {"execution"}}
+
 
 def layer_of(module: str) -> str | None:
     if module == "execution.engine" or module.startswith("execution.engine."):
@@ -74,15 +79,20 @@ def imports_in(source: str, module: str, *, is_package: bool) -> list[str]:
     return found
 
 
+def is_meeting_point(path: Path, target: str | None) -> bool:
+    return target in MEETING_POINTS.get(path.relative_to(ROOT).as_posix(), set())
+
+
 def layer_edges() -> Counter[tuple[str, str]]:
-    """(importing layer, imported layer) → number of importing files."""
+    """(importing layer, imported layer) → number of importing files, meeting points aside."""
     edges: Counter[tuple[str, str]] = Counter()
     for path in project_modules():
         source = layer_of(module_name(path))
         assert source is not None
         targets = {layer_of(name) for name in imported_modules(path)}
         for target in targets - {None, source}:
-            edges[(source, target)] += 1  # type: ignore[index]
+            if not is_meeting_point(path, target):
+                edges[(source, target)] += 1  # type: ignore[index]
     return edges
 
 
@@ -94,6 +104,8 @@ def offending_imports() -> list[str]:
         for name in imported_modules(path):
             target = layer_of(name)
             if target and target != source and target not in ALLOWED[source]:
+                if is_meeting_point(path, target):
+                    continue
                 offences.append(f"{path.relative_to(ROOT)}: {source} imports {name} ({target})")
     return offences
 
@@ -136,6 +148,16 @@ def test_the_check_sees_imports_inside_functions_and_relative_ones():
     assert [layer_of(name) for name in found] == ["marketplace", "escrow"]
     assert layer_of("execution.engine.sandbox") == "engine"
     assert layer_of("execution.services") == "execution"
+
+
+def test_every_meeting_point_is_needed_and_excused_only_there():
+    for relative, targets in MEETING_POINTS.items():
+        path = ROOT / relative
+        used = {layer_of(name) for name in imported_modules(path)}
+        assert targets <= used, f"{relative} no longer imports {targets - used}: drop it"
+    # The same import anywhere else in the app is still an offence.
+    assert not is_meeting_point(ROOT / "marketplace/views/dashboard.py", "execution")
+    assert not is_meeting_point(ROOT / "marketplace/urls.py", "reputation")
 
 
 def test_the_cycle_finder_finds_a_cycle():

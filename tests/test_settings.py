@@ -82,42 +82,6 @@ def test_development_generates_its_secret_key_once_into_the_data_directory(tmp_p
     assert oct((tmp_path / "secret_key").stat().st_mode)[-3:] == "600"
 
 
-def test_healthz_checks_the_database_the_broker_and_the_worker_heartbeat(client, db):
-    from datetime import timedelta
-
-    from django.utils import timezone
-    from django_q.models import Schedule
-
-    Schedule.objects.update_or_create(
-        func="execution.tasks.recover", defaults={"next_run": timezone.now()}
-    )
-    body = client.get("/healthz").json()
-    assert body == {
-        "status": "ok",
-        "checks": {"database": "ok", "broker": "ok", "queued_messages": 0, "worker": "ok"},
-    }
-    Schedule.objects.filter(func="execution.tasks.recover").update(
-        next_run=timezone.now() - timedelta(minutes=10)
-    )
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.json()["status"] == "degraded"
-    assert response.json()["checks"]["worker"].startswith("no worker has run scheduled jobs")
-
-
-def test_healthz_is_unavailable_when_the_database_is(client, db, monkeypatch):
-    from django.db import connection
-
-    def broken(*args, **kwargs):
-        raise ConnectionError("database went away")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(connection, "cursor", broken)
-        response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["checks"]["database"] == "error: ConnectionError"
-
-
 def test_production_serves_the_collected_static_files(tmp_path):
     env = {
         "DEBUG": "false",
