@@ -8,13 +8,11 @@ A second delivery, a stale attempt or a concurrent worker finds nothing to do.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-import jsonschema
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -23,7 +21,7 @@ from django.utils import timezone
 from escrow.channels import channel_finish_task, channel_is_due, channel_settle_if_due
 from escrow.models import Escrow, Voucher
 from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
-from execution.engine import sandbox
+from execution.engine import outputs, sandbox
 from execution.engine.receipts import receipt_sign
 from execution.models import Receipt
 from marketplace.binaries import binary_read
@@ -139,24 +137,31 @@ def task_refusal(task: Task) -> str | None:
 
 
 def check_output(task: Task, execution: Execution) -> Execution:
-    """Quality gate: with an output schema, stdout must be JSON that validates."""
+    """Quality gate: with an output schema, stdout must be JSON that validates.
+
+    The check runs in the output checker's own process, under what is left of the task's
+    timeout (at least `outputs.MIN_CHECK_SECONDS`), so no schema or output can hold the
+    worker longer. A check that does not finish in time, or outgrows the checker's memory,
+    fails the output like a mismatch would: whose fault that is follows from whose schema
+    it was. A schema the checker cannot compile (one stored before submissions were
+    checked with it) is nobody's fault here: the task is refunded as not runnable.
+    """
     schema = task.output_schema or task.agent.output_schema
     if not execution.succeeded or not schema:
         return execution
-    try:
-        document = json.loads(execution.stdout)
-    except ValueError as exc:
-        return replace(execution, reason=Reason.INVALID_OUTPUT, detail=f"output is not JSON: {exc}")
-    error = jsonschema.exceptions.best_match(
-        jsonschema.validators.validator_for(schema)(schema).iter_errors(document)
+    left_ms = max(task.timeout_ms - execution.elapsed_ms, 0)
+    verdict = outputs.check_output(
+        schema, execution.stdout, timeout_s=max(left_ms / 1000, outputs.MIN_CHECK_SECONDS)
     )
-    if error is not None:
-        return replace(
-            execution,
-            reason=Reason.INVALID_OUTPUT,
-            detail=f"output fails the schema: {error.message}",
-        )
-    return execution
+    if verdict.ok:
+        return execution
+    if verdict.kind == outputs.SCHEMA_INVALID:
+        detail = f"the output schema does not compile: {verdict.message}"
+        return replace(execution, reason=Reason.VALIDATION_FAILED, detail=detail)
+    if verdict.kind in (outputs.TOO_SLOW, outputs.TOO_BIG):
+        detail = f"output not checked against the schema: {verdict.message}"
+        return replace(execution, reason=Reason.INVALID_OUTPUT, detail=detail)
+    return replace(execution, reason=Reason.INVALID_OUTPUT, detail=verdict.message)
 
 
 def run_in_sandbox(task: Task, *, fuel: int | None = None) -> Execution:

@@ -42,6 +42,11 @@ class InvalidOutputSchema(DomainError):
     default_message = "output_schema is not a valid JSON Schema."
 
 
+class SchemaTooLarge(InvalidOutputSchema):
+    code = "schema_too_large"
+    default_message = "output_schema is larger than the limit."
+
+
 class PaymentUnavailable(DomainError):
     code = "payment_method_unavailable"
     default_message = "This payment method is not available."

@@ -46,6 +46,7 @@ def agent_create(
     tags: list[str] | None = None,
     output_schema: dict | None = None,
 ) -> Agent:
+    output_schema_check(output_schema)
     with transaction.atomic():
         agent = Agent(
             owner=owner,

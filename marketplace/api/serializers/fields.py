@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
 from rest_framework import serializers
 
-from marketplace.errors import InvalidOutputSchema
+from marketplace.errors import InvalidOutputSchema, SchemaTooLarge
 from marketplace.models import Agent
 from marketplace.schemas import output_schema_check
 
@@ -68,13 +67,15 @@ def checked_output_schema(value: Any) -> Any:
     """An `output_schema` input, checked by the services' own rule (`marketplace.schemas`).
 
     The API reports a bad one as a field error (400 `validation_error`, like any other bad
-    field) in its own words, rather than as the services' `invalid_output_schema`.
+    field) rather than as the services' `invalid_output_schema`; one over the size limit
+    is its own error, 400 `schema_too_large`.
     """
+    if value is not None and not isinstance(value, dict):
+        raise serializers.ValidationError("Must be a JSON object (a JSON Schema).")
     try:
         output_schema_check(value)
+    except SchemaTooLarge:
+        raise
     except InvalidOutputSchema as exc:
-        cause = exc.__cause__
-        if isinstance(cause, jsonschema.SchemaError):
-            raise serializers.ValidationError(f"Not a valid JSON Schema: {cause.message}") from None
-        raise serializers.ValidationError("Must be a JSON object (a JSON Schema).") from None
+        raise serializers.ValidationError(exc.message) from None
     return value

@@ -1,0 +1,364 @@
+"""Output schemas: compiled and checked in a helper process that can be stopped at a deadline.
+
+A JSON Schema can cost far more than its size suggests: a backtracking regex takes hours
+on 40 characters, `anyOf` over `$ref`s doubles its work at every level, and each
+`pattern` compiles to an automaton of up to a megabyte. Neither Python nor the Rust
+validator can be interrupted once it has started, so nothing here runs in the caller's
+process. A long-lived helper (`python -m execution.engine.outputs`) compiles the schema
+with `jsonschema-rs`, whose regex engine (the `regex` crate) matches in linear time, and
+validates under an address-space limit; when an answer does not come by the deadline, the
+helper is killed and a new one is started on next use.
+
+One helper per process, started lazily and re-created after a fork (a child must not
+share its parent's pipes). It imports nothing of the project, so it starts in a fraction
+of a second and holds nothing secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Every compiled pattern is at most this big (the regex crate's default is 10 MiB; one
+# such pattern takes ~50 ms to compile). Ordinary patterns need a few KiB; Unicode-heavy
+# ones like `^.{0,1000}$` up to a MiB.
+REGEX_SIZE_LIMIT = 1 << 20
+REGEX_DFA_SIZE_LIMIT = 1 << 20
+# Address space of the helper: the interpreter, a 1 MiB document as Python objects and
+# the compiled schema fit many times over; a schema whose automata would not is refused.
+HELPER_ADDRESS_SPACE = 1 << 30
+HELPER_START_SECONDS = 30.0
+# A check always gets this long, even when the run used up its whole timeout: a task may
+# end this much after its deadline, and an ordinary check takes well under a millisecond.
+MIN_CHECK_SECONDS = 0.1
+CACHED_VALIDATORS = 64
+MESSAGE_CHARS = 500
+
+_OK, _SCHEMA, _NOT_JSON, _FAILS, _NO_MEMORY, _ERROR, _READY = b"0SJFMER"
+_COMPILE, _VALIDATE = b"C", b"V"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a check ended. `kind` is one of the constants below; `message` says why."""
+
+    kind: str
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == OK
+
+
+OK = "ok"
+SCHEMA_INVALID = "schema_invalid"  # the schema does not compile
+NOT_JSON = "not_json"  # the output is not a JSON document
+FAILS = "fails"  # the output does not satisfy the schema
+TOO_SLOW = "too_slow"  # no answer by the deadline
+TOO_BIG = "too_big"  # the check went over the helper's memory
+
+
+class CheckerUnavailable(RuntimeError):
+    """The helper process could not be started or answered nonsense: a platform fault."""
+
+
+def compile_schema(schema: Any, *, timeout_s: float) -> Verdict:
+    """Whether `schema` compiles (meta-schema and every pattern): OK or SCHEMA_INVALID,
+    or TOO_SLOW / TOO_BIG when compiling it takes more than `timeout_s` or the memory."""
+    return _checker().ask(_COMPILE + _frame(_dump(schema)), timeout_s)
+
+
+def check_output(schema: Any, output: bytes, *, timeout_s: float) -> Verdict:
+    """Whether `output` is a JSON document that satisfies `schema`, decided by `timeout_s`."""
+    return _checker().ask(_VALIDATE + _frame(_dump(schema)) + _frame(output), timeout_s)
+
+
+def _dump(schema: Any) -> bytes:
+    return json.dumps(schema, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _frame(data: bytes) -> bytes:
+    return struct.pack("<I", len(data)) + data
+
+
+# --- The parent's side -------------------------------------------------------------------
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+class _HelperGone(Exception):
+    pass
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def ask(self, request: bytes, timeout_s: float) -> Verdict:
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        if not self.lock.acquire(timeout=max(0.0, timeout_s)):
+            return Verdict(TOO_SLOW, _too_slow(timeout_s))
+        try:
+            # Starting the helper is the platform's cost, not the check's: not on the clock.
+            started = time.monotonic()
+            process = self._running()
+            deadline += time.monotonic() - started
+            try:
+                _send(process, request, deadline)
+                status, message = _receive(process, deadline)
+            except _OutOfTime:
+                self.stop()
+                return Verdict(TOO_SLOW, _too_slow(timeout_s))
+            except _HelperGone:
+                # Killed under the address-space limit (Rust aborts on a failed allocation).
+                self.stop()
+                return Verdict(TOO_BIG, "the check ran out of memory")
+        finally:
+            self.lock.release()
+        kinds = {_OK: OK, _SCHEMA: SCHEMA_INVALID, _NOT_JSON: NOT_JSON, _FAILS: FAILS}
+        if status == _NO_MEMORY:
+            return Verdict(TOO_BIG, "the check ran out of memory")
+        if status not in kinds:
+            raise CheckerUnavailable(f"output checker failed: {message}")
+        return Verdict(kinds[status], message)
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self.process is not None and self.process.poll() is None:
+            return self.process
+        self.stop()
+        root = Path(__file__).resolve().parents[2]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "execution.engine.outputs"],
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        self.process = process
+        try:
+            ready, _ = _receive(process, time.monotonic() + HELPER_START_SECONDS)
+        except (_OutOfTime, _HelperGone) as error:
+            self.stop()
+            raise CheckerUnavailable("the output checker did not start") from error
+        if ready != _READY:
+            self.stop()
+            raise CheckerUnavailable("the output checker did not start")
+        return process
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def _too_slow(timeout_s: float) -> str:
+    return f"the check did not finish within {timeout_s * 1000:.0f} ms"
+
+
+def _send(process: subprocess.Popen[bytes], data: bytes, deadline: float) -> None:
+    assert process.stdin is not None
+    fd = process.stdin.fileno()
+    view = memoryview(data)
+    os.set_blocking(fd, False)
+    try:
+        while view:
+            _wait(fd, deadline, write=True)
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError) as error:
+                raise _HelperGone from error
+    finally:
+        os.set_blocking(fd, True)
+
+
+def _receive(process: subprocess.Popen[bytes], deadline: float) -> tuple[int, str]:
+    head = _read_exactly(process, 5, deadline)
+    (size,) = struct.unpack("<I", head[1:])
+    return head[0], _read_exactly(process, size, deadline).decode(errors="replace")
+
+
+def _read_exactly(process: subprocess.Popen[bytes], size: int, deadline: float) -> bytes:
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    chunks = bytearray()
+    while len(chunks) < size:
+        _wait(fd, deadline, write=False)
+        chunk = os.read(fd, size - len(chunks))
+        if not chunk:
+            raise _HelperGone
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _wait(fd: int, deadline: float, *, write: bool) -> None:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _OutOfTime
+    ready = select.select([], [fd], [], left) if write else select.select([fd], [], [], left)
+    if not any(ready):
+        raise _OutOfTime
+
+
+_current: _Checker | None = None
+_current_lock = threading.Lock()
+
+
+def _checker() -> _Checker:
+    global _current
+    with _current_lock:
+        if _current is None or _current.pid != os.getpid():
+            _current = _Checker()
+        return _current
+
+
+def _forget_after_fork() -> None:
+    # The child gets copies of the parent's pipes: close them (the helper stays the
+    # parent's) and start its own helper when it needs one.
+    global _current, _current_lock
+    _current_lock = threading.Lock()
+    inherited, _current = _current, None
+    if inherited is not None and inherited.process is not None:
+        for stream in (inherited.process.stdin, inherited.process.stdout):
+            if stream is not None:
+                with suppress(OSError):
+                    os.close(stream.fileno())
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+# --- The helper's side ---------------------------------------------------------------------
+
+
+def _serve() -> None:  # pragma: no cover - runs in the helper process
+    import resource
+
+    import jsonschema_rs
+
+    _die_with_parent()
+    resource.setrlimit(resource.RLIMIT_AS, (HELPER_ADDRESS_SPACE, HELPER_ADDRESS_SPACE))
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    options = jsonschema_rs.RegexOptions(
+        size_limit=REGEX_SIZE_LIMIT, dfa_size_limit=REGEX_DFA_SIZE_LIMIT
+    )
+    validators: OrderedDict[bytes, Any] = OrderedDict()
+
+    def read(size: int) -> bytes:
+        data = requests.read(size)
+        if len(data) != size:
+            raise SystemExit(0)  # the parent has gone
+        return data
+
+    def reply(status: int, message: str = "") -> None:
+        body = message.encode(errors="replace")
+        replies.write(bytes([status]) + struct.pack("<I", len(body)) + body)
+        replies.flush()
+
+    def validator(text: bytes) -> Any:
+        found = validators.get(text)
+        if found is None:
+            found = jsonschema_rs.validator_for(
+                json.loads(text),
+                pattern_options=options,
+                validate_formats=False,
+                offline=True,
+            )
+            validators[text] = found
+            while len(validators) > CACHED_VALIDATORS:
+                validators.popitem(last=False)
+        validators.move_to_end(text)
+        return found
+
+    reply(_READY)
+    while True:
+        op = read(1)
+        schema = read(struct.unpack("<I", read(4))[0])
+        output = read(struct.unpack("<I", read(4))[0]) if op == _VALIDATE else b""
+        try:
+            try:
+                compiled = validator(schema)
+            except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError) as error:
+                reply(_SCHEMA, _schema_problem(error))
+                continue
+            if op == _COMPILE:
+                reply(_OK)
+                continue
+            try:
+                document = json.loads(output, parse_constant=_refuse_constant)
+            except RecursionError:
+                reply(_NOT_JSON, "output is not JSON: nested too deeply")
+                continue
+            except ValueError as error:
+                reply(_NOT_JSON, f"output is not JSON: {_cut(str(error))}")
+                continue
+            try:
+                compiled.validate(document)
+            except jsonschema_rs.ValidationError as error:
+                reply(_FAILS, _failure(error))
+                continue
+            reply(_OK)
+        except MemoryError:
+            validators.clear()
+            reply(_NO_MEMORY)
+        except Exception as error:
+            reply(_ERROR, _cut(f"{type(error).__name__}: {error}"))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _schema_problem(error: Exception) -> str:
+    # jsonschema-rs words it "message", a blank line, then where in the schema.
+    return _cut(str(getattr(error, "message", "") or error).split("\n\n")[0])
+
+
+def _failure(error: Any) -> str:
+    where = "/".join(str(part) for part in error.instance_path)
+    at = f" at /{where}" if where else ""
+    return _cut(f"output fails the schema{at}: {error.message}")
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the helper process
+    # A helper stuck in a check would otherwise outlive a killed parent, burning a CPU.
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:
+            raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    _serve()
