@@ -5,6 +5,10 @@ the clock stands still and `random_get` is a seeded stream (so a run replays exa
 `poll_oneoff` is refused (a sleep in a host call would escape the epoch deadline).
 `define` puts them in a linker over wasmtime's WASI; the buffers of the run in progress are
 set per thread with `guest_output`.
+
+Each of these calls costs the guest fuel for the work it makes the host do (see
+`HOST_CALL_FUEL`): wasmtime meters only wasm instructions, so without it a guest looping
+on `random_get` would burn platform CPU until its deadline on almost no fuel.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import wasmtime
 
@@ -27,6 +32,32 @@ WASI_EINVAL = 28
 WASI_ENOTSUP = 58
 _MAX_IOVS = 1024
 _MAX_WRITE = 1 << 30
+
+# --- Fuel for host work -----------------------------------------------------------------
+# Wasm burns about 1e9 fuel a second here, so fuel is roughly CPU nanoseconds; a host call
+# is charged what it costs in the same unit (measured: ~30 us of CPU to enter Python through
+# wasmtime-py and come back, ~1 us per iovec an fd_write unpacks, ~4 ns per byte of
+# SHAKE-256, ~1 ns per byte copied). The charge depends only on the call's arguments, so a
+# run still replays to the same fuel.
+HOST_CALL_FUEL = 40_000
+IOVEC_FUEL = 1_000
+WRITE_BYTE_FUEL = 1
+RANDOM_BYTE_FUEL = 8
+
+
+class FuelExhausted(Exception):
+    """Raised from a host call the guest has not got the fuel left to pay for."""
+
+
+def _charge(caller: wasmtime.Caller, fuel: int) -> None:
+    # wasmtime-py's Caller has no fuel methods, but it carries the store context that
+    # Store's own get_fuel and set_fuel work on; inside a host call that count is exact.
+    store = cast(wasmtime.Store, caller)
+    left = wasmtime.Store.get_fuel(store)
+    if left < fuel:
+        wasmtime.Store.set_fuel(store, 0)
+        raise FuelExhausted
+    wasmtime.Store.set_fuel(store, left - fuel)
 
 
 # --- Guest output ----------------------------------------------------------------------
@@ -75,6 +106,7 @@ def guest_output(stdout: CappedBuffer, stderr: CappedBuffer) -> Iterator[None]:
 def _fd_write(caller: wasmtime.Caller, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int:
     # Replaces WASI's fd_write: the stdout_custom callback can only fail the write, and a
     # guest that ignores the error would keep flooding until its deadline.
+    _charge(caller, HOST_CALL_FUEL)
     streams = getattr(_guest_output, "streams", None)
     if streams is None or fd not in (1, 2):
         return WASI_EBADF
@@ -92,6 +124,10 @@ def _fd_write(caller: wasmtime.Caller, fd: int, iovs: int, iovs_len: int, nwritt
     vectors = list(struct.iter_unpack("<II", memory.read(caller, iovs, iovs + 8 * iovs_len)))
     if any(pointer + length > size for pointer, length in vectors):
         return WASI_EFAULT
+    # Every byte the guest asks to write is paid for, kept or not: past the stderr cap the
+    # bytes are only counted, but a guest asking for a GiB a call still asked for it.
+    requested = min(sum(length for _, length in vectors), _MAX_WRITE)
+    _charge(caller, IOVEC_FUEL * len(vectors) + WRITE_BYTE_FUEL * requested)
     total = 0
     for pointer, length in vectors:
         length = min(length, _MAX_WRITE - total)
@@ -114,6 +150,7 @@ _MAX_RANDOM = 1 << 20  # host calls cannot be interrupted: keep each one short
 
 
 def _clock_time_get(caller: wasmtime.Caller, clock_id: int, precision: int, time_ptr: int) -> int:
+    _charge(caller, HOST_CALL_FUEL)
     memory = caller.get("memory")
     time_ptr &= 0xFFFFFFFF
     if not isinstance(memory, wasmtime.Memory) or time_ptr + 8 > memory.data_len(caller):
@@ -123,10 +160,12 @@ def _clock_time_get(caller: wasmtime.Caller, clock_id: int, precision: int, time
 
 
 def _random_get(caller: wasmtime.Caller, buf: int, length: int) -> int:
+    _charge(caller, HOST_CALL_FUEL)
     memory = caller.get("memory")
     buf, length = buf & 0xFFFFFFFF, length & 0xFFFFFFFF
     if length > _MAX_RANDOM:
         return WASI_EINVAL
+    _charge(caller, RANDOM_BYTE_FUEL * length)
     if not isinstance(memory, wasmtime.Memory) or buf + length > memory.data_len(caller):
         return WASI_EFAULT
     call = getattr(_guest_output, "random_calls", 0)
@@ -136,8 +175,11 @@ def _random_get(caller: wasmtime.Caller, buf: int, length: int) -> int:
     return 0
 
 
-def _poll_oneoff(in_: int, out: int, nsubscriptions: int, nevents: int) -> int:
+def _poll_oneoff(
+    caller: wasmtime.Caller, in_: int, out: int, nsubscriptions: int, nevents: int
+) -> int:
     # WASI's poll_oneoff sleeps inside a host call, where epoch deadlines cannot reach.
+    _charge(caller, HOST_CALL_FUEL)
     return WASI_ENOTSUP
 
 
@@ -148,7 +190,9 @@ def define(linker: wasmtime.Linker) -> None:
     i32 = wasmtime.ValType.i32()
     four_i32_to_i32 = wasmtime.FuncType([i32, i32, i32, i32], [i32])
     linker.define_func(WASI_MODULE, "fd_write", four_i32_to_i32, _fd_write, access_caller=True)
-    linker.define_func(WASI_MODULE, "poll_oneoff", four_i32_to_i32, _poll_oneoff)
+    linker.define_func(
+        WASI_MODULE, "poll_oneoff", four_i32_to_i32, _poll_oneoff, access_caller=True
+    )
     i64 = wasmtime.ValType.i64()
     linker.define_func(
         WASI_MODULE,

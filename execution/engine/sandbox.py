@@ -164,7 +164,7 @@ def _run_in_store(
         exit_code = 0
     except wasmtime.ExitTrap as exit_trap:
         exit_code = exit_trap.code
-    except (wasmtime.Trap, host.OutputLimitExceeded) as error:
+    except (wasmtime.Trap, host.OutputLimitExceeded, host.FuelExhausted) as error:
         ending = error
     except wasmtime.WasmtimeError as error:
         # The guest's doing, though not a trap: an instantiation wasmtime refuses (a table
@@ -206,7 +206,7 @@ def _classify(
     if stdout.overflowed:
         return OUTPUT_TOO_LARGE, f"stdout went over {limits.stdout_bytes} bytes"
     trap_code = ending.trap_code if isinstance(ending, wasmtime.Trap) else None
-    if trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
+    if trap_code == wasmtime.TrapCode.OUT_OF_FUEL or isinstance(ending, host.FuelExhausted):
         return OUT_OF_FUEL, f"used all {limits.fuel} fuel"
     if trap_code == wasmtime.TrapCode.INTERRUPT:
         return TIMEOUT, f"still running after {limits.timeout_ms} ms"
