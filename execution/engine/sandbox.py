@@ -45,10 +45,29 @@ EXIT_NONZERO = "exit_nonzero"
 OUTPUT_TOO_LARGE = "output_too_large"
 FAILURE_REASONS = (OUT_OF_FUEL, TIMEOUT, MEMORY_LIMIT, TRAP, EXIT_NONZERO, OUTPUT_TOO_LARGE)
 
-# Tables are not covered by the memory limit; these bound them to a few MiB per run while
-# leaving room for the single function table compilers emit.
+# The memory limit covers tables as well as linear memory. Tables live outside linear
+# memory, in the worker's own heap, at 8 bytes an element (a funcref or externref is one
+# pointer): a guest growing four tables of 2^20 elements would hold 32 MiB that no memory
+# limit saw. So tables get a fixed slice of the limit, a sixteenth of it but at most
+# MAX_TABLES x MAX_TABLE_ELEMENTS elements (2 MiB), and linear memory gets the rest:
+# tables + linear memory <= memory_limit_mb, whatever the guest grows. 65,536 elements is
+# far more than the one function table compilers emit needs.
 MAX_TABLES = 4
-MAX_TABLE_ELEMENTS = 1 << 20
+MAX_TABLE_ELEMENTS = 1 << 16
+TABLE_ELEMENT_BYTES = 8
+TABLE_SHARE = 16
+
+
+def table_elements_for(memory_bytes: int) -> int:
+    """The most elements any one table may have under a memory limit of `memory_bytes`."""
+    share = memory_bytes // TABLE_SHARE
+    return min(MAX_TABLE_ELEMENTS, share // (MAX_TABLES * TABLE_ELEMENT_BYTES))
+
+
+def linear_memory_for(memory_bytes: int) -> int:
+    """What is left of a memory limit for linear memory, once tables have their slice."""
+    tables = MAX_TABLES * table_elements_for(memory_bytes) * TABLE_ELEMENT_BYTES
+    return memory_bytes - tables
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,14 @@ class Limits:
     timeout_ms: int
     stdout_bytes: int
     stderr_bytes: int
+
+    @property
+    def table_elements(self) -> int:
+        return table_elements_for(self.memory_bytes)
+
+    @property
+    def linear_memory_bytes(self) -> int:
+        return linear_memory_for(self.memory_bytes)
 
     @classmethod
     def for_task(cls, *, fuel: int, memory_mb: int, timeout_ms: int) -> Limits:
@@ -98,7 +125,7 @@ def run(
     Raises `modules.ModuleLoadError` if the binary cannot be loaded, compiled or linked.
     """
     compiled = modules.get(sha256, load)
-    if compiled.initial_memory_bytes > limits.memory_bytes:
+    if compiled.initial_memory_bytes > limits.linear_memory_bytes:
         return RunResult(
             exit_code=None,
             stdout=b"",
@@ -107,7 +134,7 @@ def run(
             elapsed_ms=0,
             failure_reason=MEMORY_LIMIT,
             detail=f"the module starts with {_mib(compiled.initial_memory_bytes)} of memory; "
-            f"the limit is {_mib(limits.memory_bytes)}",
+            f"the limit leaves {_mib(limits.linear_memory_bytes)} for it",
         )
 
     engine = modules.runtime().engine
@@ -128,8 +155,8 @@ def _run_in_store(
     limits: Limits,
 ) -> RunResult:
     store.set_limits(
-        memory_size=limits.memory_bytes,
-        table_elements=MAX_TABLE_ELEMENTS,
+        memory_size=limits.linear_memory_bytes,
+        table_elements=limits.table_elements,
         instances=1,
         tables=MAX_TABLES,
         memories=1,
@@ -168,7 +195,7 @@ def _run_in_store(
         ending = error
     except wasmtime.WasmtimeError as error:
         # The guest's doing, though not a trap: an instantiation wasmtime refuses (a table
-        # over MAX_TABLE_ELEMENTS) or an exit status WASI does not allow (126 and up).
+        # over the limit's table slice) or an exit status WASI does not allow (126 and up).
         ending = error
     elapsed_ms = (time.perf_counter_ns() - started) // 1_000_000
 
@@ -218,12 +245,18 @@ def _classify(
         what, reason = f"exited with code {exit_code}", EXIT_NONZERO
     else:
         what, reason = f"trapped: {_trap_summary(ending)}", TRAP
+    if "exceeds table limits" in what:  # wasmtime's wording, at instantiation
+        return MEMORY_LIMIT, (
+            f"the module declares a table larger than this memory limit allows "
+            f"({limits.table_elements} elements a table)"
+        )
 
     # wasmtime reports no refused memory.grow (it just returns -1 to the guest, which then
     # usually aborts). Linear memory never shrinks, so a failed run whose memory ended
     # within an eighth of the limit is taken to have run out of it.
-    if memory_bytes > limits.memory_bytes - max(limits.memory_bytes // 8, 64 * 1024):
-        near = f"{_mib(memory_bytes)} of memory, near the {_mib(limits.memory_bytes)} limit"
+    linear = limits.linear_memory_bytes
+    if memory_bytes > linear - max(linear // 8, 64 * 1024):
+        near = f"{_mib(memory_bytes)} of memory, near the {_mib(linear)} limit"
         return MEMORY_LIMIT, f"{what} with {near}"
     return reason, what
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import wasmtime
 from django.conf import settings
 
-from execution.engine import host, modules
+from execution.engine import host, modules, sandbox
 from execution.engine.errors import EngineError
 
 
@@ -110,7 +110,7 @@ def validate_wasm(data: bytes) -> ValidatedWasm:
     if not isinstance(memory, wasmtime.MemoryType):
         raise WasmNoMemory()
     initial = memory.limits.min * memory.page_size
-    maximum = settings.TASK_MAX_MEMORY_MB * 1024 * 1024
+    maximum = sandbox.linear_memory_for(settings.TASK_MAX_MEMORY_MB * 1024 * 1024)
     if initial > maximum:
         raise WasmMemoryTooLarge(
             f"The module starts with {initial} bytes of memory; tasks may use at most {maximum}.",

@@ -139,10 +139,14 @@ def test_memory_exported_under_another_name_does_not_count():
         validate_wasm(data)
 
 
-def test_initial_memory_at_the_task_maximum_is_accepted(settings):
-    settings.TASK_MAX_MEMORY_MB = 125
-
+def test_initial_memory_at_the_task_maximum_less_the_table_slice_is_accepted(settings):
+    # 2,000 pages (125 MiB): a 127 MiB limit keeps 2 MiB of it for tables.
+    settings.TASK_MAX_MEMORY_MB = 127
     assert validate_wasm(wasm("initial_memory_too_large")).size > 0
+
+    settings.TASK_MAX_MEMORY_MB = 126
+    with pytest.raises(WasmMemoryTooLarge):
+        validate_wasm(wasm("initial_memory_too_large"))
 
 
 def test_an_imported_memory_is_forbidden():
