@@ -1,19 +1,50 @@
-"""Agent binaries: validated uploads, stored once per content, versioned per agent."""
+"""Agent binaries: validated uploads, stored once per content, versioned per agent, and
+uploaded at a bounded rate per user (each one is compiled, which is the costly part)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
+from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Max
+from rest_framework.throttling import UserRateThrottle
 
 from execution.engine.validation import validate_wasm
 from marketplace.models import Agent, AgentBinary
 
 logger = logging.getLogger(__name__)
+
+
+class UploadRateThrottle(UserRateThrottle):
+    """Binary uploads per user (`API_UPLOAD_THROTTLE_RATE`), the API's and the pages'
+    together: every upload, accepted or not, costs a compile in a child process."""
+
+    scope = "uploads"
+
+    def get_rate(self) -> str:
+        # Read per request, so that a changed setting applies (DRF reads its rates once).
+        return settings.API_UPLOAD_THROTTLE_RATE
+
+
+def binary_upload_refusal(request: Any) -> str | None:
+    """Why this user may not upload a binary now, or None when they may (the attempt is
+    then counted). For the pages; the API applies `UploadRateThrottle` itself."""
+    throttle = UploadRateThrottle()
+    no_view: Any = None  # a user's rate does not depend on the view
+    if throttle.allow_request(request, no_view):
+        return None
+    minutes = max(1, math.ceil((throttle.wait() or 0) / 60))
+    return (
+        f"You have uploaded as many binaries as allowed for now "
+        f"({settings.API_UPLOAD_THROTTLE_RATE}); try again in {minutes} minute"
+        + ("s." if minutes != 1 else ".")
+    )
 
 
 def binary_storage_name(sha256: str) -> str:

@@ -263,6 +263,12 @@ REQUEUE_AFTER_SECONDS = env_int("REQUEUE_AFTER_SECONDS", 120)
 
 # --- Sandbox -------------------------------------------------------------------------
 WASM_MAX_UPLOAD_BYTES = env_int("WASM_MAX_UPLOAD_BYTES", 16 * 1024 * 1024)
+# Compiling an upload runs in a child process killed past this deadline (a module can be
+# built to take minutes), and a module defining more functions than this is refused first.
+WASM_COMPILE_TIMEOUT_MS = env_int("WASM_COMPILE_TIMEOUT_MS", 10_000)
+WASM_MAX_FUNCTIONS = env_int("WASM_MAX_FUNCTIONS", 50_000)
+# Binary uploads per user (API and pages together), as a DRF rate ("10/hour").
+API_UPLOAD_THROTTLE_RATE = env_str("API_UPLOAD_THROTTLE_RATE", "10/hour")
 WASM_CACHE_DIR = Path(env_str("WASM_CACHE_DIR", str(DATA_DIR / "wasm-cache")))
 WASM_MEMORY_CACHE_SIZE = env_int("WASM_MEMORY_CACHE_SIZE", 64)
 SANDBOX_STDOUT_LIMIT = env_int("SANDBOX_STDOUT_LIMIT", 1024 * 1024)
@@ -319,7 +325,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["marketplace.api.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "marketplace.exceptions.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"auth": env_str("API_AUTH_THROTTLE_RATE", "20/minute")},
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": env_str("API_AUTH_THROTTLE_RATE", "20/minute"),
+        "uploads": API_UPLOAD_THROTTLE_RATE,
+    },
     # Proxies in front of the app that append to X-Forwarded-For (0: use the peer address,
     # so a client cannot pick its own throttling identity).
     "NUM_PROXIES": env_int("NUM_PROXIES", 0),

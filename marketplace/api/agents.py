@@ -4,7 +4,7 @@ uploads its binaries (anybody else gets 403 `not_agent_owner`)."""
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework.decorators import api_view, parser_classes
+from rest_framework.decorators import api_view, parser_classes, throttle_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -21,7 +21,7 @@ from marketplace.api.serializers.agents import (
     BinaryUploadSerializer,
     ReputationSerializer,
 )
-from marketplace.binaries import binary_upload
+from marketplace.binaries import UploadRateThrottle, binary_upload
 from marketplace.errors import AgentNotFound
 from marketplace.exceptions import NotAgentOwner
 from marketplace.services import agent_create, agent_update
@@ -64,6 +64,7 @@ def agent(request: Request, slug: str) -> Response:
 @extend_schema(**schema.AGENT_BINARY_UPLOAD)
 @api_view(["POST"])
 @parser_classes([WasmUploadParser])
+@throttle_classes([UploadRateThrottle])
 def agent_binaries(request: Request, slug: str) -> Response:
     owned = selectors.agent_owned_by(
         current_user(request), slug, missing=AgentNotFound, not_owner=NotAgentOwner

@@ -243,7 +243,7 @@ AGENT_BINARY_UPLOAD: dict[str, Any] = {
     "responses": {
         201: OpenApiResponse(BinarySerializer, description="A new version, now current."),
         200: OpenApiResponse(BinarySerializer, description="Already the current binary."),
-        **errors(*WRITES, 404),
+        **errors(*WRITES, 404, 429),
     },
 }
 AGENT_REPUTATION: dict[str, Any] = {

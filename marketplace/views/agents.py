@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from execution.engine.validation import WasmInvalid
 from marketplace import selectors
-from marketplace.binaries import binary_upload
+from marketplace.binaries import binary_upload, binary_upload_refusal
 from marketplace.forms import AgentForm, AgentSearchForm, BinaryUploadForm
 from marketplace.models import Agent
 from marketplace.services import agent_create
@@ -120,7 +120,10 @@ def agent_binary_new(request: HtmxHttpRequest, slug: str) -> HttpResponseBase:
         upload = form.cleaned_data["wasm"]
         limit = settings.WASM_MAX_UPLOAD_BYTES
         previous = agent.current_binary_id
-        if upload.size > limit:
+        refusal = binary_upload_refusal(request)
+        if refusal is not None:
+            form.add_error("wasm", refusal)
+        elif upload.size > limit:
             # Refused on the size the upload recorded, before its bytes are read.
             form.add_error("wasm", f"The file is {upload.size:,} bytes; the limit is {limit:,}.")
         else:
