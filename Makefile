@@ -32,11 +32,17 @@ migrate: venv
 demo: migrate
 	$(BIN)/python manage.py load_demo
 
+# The development setup (generated keys, the dev funding provider), set-up steps included.
+run: export DEBUG = true
+# `supervise` restarts the worker whenever it dies. Ctrl-C or SIGTERM stops both: the
+# supervisor stops its cluster in order (within its grace period) and the shell waits for it;
+# if either process ends, the other is stopped too.
 run: demo
 	@echo "Serving on http://$(HOST):$(PORT) (admin: /admin/, demo login: demo / demo-password). Ctrl-C stops both."
-	@trap 'kill 0' INT TERM EXIT; \
-	$(BIN)/python manage.py qcluster & \
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	@trap 'trap "" INT TERM; trap - EXIT; kill 0; wait' INT TERM EXIT; \
+	$(BIN)/python manage.py supervise & \
+	$(BIN)/python manage.py runserver $(HOST):$(PORT) & \
+	wait -n
 
 lint: venv
 	$(BIN)/ruff check .
