@@ -119,7 +119,16 @@ class _Checker:
             process = self._running()
             deadline += time.monotonic() - started
             try:
-                _send(process, request, deadline)
+                try:
+                    _send(process, request, deadline)
+                except _HelperGone:
+                    # It died before it took the request (with the thread that started
+                    # it, say): once more, with a new one.
+                    self.stop()
+                    started = time.monotonic()
+                    process = self._running()
+                    deadline += time.monotonic() - started
+                    _send(process, request, deadline)
                 status, message = _receive(process, deadline)
             except _OutOfTime:
                 self.stop()

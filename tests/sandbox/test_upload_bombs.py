@@ -85,7 +85,7 @@ def test_a_module_that_compiles_past_the_deadline_is_refused_at_it(settings):
         validate_wasm(bomb)
     seconds = time.monotonic() - started
 
-    assert 1.0 <= seconds < 1.5
+    assert 1.0 <= seconds < 2.0
     assert (refused.value.code, refused.value.status) == ("wasm_compile_timeout", 400)
     assert refused.value.message == "The binary did not compile within 1000 ms."
     assert refused.value.fields == {"limit_ms": 1_000}
