@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import User
@@ -12,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from execution import health
+from execution import health, heartbeat
 from execution.heartbeat import heartbeat_start, heartbeat_write, worker_status
 from execution.models import WorkerHeartbeat
 
@@ -148,6 +149,26 @@ def test_a_heartbeat_refreshes_its_cluster_row_and_keeps_when_it_started():
     assert rows["Process-a"].started_at == first.started_at
     assert rows["Process-a"].last_seen > first.last_seen
     assert worker_status().live == 2
+
+
+def test_a_worker_beats_until_its_sentinel_is_gone_and_drops_day_old_rows(monkeypatch):
+    beat(seconds_ago=2 * 86_400, sentinel="Process-long-dead")
+    parents = iter([7, 7, 7, 1])  # the sentinel (pid 7) dies after three beats: init adopts us
+    monkeypatch.setattr(heartbeat.os, "getppid", lambda: next(parents))
+    monkeypatch.setattr(heartbeat.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(heartbeat, "connection", SimpleNamespace(close=lambda: None))
+    written = []
+    real_write = heartbeat.heartbeat_write
+
+    def write(**row):
+        written.append(row)
+        real_write(**row)
+
+    monkeypatch.setattr(heartbeat, "heartbeat_write", write)
+    heartbeat._beat("Process-7", 7)  # returns once the sentinel is gone
+    assert len(written) == 3
+    row = WorkerHeartbeat.objects.get()
+    assert (row.sentinel, row.pid, row.cluster) == ("Process-7", 7, "agent-exchange")
 
 
 def test_only_a_forked_worker_starts_a_heartbeat():
