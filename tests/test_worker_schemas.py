@@ -99,6 +99,7 @@ def test_a_hostile_schema_ends_within_the_task_timeout_and_the_next_task_runs():
         assert (task.cost, task.refund) == (0, 1_000_000)
     assert (honest.status, bytes(honest.stdout)) == ("succeeded", b'"hello"')
     assert honest_seconds < 5.0
+    assert honest.cost is not None
     assert Account.objects.get(user=alice).balance == FUNDS - honest.cost
 
 

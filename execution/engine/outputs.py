@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -114,29 +115,27 @@ class _Checker:
         if not self.lock.acquire(timeout=max(0.0, timeout_s)):
             return Verdict(TOO_SLOW, _too_slow(timeout_s))
         try:
-            # Starting the helper is the platform's cost, not the check's: not on the clock.
-            started = time.monotonic()
-            process = self._running()
-            deadline += time.monotonic() - started
-            try:
+            for attempt in range(2):
+                # Starting a helper is the platform's cost, not the check's: off the clock.
+                started = time.monotonic()
+                process = self._running()
+                deadline += time.monotonic() - started
                 try:
                     _send(process, request, deadline)
-                except _HelperGone:
-                    # It died before it took the request (with the thread that started
-                    # it, say): once more, with a new one.
+                    status, message = _receive(process, deadline)
+                    break
+                except _OutOfTime:
                     self.stop()
-                    started = time.monotonic()
-                    process = self._running()
-                    deadline += time.monotonic() - started
-                    _send(process, request, deadline)
-                status, message = _receive(process, deadline)
-            except _OutOfTime:
-                self.stop()
-                return Verdict(TOO_SLOW, _too_slow(timeout_s))
-            except _HelperGone:
-                # Killed under the address-space limit (Rust aborts on a failed allocation).
-                self.stop()
-                return Verdict(TOO_BIG, "the check ran out of memory")
+                    return Verdict(TOO_SLOW, _too_slow(timeout_s))
+                except _HelperGone:
+                    # The check itself ends a helper only by aborting when an allocation
+                    # fails under the address-space limit. One killed from outside (before
+                    # or while it took the request: with the thread that started it, by an
+                    # operator) gets the request again, once, from a new helper.
+                    if self.stop() != -signal.SIGKILL or attempt:
+                        return Verdict(TOO_BIG, "the check ran out of memory")
+            else:  # pragma: no cover - the loop always breaks or returns
+                raise CheckerUnavailable("the output checker did not answer")
         finally:
             self.lock.release()
         kinds = {_OK: OK, _SCHEMA: SCHEMA_INVALID, _NOT_JSON: NOT_JSON, _FAILS: FAILS}
@@ -170,16 +169,18 @@ class _Checker:
             raise CheckerUnavailable("the output checker did not start")
         return process
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """Kill the helper (if it still runs); its exit status, None when there was none."""
         process, self.process = self.process, None
         if process is None:
-            return
+            return None
         if process.poll() is None:
             process.kill()
-        process.wait()
+        returncode = process.wait()
         for stream in (process.stdin, process.stdout):
             if stream is not None:
                 stream.close()
+        return returncode
 
 
 def _too_slow(timeout_s: float) -> str:
@@ -360,7 +361,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the helper process
     # A helper stuck in a check would otherwise outlive a killed parent, burning a CPU.
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
