@@ -203,3 +203,13 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"idempotency key {self.key!r} of user {self.user_id}"
+
+
+# Webhooks, and the runs quotes are computed from, live in modules of their own;
+# imported here so that Django registers them.
+from marketplace.quote_models import FuelSample  # noqa: E402, F401
+from marketplace.webhooks.models import (  # noqa: E402, F401
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
