@@ -27,7 +27,9 @@ from execution.models import Receipt
 from marketplace.binaries import binary_read
 from marketplace.errors import TaskStateConflict
 from marketplace.models import Agent, Task
+from marketplace.quotes import fuel_sample_record
 from marketplace.services import task_cancel, task_enqueue
+from marketplace.webhooks.outbox import webhook_event_record
 from reputation.models import AgentReputation
 from reputation.policies import Outcome, OutcomeKind
 from reputation.services import reputation_apply
@@ -297,6 +299,18 @@ def task_settle(*, task_id: Any, attempt: int, execution: Execution) -> bool:
         }
     )
     Receipt.objects.create(task_id=task.pk, **signed)
+    # Small rows only: the event's data is rendered at delivery, outside any transaction.
+    webhook_event_record(
+        owner_id=task.requester_id,
+        type="task.succeeded" if succeeded else "task.failed",
+        object_id=str(task.pk),
+    )
+    if succeeded:  # what quotes are computed from (the reputation row above is locked)
+        fuel_sample_record(
+            binary_id=task.binary_id,
+            fuel_used=execution.fuel_used,
+            input_bytes=len(task.input.encode()),
+        )
     # Money last: every escrow settlement shares the escrow and platform-fee account rows,
     # so their locks are taken as late as possible and held only until the commit.
     if channel is not None:

@@ -138,3 +138,7 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Webhooks have an admin module of their own; importing it registers it.
+from marketplace.webhooks import admin as webhooks_admin  # noqa: E402, F401

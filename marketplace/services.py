@@ -24,6 +24,7 @@ from marketplace.errors import (
 )
 from marketplace.models import Agent, Task
 from marketplace.schemas import output_schema_check
+from marketplace.webhooks.outbox import webhook_event_record
 from reputation.services import reputation_open
 
 
@@ -257,6 +258,7 @@ def task_cancel(*, task: Task) -> Task:
         channel_settle_if_due(channel_id=escrow.channel_id)  # the last task of a closing one
     else:
         escrow_refund(escrow_id=escrow.pk)
+    webhook_event_record(owner_id=task.requester_id, type="task.cancelled", object_id=str(task.pk))
     return Task.objects.get(pk=task.pk)
 
 

@@ -1,0 +1,61 @@
+"""Event types, and what each event's `data` holds.
+
+`data` is rendered at an event's first delivery attempt, outside any transaction, and then
+frozen: the outbox row written by the change's own transaction stays small (a type and an
+object id), and a retry sends exactly the bytes the first attempt did. A kind of object
+renders through the function registered for its prefix (the part of the type before the
+dot); another part of the product adds its own with `renderer_register`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from marketplace.api.serializers.tasks import TaskSerializer
+from marketplace.models import Task
+
+TASK_EVENTS = ("task.succeeded", "task.failed", "task.cancelled")
+EVENT_TYPES = (
+    *TASK_EVENTS,
+    "withdrawal.paid",
+    "withdrawal.failed",
+    "dispute.opened",
+    "dispute.resolved",
+)
+# Sent to one endpoint on request, whatever it subscribed to.
+PING = "ping"
+
+Renderer = Callable[[str], dict[str, Any]]
+_renderers: dict[str, Renderer] = {}
+
+
+def renderer_register(prefix: str, render: Renderer) -> None:
+    """`render(object_id)` → the event's `data` for every type `<prefix>.*`."""
+    _renderers[prefix] = render
+
+
+def event_data(type: str, object_id: str) -> dict[str, Any]:
+    render = _renderers.get(type.split(".", 1)[0])
+    if render is None:
+        return {"object": {"id": object_id}}
+    return render(object_id)
+
+
+def _task(object_id: str) -> dict[str, Any]:
+    """`data.task`: the body of GET /api/v1/tasks/{id}/."""
+    try:
+        task = Task.objects.select_related("agent", "escrow").filter(pk=object_id).first()
+    except ValidationError:  # not a task id
+        task = None
+    return {"task": None if task is None else TaskSerializer(task).data}
+
+
+def _ping(object_id: str) -> dict[str, Any]:
+    return {"webhook": {"id": object_id}, "message": "A test event from Agent Exchange."}
+
+
+renderer_register("task", _task)
+renderer_register(PING, _ping)

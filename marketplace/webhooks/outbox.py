@@ -1,0 +1,159 @@
+"""Writes: recording events in the outbox, and the endpoints users manage.
+
+`webhook_event_record` is what any service calls, inside its own transaction, to report a
+change; it costs that transaction one INSERT … SELECT, whether or not anybody listens, and
+never renders the event's data (that happens at delivery, outside any transaction).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import connection, models, transaction
+from django.db.models import Value
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from escrow.errors import DomainError
+from marketplace.webhooks.events import EVENT_TYPES, PING
+from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
+from marketplace.webhooks.signing import secret_new
+from marketplace.webhooks.transport import url_check
+
+DELIVER_EVENT = "marketplace.webhooks.tasks.deliver_event"
+# Endpoints per user: bounds what one event fans out to.
+MAX_ENDPOINTS = 10
+# If the message sent after the commit is lost (a worker killed in between), the sweep
+# sends the event this long after it was recorded.
+RESEND_AFTER_SECONDS = 20
+
+
+class WebhookLimitReached(DomainError):
+    code = "webhook_limit_reached"
+    status = 409
+    default_message = f"An account has at most {MAX_ENDPOINTS} webhook endpoints."
+
+
+class WebhookDisabled(DomainError):
+    code = "webhook_disabled"
+    status = 409
+    default_message = "This webhook endpoint is disabled; enable it first."
+
+
+class InvalidEventTypes(DomainError):
+    code = "invalid_event_types"
+    default_message = "Choose at least one known event type."
+
+
+def event_id_new() -> str:
+    return "evt_" + secrets.token_hex(12)
+
+
+def webhook_event_record(
+    *, owner_id: int, type: str, object_id: str, endpoint_id: Any = None
+) -> str | None:
+    """Put an event in the outbox of each of `owner_id`'s enabled endpoints subscribed to
+    `type` (or of `endpoint_id` alone), in the caller's transaction, and have it delivered
+    after the commit. Returns the event id, or None when no endpoint takes it.
+    """
+    event_id = event_id_new()
+    now = timezone.now()
+    endpoints = WebhookEndpoint.objects.filter(owner_id=owner_id, disabled_at__isnull=True)
+    if endpoint_id is None:
+        endpoints = endpoints.filter(events__regex=rf"(^| ){re.escape(type)}( |$)")
+    else:
+        endpoints = endpoints.filter(pk=endpoint_id)
+    when = models.DateTimeField()
+    rows = endpoints.order_by().values_list(
+        Value(event_id),
+        "pk",
+        Value(type),
+        Value(object_id),
+        Value(now, output_field=when),
+        Value(WebhookDelivery.Status.PENDING),
+        Value(0),
+        Value(now + timedelta(seconds=RESEND_AFTER_SECONDS), output_field=when),
+    )
+    select, params = rows.query.sql_with_params()
+    # The columns in the order of the values above.
+    columns = ", ".join(
+        connection.ops.quote_name(column)
+        for column in (
+            "event_id",
+            "endpoint_id",
+            "type",
+            "object_id",
+            "created_at",
+            "status",
+            "attempts",
+            "next_attempt_at",
+        )
+    )
+    table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
+    # One statement, so that reporting a change never costs its transaction a round trip
+    # to find out who listens first.
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} ({columns}) {select}", params)
+        written = cursor.rowcount
+    if written <= 0:
+        return None
+    transaction.on_commit(
+        lambda: async_task(DELIVER_EVENT, event_id, task_name=f"webhook {event_id}")
+    )
+    return event_id
+
+
+def event_types_clean(events: list[str]) -> str:
+    unknown = sorted(set(events) - set(EVENT_TYPES))
+    if unknown or not events:
+        message = f"Unknown event types: {', '.join(unknown)}." if unknown else None
+        raise InvalidEventTypes(message, fields={"events": [f"one or more of {EVENT_TYPES}"]})
+    return " ".join(sorted(set(events)))
+
+
+def webhook_create(*, owner: User, url: str, events: list[str]) -> WebhookEndpoint:
+    """A new endpoint with a fresh secret. The URL is resolved and checked here (outside
+    any transaction), and again at every delivery."""
+    subscribed = event_types_clean(events)
+    url_check(url)
+    with transaction.atomic():
+        # The owner's row serializes this user's creations, so the limit holds.
+        User.objects.select_for_update().filter(pk=owner.pk).first()
+        if WebhookEndpoint.objects.filter(owner=owner).count() >= MAX_ENDPOINTS:
+            raise WebhookLimitReached()
+        return WebhookEndpoint.objects.create(
+            owner=owner, url=url, events=subscribed, secret=secret_new()
+        )
+
+
+def webhook_delete(*, endpoint: WebhookEndpoint) -> None:
+    """Remove the endpoint with its outbox and log; an attempt in flight finds nothing."""
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
+
+
+def webhook_enable(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+    """Take a disabled endpoint back: it gets new events again, with a clean record."""
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        disabled_at=None, disabled_reason="", failing_since=None, consecutive_failures=0
+    )
+    return WebhookEndpoint.objects.get(pk=endpoint.pk)
+
+
+def webhook_ping(*, endpoint: WebhookEndpoint) -> str:
+    """Send a `ping` event to this endpoint, delivered like any other. Returns its id."""
+    if endpoint.disabled_at is not None:
+        raise WebhookDisabled()
+    with transaction.atomic():
+        event_id = webhook_event_record(
+            owner_id=endpoint.owner_id,
+            type=PING,
+            object_id=str(endpoint.pk),
+            endpoint_id=endpoint.pk,
+        )
+    if event_id is None:  # disabled or deleted in the meantime
+        raise WebhookDisabled()
+    return event_id
