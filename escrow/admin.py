@@ -203,3 +203,6 @@ class RequesterKeyAdmin(ReadOnlyAdmin):
     @admin.display(boolean=True, description="custodial")
     def custodial(self, obj: RequesterKey) -> bool:
         return bool(obj.custodial_secret)
+
+
+from escrow import payout_admin  # noqa: E402, F401  (registers withdrawals and deposits)

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, Sum
 
+from escrow.funding_audit import funding_problems
 from escrow.models import Account, Escrow, PaymentChannel, Transfer
 
 Kind = Transfer.Kind
@@ -100,6 +101,7 @@ def _audit() -> LedgerReport:
         )
     report.violations.extend(_escrow_legs(report))
     report.violations.extend(_channels(report))
+    report.violations.extend(funding_problems())
     return report
 
 

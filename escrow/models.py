@@ -22,8 +22,9 @@ class Account(models.Model):
         CHANNELS = "channels"
         PLATFORM_FEES = "platform_fees"
         EXTERNAL = "external"
+        PAYOUTS = "payouts"
 
-    SYSTEM_KINDS = (Kind.ESCROW, Kind.CHANNELS, Kind.PLATFORM_FEES, Kind.EXTERNAL)
+    SYSTEM_KINDS = (Kind.ESCROW, Kind.CHANNELS, Kind.PLATFORM_FEES, Kind.EXTERNAL, Kind.PAYOUTS)
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     user = models.OneToOneField(
@@ -133,6 +134,9 @@ class Transfer(models.Model):
         CHANNEL_PAYOUT = "channel_payout"
         CHANNEL_FEE = "channel_fee"
         CHANNEL_REFUND = "channel_refund"
+        WITHDRAWAL = "withdrawal"
+        WITHDRAWAL_PAYOUT = "withdrawal_payout"
+        WITHDRAWAL_RETURN = "withdrawal_return"
 
     debit_account = models.ForeignKey(Account, models.PROTECT, related_name="debits")
     credit_account = models.ForeignKey(Account, models.PROTECT, related_name="credits")
@@ -296,3 +300,6 @@ class RequesterKey(models.Model):
 
     def __str__(self) -> str:
         return f"key {self.key_id} of user {self.user_id}"
+
+
+from escrow.payout_models import Deposit, Withdrawal  # noqa: E402, F401  (registered with the app)

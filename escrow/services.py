@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.db.models import BigIntegerField, Case, F, Value, When
@@ -28,7 +27,6 @@ from escrow.errors import (
     InsufficientFunds,
     InvalidAmount,
 )
-from escrow.funding import funding_provider
 from escrow.models import Account, Escrow, Transfer
 
 Kind = Transfer.Kind
@@ -218,31 +216,14 @@ def transfer_create(
 
 
 def deposit_create(
-    *, user_id: int, amount: int, idempotency_key: str | None = None, provider: str = "dev"
+    *, user_id: int, amount: int, idempotency_key: str | None = None, provider: str | None = None
 ) -> Transfer:
-    """Bring money in from outside: external → the user's wallet."""
-    validate_amount(amount)
-    if amount > settings.MAX_DEPOSIT:
-        raise InvalidAmount(f"A single deposit is at most {settings.MAX_DEPOSIT} µCR.")
-    wallet = wallet_id(user_id=user_id)
-    external = system_account_id(Account.Kind.EXTERNAL)
-    key = f"deposit:{user_id}:{idempotency_key}" if idempotency_key else None
-    if key is not None:
-        existing = _existing_transfer(
-            key, debit_id=external, credit_id=wallet, amount=amount, kind=Kind.DEPOSIT
-        )
-        if existing is not None:
-            return existing
-    reference = funding_provider(provider).collect(
-        user_id=user_id, amount=amount, reference=key or "once"
-    )
-    return transfer_create(
-        debit_account_id=external,
-        credit_account_id=wallet,
-        amount=amount,
-        kind=Kind.DEPOSIT,
-        idempotency_key=key,
-        memo=reference[:200],
+    """Bring money in from outside: external → the user's wallet (see `escrow.deposits`)."""
+    # Imported here: escrow.deposits builds on this module.
+    from escrow.deposits import deposit_run
+
+    return deposit_run(
+        user_id=user_id, amount=amount, idempotency_key=idempotency_key, provider=provider
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from escrow.channels import channels_settle_due
 from execution.services import task_execute, tasks_recover
+from marketplace.withdrawals import funding_recover
 
 
 def run_task(task_id: str) -> str:
@@ -16,3 +17,7 @@ def recover() -> dict[str, int]:
 
 def settle_channels() -> dict[str, int]:
     return channels_settle_due()
+
+
+def recover_funding() -> dict[str, int]:
+    return funding_recover()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from marketplace.api import agents, auth, channels, receipts, tasks, wallet
+from marketplace.api import agents, auth, channels, receipts, tasks, wallet, withdrawals
 from marketplace.api.common import DocsView
 from marketplace.exceptions import api_not_found
 
@@ -17,6 +17,13 @@ urlpatterns = [
     path("wallet/", wallet.wallet, name="wallet"),
     path("wallet/deposits/", wallet.deposits, name="deposits"),
     path("wallet/transfers/", wallet.transfers, name="transfers"),
+    path("wallet/withdrawals/", withdrawals.withdrawals, name="withdrawals"),
+    path("wallet/withdrawals/<int:withdrawal_id>/", withdrawals.withdrawal, name="withdrawal"),
+    path(
+        "wallet/withdrawals/<int:withdrawal_id>/cancel/",
+        withdrawals.withdrawal_cancel_view,
+        name="withdrawal-cancel",
+    ),
     path("agents/", agents.agents, name="agents"),
     path("agents/<slug:slug>/", agents.agent, name="agent"),
     path("agents/<slug:slug>/binaries/", agents.agent_binaries, name="agent-binaries"),

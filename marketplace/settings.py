@@ -232,6 +232,13 @@ if not 0 <= PLATFORM_FEE_BPS <= 10_000:
 # The `dev` funding provider credits deposits instantly; on in development only.
 DEV_FUNDING_ENABLED = env_bool("DEV_FUNDING_ENABLED", DEBUG)
 MAX_DEPOSIT = env_int("MAX_DEPOSIT", 1_000_000 * 1_000_000)
+# Who collects deposits and pays withdrawals out (`dev`; `test` only under the tests).
+FUNDING_PROVIDER = env_str("FUNDING_PROVIDER", "dev")
+# The smallest withdrawal, in µCR.
+WITHDRAWAL_MIN = env_int("WITHDRAWAL_MIN", 1_000_000)
+# A withdrawal or deposit still unsettled this long after it was asked is recovered: the
+# provider is asked what became of it by its key.
+FUNDING_RECOVER_AFTER_SECONDS = env_int("FUNDING_RECOVER_AFTER_SECONDS", 60)
 # Payment channels: how long one stays open, and how long a closing one waits for late
 # vouchers before it settles (0: the platform already holds the latest voucher).
 CHANNEL_TTL_SECONDS = env_int("CHANNEL_TTL_SECONDS", 30 * 24 * 3600)

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from execution.health import healthz
-from marketplace.views import agents, auth, channels, dashboard, tasks, wallet
+from marketplace.views import agents, auth, channels, dashboard, tasks, wallet, withdrawals
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -22,6 +22,17 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("wallet/", wallet.wallet, name="wallet"),
     path("wallet/ledger.csv", wallet.wallet_export, name="wallet-export"),
+    path("wallet/withdrawals/", withdrawals.withdrawals, name="withdrawals"),
+    path(
+        "wallet/withdrawals/<int:withdrawal_id>/",
+        withdrawals.withdrawal_row,
+        name="withdrawal-row",
+    ),
+    path(
+        "wallet/withdrawals/<int:withdrawal_id>/cancel/",
+        withdrawals.withdrawal_cancel,
+        name="withdrawal-cancel",
+    ),
     path("agents/", agents.agent_list, name="agent-list"),
     path("agents/new/", agents.agent_new, name="agent-new"),
     path("agents/<slug:slug>/", agents.agent_detail, name="agent-detail"),

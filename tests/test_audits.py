@@ -64,6 +64,7 @@ def test_audit_ledger_catches_an_escrow_state_that_disagrees_with_its_money(some
 
 @pytest.mark.corrupts_ledger
 def test_audit_ledger_catches_a_deleted_transfer(some_money):
+    tamper("DELETE FROM escrow_deposit", [])  # the record of each deposit goes with it
     tamper("DELETE FROM escrow_transfer WHERE kind = 'deposit'", [])
     with pytest.raises(CommandError):
         run("audit_ledger")

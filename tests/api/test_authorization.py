@@ -25,6 +25,8 @@ from execution.models import Receipt
 from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, AgentBinary, IdempotencyRecord, Task
 from marketplace.services import task_submit
+from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
+from marketplace.webhooks.outbox import webhook_create
 from reputation.models import AgentReputation, ReputationEvent
 from tests.factories import UserFactory
 
@@ -42,6 +44,7 @@ class World:
     queued: Task
     settled: Task
     channel: PaymentChannel
+    webhook: WebhookEndpoint
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,34 @@ MATRIX: dict[str, ObjectEndpoint | CollectionEndpoint] = {
     ),
     "api:channels": CollectionEndpoint(),
     "api:keys": CollectionEndpoint(),
+    # Anyone signed in asks for a quote (here without the required `input_bytes`).
+    "api:agent-quote": ObjectEndpoint(
+        kwargs=lambda w: {"slug": w.agent.slug},
+        owner=allowed({"GET": 400, "OPTIONS": 200}),
+        other=allowed({"GET": 400, "OPTIONS": 200}),
+    ),
+    # Webhook endpoints are their user's alone: to anyone else they do not exist.
+    "api:webhooks": CollectionEndpoint(),
+    "api:webhook": ObjectEndpoint(
+        kwargs=lambda w: {"webhook_id": w.webhook.pk},
+        owner=allowed({**READ_ONLY, "DELETE": 204}),
+        other=allowed({"GET": 404, "OPTIONS": 200, "DELETE": 404}),
+    ),
+    "api:webhook-deliveries": ObjectEndpoint(
+        kwargs=lambda w: {"webhook_id": w.webhook.pk},
+        owner=allowed(READ_ONLY),
+        other=allowed({"GET": 404, "OPTIONS": 200}),
+    ),
+    "api:webhook-ping": ObjectEndpoint(
+        kwargs=lambda w: {"webhook_id": w.webhook.pk},
+        owner=allowed({"OPTIONS": 200, "POST": 202}),
+        other=allowed({"OPTIONS": 200, "POST": 404}),
+    ),
+    "api:webhook-enable": ObjectEndpoint(
+        kwargs=lambda w: {"webhook_id": w.webhook.pk},
+        owner=allowed({"OPTIONS": 200, "POST": 200}),
+        other=allowed({"OPTIONS": 200, "POST": 404}),
+    ),
     "api:register": CollectionEndpoint(
         public=True, anonymous=allowed({"OPTIONS": 200, "POST": 400})
     ),
@@ -189,7 +220,13 @@ def world(alice, bob, charlie) -> World:
     for user in (alice, bob, charlie):
         Token.objects.get_or_create(user=user)
     return World(
-        alice=alice, charlie=charlie, agent=agent, queued=queued, settled=settled, channel=channel
+        alice=alice,
+        charlie=charlie,
+        agent=agent,
+        queued=queued,
+        settled=settled,
+        channel=channel,
+        webhook=webhook_create(owner=alice, url="http://127.0.0.1:9/", events=["task.failed"]),
     )
 
 
@@ -211,6 +248,8 @@ def state() -> dict[str, Any]:
         "channels": list(PaymentChannel.objects.order_by("pk").values()),
         "vouchers": list(Voucher.objects.order_by("pk").values_list("pk")),
         "keys": list(RequesterKey.objects.order_by("pk").values_list("pk")),
+        "webhooks": list(WebhookEndpoint.objects.order_by("pk").values()),
+        "webhook_events": list(WebhookDelivery.objects.order_by("pk").values_list("pk")),
     }
 
 

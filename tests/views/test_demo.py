@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from escrow.models import PaymentChannel
+from escrow.models import PaymentChannel, Withdrawal
 from execution.engine.receipts import receipt_verify, signing_key
 from execution.models import Receipt
 from marketplace.models import Agent, Task
@@ -46,6 +46,8 @@ def test_the_demo_has_agents_and_a_history_that_adds_up(demo_settings, capsys):
     # And an open payment channel with voucher history.
     channel = PaymentChannel.objects.get(requester__username="demo")
     assert channel.status == "open" and channel.nonce >= 1 and channel.redeemed > 0
+    # And one withdrawal, paid out.
+    assert list(Withdrawal.objects.values_list("user__username", "status")) == [("demo", "paid")]
     assert "demo data ready" in capsys.readouterr().out
     # (the autouse fixture then audits the ledger and the reputations)
 

@@ -18,16 +18,18 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 
 from escrow.channels import channel_open, voucher_sign_custodial
-from escrow.models import Account
+from escrow.models import Account, Withdrawal
 from escrow.services import deposit_create
 from execution.services import task_execute
 from marketplace.binaries import binary_upload
 from marketplace.models import Agent, Task
 from marketplace.services import agent_create, task_submit, user_create
+from marketplace.withdrawals import withdrawal_process, withdrawal_request
 
 DEMO_REQUESTER = "demo"
 DEMO_OWNER = "demo-owner"
 DEMO_FUNDS = 100 * 1_000_000  # 100 CR
+DEMO_WITHDRAWAL = 5 * 1_000_000  # 5 CR, paid out by the dev provider
 AGENTS_DIR = Path(settings.BASE_DIR) / "agents" / "dist"
 JSON_OBJECT = {"type": "object"}
 
@@ -135,12 +137,22 @@ class Command(BaseCommand):
         agents = {sample.slug: self._agent(owner, sample) for sample in SAMPLE_AGENTS}
         ran = self._history(requester, agents)
         ran += self._channel(requester, agents)
+        self._withdrawal(requester)
         admin_password = self._admin()
         self.stdout.write(
             f"demo data ready ({len(agents)} agents, {ran} demo tasks run now): log in as "
             f"{DEMO_REQUESTER!r} or {DEMO_OWNER!r} with password {password!r}; "
             f"admin: 'admin' / {admin_password!r}"
         )
+
+    def _withdrawal(self, requester: User) -> None:
+        """One paid withdrawal in the requester's history."""
+        if Withdrawal.objects.filter(user=requester).exists():
+            return
+        withdrawal, _ = withdrawal_request(
+            user=requester, amount=DEMO_WITHDRAWAL, idempotency_key="demo-withdrawal"
+        )
+        withdrawal_process(withdrawal.pk)
 
     def _user(self, username: str, password: str) -> User:
         user = User.objects.filter(username=username).first()
