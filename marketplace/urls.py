@@ -3,7 +3,17 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from execution.health import healthz
-from marketplace.views import agents, auth, channels, dashboard, tasks, wallet, withdrawals
+from marketplace.views import (
+    agents,
+    auth,
+    channels,
+    dashboard,
+    quotes,
+    tasks,
+    wallet,
+    webhooks,
+    withdrawals,
+)
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -39,6 +49,7 @@ urlpatterns = [
     path("agents/<slug:slug>/binaries/new/", agents.agent_binary_new, name="agent-binary-new"),
     path("tasks/", tasks.task_list, name="task-list"),
     path("tasks/new/", tasks.task_new, name="task-new"),
+    path("tasks/quote/", quotes.task_quote, name="task-quote"),
     path("tasks/<uuid:task_id>/", tasks.task_detail, name="task-detail"),
     path("tasks/<uuid:task_id>/cancel/", tasks.task_cancel_view, name="task-cancel"),
     path("tasks/<uuid:task_id>/receipt.json", tasks.task_receipt, name="task-receipt"),
@@ -46,4 +57,9 @@ urlpatterns = [
     path("channels/", channels.channel_list, name="channel-list"),
     path("channels/<uuid:channel_id>/", channels.channel_detail, name="channel-detail"),
     path("channels/<uuid:channel_id>/close/", channels.channel_close_view, name="channel-close"),
+    path("webhooks/", webhooks.webhook_list, name="webhook-list"),
+    path("webhooks/<uuid:webhook_id>/", webhooks.webhook_detail, name="webhook-detail"),
+    path("webhooks/<uuid:webhook_id>/ping/", webhooks.webhook_ping_view, name="webhook-ping"),
+    path("webhooks/<uuid:webhook_id>/enable/", webhooks.webhook_enable_view, name="webhook-enable"),
+    path("webhooks/<uuid:webhook_id>/delete/", webhooks.webhook_delete_view, name="webhook-delete"),
 ]

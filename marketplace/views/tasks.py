@@ -52,6 +52,7 @@ from marketplace.views.common import (
     submit_money_form,
     user_of,
 )
+from marketplace.views.quotes import quote_context, quote_live
 
 TASKS_PAGE_SIZE = 25
 
@@ -186,11 +187,13 @@ def task_new(request: HtmxHttpRequest) -> HttpResponseBase:
     else:
         initial = {"agent": request.GET.get("agent"), "payment": request.GET.get("channel")}
         form = TaskForm(initial=initial, channels=channels)
+    quote_live(form)
     context = {
         "form": form,
         "summary": selectors.wallet_summary(user),
         "has_agents": form.fields["agent"].queryset.exists(),  # type: ignore[attr-defined]
         "fee_percent": f"{Decimal(settings.PLATFORM_FEE_BPS) / 100:g}",
+        **quote_context(form),
     }
     return render_page(request, "tasks/new.html", context, fragment="form")
 
