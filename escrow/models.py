@@ -278,10 +278,10 @@ class Voucher(models.Model):
 
 
 class RequesterKey(models.Model):
-    """An Ed25519 public key that signs a requester's vouchers.
+    """An Ed25519 public key that signs a requester's vouchers, until it is revoked.
 
     A custodial key is one the platform keeps for the browser UI: its private half is
-    stored encrypted with a key derived from SECRET_KEY.
+    stored encrypted with the custodial key ring (`CUSTODIAL_KEY_RING`).
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="voucher_keys")
@@ -289,12 +289,17 @@ class RequesterKey(models.Model):
     key_id = models.CharField(max_length=32)
     custodial_secret = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A revoked key verifies no new voucher; vouchers it signed before stay accepted.
+    revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["user", "public_key"], name="requester_key_unique"),
             models.UniqueConstraint(
-                fields=["user"], condition=~Q(custodial_secret=""), name="one_custodial_key"
+                fields=["user"],
+                condition=~Q(custodial_secret="") & Q(revoked_at__isnull=True),
+                name="one_custodial_key",
             ),
         ]
 

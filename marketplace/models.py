@@ -183,7 +183,8 @@ class Task(models.Model):
 
 
 class IdempotencyRecord(models.Model):
-    """The first successful response to a money-moving request, replayed for its repeats.
+    """A money-moving request's claim on its key, then its successful response, replayed
+    for its repeats (see marketplace.idempotency).
 
     Keys are per user. The fingerprint (method, path, body) tells a repeat from a reuse of
     the key for another request, which is refused.
@@ -192,8 +193,9 @@ class IdempotencyRecord(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="+")
     key = models.CharField(max_length=100)
     fingerprint = models.CharField(max_length=64)
-    status_code = models.PositiveSmallIntegerField()
-    response_body = models.JSONField(encoder=DjangoJSONEncoder)
+    # Both null while the request that claimed the key is still being answered.
+    status_code = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(encoder=DjangoJSONEncoder, null=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
