@@ -28,6 +28,10 @@ from escrow.services import Leg, ledger_post, system_account_id, validate_amount
 Status = Deposit.Status
 
 
+def _reference_new() -> str:
+    return f"dep_{uuid.uuid4().hex}"
+
+
 def deposit_begin(
     *, user_id: int, amount: int, idempotency_key: str | None, provider: str
 ) -> Deposit:
@@ -38,23 +42,24 @@ def deposit_begin(
     wallet_id(user_id=user_id)  # opened before the money can arrive
     fields = {"user_id": user_id, "amount": amount, "provider": provider}
     if idempotency_key is None:
-        return Deposit.objects.create(**fields, reference=f"dep_{uuid.uuid4().hex}")
+        return Deposit.objects.create(**fields, reference=_reference_new())
     for _ in range(2):
         existing = Deposit.objects.filter(user_id=user_id, idempotency_key=idempotency_key).first()
         if existing is not None:
             if existing.amount != amount:
                 raise IdempotencyConflict()
             if existing.status == Status.FAILED:
-                # A refused collection moved no money: a retry asks again.
+                # A refused collection moved no money: a retry asks again, under a new
+                # reference (the provider would repeat its refusal for the old one).
                 Deposit.objects.filter(pk=existing.pk, status=Status.FAILED).update(
-                    status=Status.PENDING, failure=""
+                    status=Status.PENDING, failure="", reference=_reference_new()
                 )
                 existing.refresh_from_db()
             return existing
         try:
             with transaction.atomic():
                 return Deposit.objects.create(
-                    **fields, idempotency_key=idempotency_key, reference=f"dep_{uuid.uuid4().hex}"
+                    **fields, idempotency_key=idempotency_key, reference=_reference_new()
                 )
         except IntegrityError:
             continue  # a concurrent twin inserted it first

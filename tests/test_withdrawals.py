@@ -198,10 +198,18 @@ def test_a_refused_deposit_is_failed_and_a_retry_with_its_key_asks_again(alice, 
     provider("fail")
     with pytest.raises(Exception, match="refused"):
         deposit_create(user_id=alice.pk, amount=CR, idempotency_key="d1")
-    assert Deposit.objects.get().status == "failed"
+    failed = Deposit.objects.get()
+    assert (failed.status, failed.transfer_id) == ("failed", None)
+    assert balance_of(wallet_id(user_id=alice.pk)) == 0
 
-    funding_ops_before = funding_ops()
-    assert funding_ops_before[0][3] == "failed"
+    provider("ok")
+    transfer = deposit_create(user_id=alice.pk, amount=CR, idempotency_key="d1")
+
+    deposit = Deposit.objects.get()
+    assert (deposit.status, deposit.transfer_id) == ("completed", transfer.pk)
+    assert deposit.reference != failed.reference
+    assert sorted(op[3] for op in funding_ops()) == ["failed", "paid"]
+    assert balance_of(wallet_id(user_id=alice.pk)) == CR
 
 
 def test_a_deposit_crashed_before_the_provider_is_failed_by_recovery(alice, provider):
@@ -324,3 +332,28 @@ def test_the_audit_catches_payouts_that_do_not_match_the_withdrawals_in_flight(r
     violations = ledger_audit().violations
     assert any("payouts account holds 2000000 µCR" in v for v in violations), violations
     assert any(f"withdrawal {withdrawal.pk} (pending)" in v for v in violations), violations
+
+
+def test_paid_and_failed_withdrawals_are_webhook_events_with_the_withdrawal(rich_alice, settings):
+    from marketplace.webhooks.events import event_data
+    from marketplace.webhooks.models import WebhookDelivery
+    from marketplace.webhooks.outbox import webhook_create
+
+    endpoint = webhook_create(
+        owner=rich_alice,
+        url="http://127.0.0.1:9/hooks",
+        events=["withdrawal.paid", "withdrawal.failed"],
+    )
+    paid, _ = withdrawal_request(user=rich_alice, amount=CR)
+    failed, _ = withdrawal_request(user=rich_alice, amount=2 * CR)
+    withdrawal_process(paid.pk)
+    settings.DEV_FUNDING_ENABLED = False
+    withdrawal_process(failed.pk)
+
+    rows = WebhookDelivery.objects.filter(endpoint=endpoint).order_by("id")
+    assert [(row.type, row.object_id) for row in rows] == [
+        ("withdrawal.paid", str(paid.pk)),
+        ("withdrawal.failed", str(failed.pk)),
+    ]
+    data = event_data("withdrawal.paid", str(paid.pk))["withdrawal"]
+    assert (data["id"], data["amount"], data["status"]) == (paid.pk, CR, "paid")

@@ -14,7 +14,9 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from escrow.models import Withdrawal
 from marketplace.api.serializers.tasks import TaskSerializer
+from marketplace.api.serializers.withdrawals import WithdrawalSerializer
 from marketplace.models import Task
 
 TASK_EVENTS = ("task.succeeded", "task.failed", "task.cancelled")
@@ -57,5 +59,14 @@ def _ping(object_id: str) -> dict[str, Any]:
     return {"webhook": {"id": object_id}, "message": "A test event from Agent Exchange."}
 
 
+def _withdrawal(object_id: str) -> dict[str, Any]:
+    """`data.withdrawal`: the body of GET /api/v1/wallet/withdrawals/{id}/."""
+    withdrawal = (
+        Withdrawal.objects.filter(pk=int(object_id)).first() if object_id.isdigit() else None
+    )
+    return {"withdrawal": None if withdrawal is None else WithdrawalSerializer(withdrawal).data}
+
+
 renderer_register("task", _task)
+renderer_register("withdrawal", _withdrawal)
 renderer_register(PING, _ping)
