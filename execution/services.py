@@ -24,6 +24,7 @@ from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escro
 from execution.engine import outputs, sandbox
 from execution.engine.receipts import receipt_sign
 from execution.models import Receipt
+from marketplace.apikeys import api_key_give_back
 from marketplace.binaries import binary_read
 from marketplace.errors import TaskStateConflict
 from marketplace.models import Agent, Task
@@ -256,6 +257,8 @@ def task_settle(*, task_id: Any, attempt: int, execution: Execution) -> bool:
     )
     if won != 1:
         return False
+    if task.api_key_id is not None:  # lock order: tasks, API keys, then channels and money
+        api_key_give_back(task_id=task.pk, amount=task.budget - cost)
     escrow_id, channel_id = Escrow.objects.values_list("pk", "channel_id").get(task_id=task.pk)
     channel = None
     if channel_id is not None:

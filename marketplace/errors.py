@@ -56,3 +56,42 @@ class TaskStateConflict(DomainError):
     code = "task_state_conflict"
     status = 409
     default_message = "The task is not in a state that allows this operation."
+
+
+# --- API keys --------------------------------------------------------------------------
+
+
+class SpendLimitExceeded(DomainError):
+    code = "spend_limit_exceeded"
+    status = 402
+    default_message = "This would take the API key over one of its spending limits."
+
+
+class AgentNotAllowed(DomainError):
+    code = "agent_not_allowed"
+    status = 403
+    default_message = "This API key may not use this agent."
+
+
+class ScopeRequired(DomainError):
+    code = "scope_required"
+    status = 403
+    default_message = "This API key lacks the scope this endpoint needs."
+
+
+class ApiKeyNotFound(DomainError):
+    code = "not_found"
+    status = 404
+    default_message = "No such API key."
+
+
+class ApiKeyRevoked(DomainError):
+    code = "api_key_revoked"
+    status = 409
+    default_message = "The API key is revoked and can no longer be changed."
+
+
+class TooManyApiKeys(DomainError):
+    code = "too_many_api_keys"
+    status = 409
+    default_message = "You have as many active API keys as allowed; revoke one first."

@@ -125,6 +125,10 @@ class Task(models.Model):
     )
     output_schema = models.JSONField(null=True, blank=True)
     payment = models.CharField(max_length=16, choices=Payment.choices, default=Payment.ESCROW)
+    # The API key that submitted it, if any: settling or cancelling gives back to that key.
+    api_key = models.ForeignKey(
+        "marketplace.ApiKey", models.SET_NULL, null=True, blank=True, related_name="tasks"
+    )
 
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.PENDING_FUNDING, db_index=True
@@ -206,6 +210,9 @@ class IdempotencyRecord(models.Model):
     def __str__(self) -> str:
         return f"idempotency key {self.key!r} of user {self.user_id}"
 
+
+# API keys live in a module of their own; imported here so that Django registers them.
+from marketplace.apikey_models import ApiKey, ApiKeyCharge  # noqa: E402, F401
 
 # Webhooks, and the runs quotes are computed from, live in modules of their own;
 # imported here so that Django registers them.

@@ -13,6 +13,7 @@ from escrow.channels import channel_finish_task, channel_reserve, channel_settle
 from escrow.errors import IdempotencyConflict, InvalidAmount
 from escrow.models import Escrow
 from escrow.services import escrow_cancel, escrow_create, escrow_fund, escrow_refund, wallet_open
+from marketplace.apikeys import api_key_charge_task, api_key_give_back
 from marketplace.errors import (
     AgentHasNoBinary,
     AgentUnavailable,
@@ -22,7 +23,7 @@ from marketplace.errors import (
     PaymentUnavailable,
     TaskStateConflict,
 )
-from marketplace.models import Agent, Task
+from marketplace.models import Agent, ApiKey, Task
 from marketplace.schemas import output_schema_check
 from marketplace.webhooks.outbox import webhook_event_record
 from reputation.services import reputation_open
@@ -114,6 +115,7 @@ def task_submit(
     channel: Any = None,
     voucher: Any = None,
     idempotency_key: str | None = None,
+    api_key: ApiKey | None = None,
 ) -> Task:
     """Create the task, pin its binary and price, fund its escrow, enqueue it: all or nothing.
 
@@ -193,6 +195,7 @@ def task_submit(
                 min_reputation=threshold,
                 output_schema=output_schema,
                 payment=payment,
+                api_key=api_key,
                 status=Task.Status.PENDING_FUNDING,
                 **limits,
             )
@@ -201,6 +204,9 @@ def task_submit(
             raise
         existing = Task.objects.get(requester=requester, idempotency_key=idempotency_key)
         return _same_submission(existing, agent=agent, input=input, budget=budget)
+    if api_key is not None:
+        # The key's spending caps: its row is locked before any channel, escrow or account.
+        api_key_charge_task(key=api_key, task=task, channel=channel)
     if payment == Task.Payment.CHANNEL:
         # The channel row is locked before the escrow row that references it is written.
         reserved = channel_reserve(
@@ -251,6 +257,8 @@ def task_cancel(*, task: Task) -> Task:
     if won != 1:
         current = Task.objects.values_list("status", flat=True).get(pk=task.pk)
         raise TaskStateConflict(f"Only a queued task can be cancelled; this one is {current}.")
+    if task.api_key_id is not None:
+        api_key_give_back(task_id=task.pk, amount=task.budget)
     escrow = Escrow.objects.get(task_id=task.pk)
     if escrow.channel_id:
         channel_finish_task(channel_id=escrow.channel_id, budget=task.budget, cost=0, fee=0)
