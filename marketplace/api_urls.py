@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from marketplace.api import agents, auth, channels, receipts, tasks, wallet, withdrawals
+from marketplace.api import agents, apikeys, auth, channels, receipts, tasks, wallet, withdrawals
 from marketplace.api.common import DocsView
 from marketplace.exceptions import api_not_found
 
@@ -38,6 +38,8 @@ urlpatterns = [
     path("channels/<uuid:channel_id>/", channels.channel, name="channel"),
     path("channels/<uuid:channel_id>/close/", channels.channel_close_view, name="channel-close"),
     path("keys/", channels.keys, name="keys"),
+    path("api-keys/", apikeys.api_keys, name="api-keys"),
+    path("api-keys/<int:key_id>/", apikeys.api_key, name="api-key"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", DocsView.as_view(url_name="api:schema"), name="docs"),
     # Last: any other path under the API answers with the JSON error envelope.

@@ -243,6 +243,8 @@ FUNDING_RECOVER_AFTER_SECONDS = env_int("FUNDING_RECOVER_AFTER_SECONDS", 60)
 # vouchers before it settles (0: the platform already holds the latest voucher).
 CHANNEL_TTL_SECONDS = env_int("CHANNEL_TTL_SECONDS", 30 * 24 * 3600)
 CHANNEL_CHALLENGE_SECONDS = env_int("CHANNEL_CHALLENGE_SECONDS", 0)
+# Live (unrevoked) API keys a user may hold at once.
+API_KEYS_MAX_PER_USER = env_int("API_KEYS_MAX_PER_USER", 20)
 
 # Ed25519 key that signs execution receipts: base64 of the raw 32-byte private key.
 # Generated once into the data directory in development.
@@ -333,6 +335,8 @@ WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 24 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
+        # `Authorization: Bearer <API key>`: scoped, capped keys (marketplace.apikeys).
+        "marketplace.api.auth_keys.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

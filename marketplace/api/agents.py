@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from marketplace import selectors
 from marketplace.api import schema
+from marketplace.api.auth_keys import ANY_KEY, key_scope
 from marketplace.api.common import current_user, page_response, valid
 from marketplace.api.parsers import WasmUploadParser
 from marketplace.api.serializers.agents import (
@@ -31,6 +32,7 @@ REPUTATION_EVENTS_SHOWN = 100
 
 @extend_schema(**schema.AGENTS_LIST)
 @extend_schema(**schema.AGENTS_CREATE)
+@key_scope(GET=ANY_KEY, POST="agents:write")
 @api_view(["GET", "POST"])
 def agents(request: Request) -> Response:
     if request.method == "POST":
@@ -49,6 +51,7 @@ def agents(request: Request) -> Response:
 
 @extend_schema(**schema.AGENT_GET)
 @extend_schema(**schema.AGENT_UPDATE)
+@key_scope(GET=ANY_KEY, PATCH="agents:write")
 @api_view(["GET", "PATCH"])
 def agent(request: Request, slug: str) -> Response:
     if request.method == "PATCH":
@@ -62,6 +65,7 @@ def agent(request: Request, slug: str) -> Response:
 
 
 @extend_schema(**schema.AGENT_BINARY_UPLOAD)
+@key_scope(POST="agents:write")
 @api_view(["POST"])
 @parser_classes([WasmUploadParser])
 @throttle_classes([UploadRateThrottle])
@@ -78,6 +82,7 @@ def agent_binaries(request: Request, slug: str) -> Response:
 
 
 @extend_schema(**schema.AGENT_REPUTATION)
+@key_scope(GET=ANY_KEY)
 @api_view(["GET"])
 def agent_reputation(request: Request, slug: str) -> Response:
     found = selectors.agent_by_slug(slug, missing=AgentNotFound)

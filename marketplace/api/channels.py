@@ -3,6 +3,7 @@ its agent's owner; anybody else gets 404 `not_found`, as for one that never exis
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
@@ -14,6 +15,7 @@ from escrow.channels import channel_close, channel_open, key_register
 from escrow.errors import ChannelNotFound
 from marketplace import selectors
 from marketplace.api import schema
+from marketplace.api.auth_keys import api_key_of, key_scope
 from marketplace.api.common import current_user, page_response, valid
 from marketplace.api.serializers.channels import (
     ChannelOpenSerializer,
@@ -21,6 +23,7 @@ from marketplace.api.serializers.channels import (
     KeyRegisterSerializer,
     KeySerializer,
 )
+from marketplace.apikeys import api_key_channel_open
 from marketplace.errors import AgentUnavailable
 from marketplace.idempotency import idempotent
 from marketplace.models import Agent
@@ -28,6 +31,7 @@ from marketplace.models import Agent
 
 @extend_schema(**schema.CHANNELS_LIST)
 @extend_schema(**schema.CHANNEL_OPEN)
+@key_scope(GET="channels:write", POST="channels:write")
 @api_view(["GET", "POST"])
 def channels(request: Request) -> Response:
     user = current_user(request)
@@ -40,7 +44,10 @@ def channels(request: Request) -> Response:
             # agent takes no new channels, as it takes no new tasks.
             if agent.status != Agent.Status.ACTIVE:
                 raise AgentUnavailable()
-            opened = channel_open(
+            # Opened with an API key, the deposit counts against the key's limits.
+            api_key = api_key_of(request)
+            opener = partial(api_key_channel_open, key=api_key) if api_key else channel_open
+            opened = opener(
                 requester_user_id=user.pk,
                 agent_id=agent.pk,
                 payee_user_id=agent.owner_id,
@@ -55,6 +62,7 @@ def channels(request: Request) -> Response:
 
 
 @extend_schema(**schema.CHANNEL)
+@key_scope(GET="channels:write")
 @api_view(["GET"])
 def channel(request: Request, channel_id: Any) -> Response:
     found = selectors.channel_for(current_user(request), channel_id, missing=ChannelNotFound)
@@ -62,6 +70,7 @@ def channel(request: Request, channel_id: Any) -> Response:
 
 
 @extend_schema(**schema.CHANNEL_CLOSE)
+@key_scope(POST="channels:write")
 @api_view(["POST"])
 def channel_close_view(request: Request, channel_id: Any) -> Response:
     user = current_user(request)
@@ -72,6 +81,7 @@ def channel_close_view(request: Request, channel_id: Any) -> Response:
 
 
 @extend_schema(**schema.KEY_REGISTER)
+@key_scope(GET="channels:write", POST="channels:write")
 @api_view(["POST"])
 def keys(request: Request) -> Response:
     data = valid(KeyRegisterSerializer, request.data)

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from execution.engine.receipts import public_key_info, receipt_verify
 from marketplace import selectors
 from marketplace.api import schema
+from marketplace.api.auth_keys import key_scope
 from marketplace.api.common import current_user, valid
 from marketplace.api.serializers.receipts import (
     PublicKeySerializer,
@@ -28,6 +29,7 @@ from marketplace.exceptions import ReceiptNotReady, TaskNotFound
 
 
 @extend_schema(**schema.TASK_RECEIPT)
+@key_scope(GET="tasks:read")
 @api_view(["GET"])
 def task_receipt(request: Request, task_id: Any) -> Response:
     task = selectors.task_of(current_user(request), task_id, missing=TaskNotFound)

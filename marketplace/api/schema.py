@@ -92,8 +92,10 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERROR_MEANINGS = {
     400: "Invalid input (`validation_error`, `parse_error` or a domain code).",
     401: "No or invalid credentials (`not_authenticated`, `authentication_failed`).",
-    402: "The wallet cannot cover it (`insufficient_funds`).",
-    403: "Not allowed (`permission_denied`, `not_agent_owner`, `funding_unavailable`).",
+    402: "The wallet cannot cover it (`insufficient_funds`), or the API key's spending "
+    "limits cannot (`spend_limit_exceeded`).",
+    403: "Not allowed (`permission_denied`, `not_agent_owner`, `funding_unavailable`; with an "
+    "API key, `scope_required` or `agent_not_allowed`).",
     404: "No such object, or not yours (`not_found`, `task_not_found`, `agent_not_found`).",
     409: "Conflicts with the current state or with an earlier use of the Idempotency-Key.",
     413: "Too large (`request_too_large`, `input_too_large`, `wasm_too_large`).",

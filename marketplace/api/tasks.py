@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from marketplace import selectors
 from marketplace.api import schema
+from marketplace.api.auth_keys import api_key_of, key_scope
 from marketplace.api.common import current_user, page_response, valid
 from marketplace.api.serializers.tasks import (
     TaskQuerySerializer,
@@ -25,6 +26,7 @@ from marketplace.services import task_cancel, task_submit
 
 @extend_schema(**schema.TASKS_LIST)
 @extend_schema(**schema.TASK_SUBMIT)
+@key_scope(GET="tasks:read", POST="tasks:write")
 @api_view(["GET", "POST"])
 def tasks(request: Request) -> Response:
     user = current_user(request)
@@ -34,7 +36,9 @@ def tasks(request: Request) -> Response:
             data = valid(TaskSubmitSerializer, request.data)
             if "channel" in data:
                 data["channel"] = str(data["channel"])
-            submitted = task_submit(requester=user, idempotency_key=key, **data)
+            submitted = task_submit(
+                requester=user, idempotency_key=key, api_key=api_key_of(request), **data
+            )
             task = selectors.task_of(user, submitted.pk, missing=TaskNotFound)
             return Response(TaskSerializer(task).data, status=201)
 
@@ -47,6 +51,7 @@ def tasks(request: Request) -> Response:
 
 
 @extend_schema(**schema.TASK)
+@key_scope(GET="tasks:read")
 @api_view(["GET"])
 def task(request: Request, task_id: Any) -> Response:
     found = selectors.task_of(current_user(request), task_id, missing=TaskNotFound)
@@ -54,6 +59,7 @@ def task(request: Request, task_id: Any) -> Response:
 
 
 @extend_schema(**schema.TASK_CANCEL)
+@key_scope(POST="tasks:write")
 @api_view(["POST"])
 def task_cancel_view(request: Request, task_id: Any) -> Response:
     user = current_user(request)

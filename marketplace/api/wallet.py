@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from escrow.services import deposit_create
 from marketplace import selectors
 from marketplace.api import schema
+from marketplace.api.auth_keys import key_scope
 from marketplace.api.common import current_user, page_response, valid
 from marketplace.api.serializers.wallet import (
     DepositRequestSerializer,
@@ -22,6 +23,7 @@ from marketplace.idempotency import idempotent
 
 
 @extend_schema(**schema.WALLET)
+@key_scope(GET="wallet:read")
 @api_view(["GET"])
 def wallet(request: Request) -> Response:
     return Response(WalletSerializer(selectors.wallet_summary(current_user(request))).data)
@@ -43,6 +45,7 @@ def deposits(request: Request) -> Response:
 
 
 @extend_schema(**schema.TRANSFERS)
+@key_scope(GET="wallet:read")
 @api_view(["GET"])
 def transfers(request: Request) -> Response:
     query = valid(TransferQuerySerializer, request.query_params)

@@ -27,6 +27,7 @@ from marketplace.selectors.agents import (
     agents_of,
     owner_earnings,
 )
+from marketplace.selectors.apikeys import api_key_charges, api_key_for, api_keys_of
 from marketplace.selectors.channels import (
     channel_available,
     channel_for,
@@ -76,6 +77,9 @@ __all__ = [
     "agent_stats",
     "agents_annotated",
     "agents_of",
+    "api_key_charges",
+    "api_key_for",
+    "api_keys_of",
     "channel_available",
     "channel_for",
     "channel_vouchers",

@@ -23,7 +23,8 @@ from escrow.models import Account, Escrow, PaymentChannel, RequesterKey, Transfe
 from escrow.services import deposit_create
 from execution.models import Receipt
 from execution.services import Execution, task_claim, task_settle
-from marketplace.models import Agent, AgentBinary, IdempotencyRecord, Task
+from marketplace.apikeys import api_key_create
+from marketplace.models import Agent, AgentBinary, ApiKey, IdempotencyRecord, Task
 from marketplace.services import task_submit
 from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
 from marketplace.webhooks.outbox import webhook_create
@@ -44,6 +45,7 @@ class World:
     queued: Task
     settled: Task
     channel: PaymentChannel
+    api_key: ApiKey
     webhook: WebhookEndpoint
 
 
@@ -150,6 +152,14 @@ MATRIX: dict[str, ObjectEndpoint | CollectionEndpoint] = {
         owner=allowed({"OPTIONS": 200, "POST": 200}),
         other=allowed({"OPTIONS": 200, "POST": 404}),
     ),
+    # API keys are managed by their user alone (and never with a key: test_keys_scopes).
+    "api:api-keys": CollectionEndpoint(),
+    "api:api-key": ObjectEndpoint(
+        kwargs=lambda w: {"key_id": w.api_key.pk},
+        owner=allowed({**READ_ONLY, "PATCH": 200, "DELETE": 204}),
+        other=allowed({"GET": 404, "OPTIONS": 200, "PATCH": 404, "DELETE": 404}),
+        bodies={"PATCH": lambda: {"name": "Renamed"}},
+    ),
     "api:register": CollectionEndpoint(
         public=True, anonymous=allowed({"OPTIONS": 200, "POST": 400})
     ),
@@ -219,6 +229,7 @@ def world(alice, bob, charlie) -> World:
     )
     for user in (alice, bob, charlie):
         Token.objects.get_or_create(user=user)
+    api_key, _ = api_key_create(user=alice, name="robot", scopes=["tasks:read"])
     return World(
         alice=alice,
         charlie=charlie,
@@ -226,6 +237,7 @@ def world(alice, bob, charlie) -> World:
         queued=queued,
         settled=settled,
         channel=channel,
+        api_key=api_key,
         webhook=webhook_create(owner=alice, url="http://127.0.0.1:9/", events=["task.failed"]),
     )
 
@@ -247,6 +259,7 @@ def state() -> dict[str, Any]:
         "idempotency": list(IdempotencyRecord.objects.order_by("pk").values_list("pk")),
         "channels": list(PaymentChannel.objects.order_by("pk").values()),
         "vouchers": list(Voucher.objects.order_by("pk").values_list("pk")),
+        "api_keys": list(ApiKey.objects.order_by("pk").values()),
         "keys": list(RequesterKey.objects.order_by("pk").values_list("pk")),
         "webhooks": list(WebhookEndpoint.objects.order_by("pk").values()),
         "webhook_events": list(WebhookDelivery.objects.order_by("pk").values_list("pk")),
