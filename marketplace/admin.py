@@ -140,5 +140,8 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
         return False
 
 
+# API keys have an admin module of their own; importing it registers it.
+from marketplace import apikey_admin  # noqa: E402, F401
+
 # Webhooks have an admin module of their own; importing it registers it.
 from marketplace.webhooks import admin as webhooks_admin  # noqa: E402, F401

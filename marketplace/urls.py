@@ -5,6 +5,7 @@ from django.urls import include, path
 from execution.health import healthz
 from marketplace.views import (
     agents,
+    apikeys,
     auth,
     channels,
     dashboard,
@@ -57,6 +58,8 @@ urlpatterns = [
     path("channels/", channels.channel_list, name="channel-list"),
     path("channels/<uuid:channel_id>/", channels.channel_detail, name="channel-detail"),
     path("channels/<uuid:channel_id>/close/", channels.channel_close_view, name="channel-close"),
+    path("api-keys/", apikeys.api_key_list, name="api-key-list"),
+    path("api-keys/<int:key_id>/revoke/", apikeys.api_key_revoke_view, name="api-key-revoke"),
     path("webhooks/", webhooks.webhook_list, name="webhook-list"),
     path("webhooks/<uuid:webhook_id>/", webhooks.webhook_detail, name="webhook-detail"),
     path("webhooks/<uuid:webhook_id>/ping/", webhooks.webhook_ping_view, name="webhook-ping"),
