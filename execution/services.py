@@ -24,6 +24,7 @@ from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escro
 from execution.engine import outputs, sandbox
 from execution.engine.receipts import receipt_sign
 from execution.models import Receipt
+from execution.scoring import task_outcome
 from marketplace.apikeys import api_key_give_back
 from marketplace.binaries import binary_read
 from marketplace.errors import TaskStateConflict
@@ -32,22 +33,10 @@ from marketplace.quotes import fuel_sample_record
 from marketplace.services import task_cancel, task_enqueue
 from marketplace.webhooks.outbox import webhook_event_record
 from reputation.models import AgentReputation
-from reputation.policies import Outcome, OutcomeKind
 from reputation.services import reputation_apply
 
 log = logging.getLogger(__name__)
 Reason = Task.FailureReason
-
-# Failures the agent caused cost it reputation; the platform's and the requester's don't.
-AGENT_FAULTS = {
-    Reason.OUT_OF_FUEL,
-    Reason.TIMEOUT,
-    Reason.MEMORY_LIMIT,
-    Reason.TRAP,
-    Reason.EXIT_NONZERO,
-    Reason.OUTPUT_TOO_LARGE,
-    Reason.INVALID_OUTPUT,
-}
 
 
 @dataclass(frozen=True)
@@ -264,22 +253,13 @@ def task_settle(*, task_id: Any, attempt: int, execution: Execution) -> bool:
     if channel_id is not None:
         # One channel row changes; the money moves when the channel settles.
         channel = channel_finish_task(channel_id=channel_id, budget=task.budget, cost=cost, fee=fee)
-    if succeeded:
-        kind = OutcomeKind.SUCCESS
-    elif execution.reason in AGENT_FAULTS:
-        kind = OutcomeKind.FAILURE
-    else:
-        kind = OutcomeKind.NEUTRAL
+    # The fuel judged is what the run got (the budget may have capped the task's limit).
+    fuel = execution.fuel_limit or affordable_fuel(task)
     event = reputation_apply(
         agent_id=task.agent_id,
         task_id=task.pk,
-        outcome=Outcome(
-            kind,
-            reason=execution.reason,
-            fuel_used=execution.fuel_used,
-            fuel_limit=execution.fuel_limit or task.fuel_limit,
-            elapsed_ms=execution.elapsed_ms,
-        ),
+        requester_id=task.requester_id,
+        outcome=task_outcome(task, execution, cost=cost, fuel=fuel),
     )
     signed = receipt_sign(
         {

@@ -8,6 +8,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.deconstruct import deconstructible
 
 # Slugs that are page names under /agents/.
 RESERVED_SLUGS = frozenset({"new"})
@@ -22,6 +23,38 @@ TAGS_VALIDATOR = RegexValidator(
     r"^([a-z0-9][a-z0-9-]{0,31})( [a-z0-9][a-z0-9-]{0,31})*$|^$",
     "Tags are lowercase words (letters, digits, hyphens) separated by spaces.",
 )
+
+
+@deconstructible
+class WithinPlatformMaximum:
+    """A positive limit no larger than the platform's maximum, read from settings when
+    checked (so migrations do not depend on the environment they were made in)."""
+
+    def __init__(self, setting: str) -> None:
+        self.setting = setting
+
+    def __call__(self, value: int) -> None:
+        maximum = getattr(settings, self.setting)
+        if value is None or value < 1 or value > maximum:
+            raise ValidationError(f"Between 1 and {maximum:,}.", code="limit")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WithinPlatformMaximum) and other.setting == self.setting
+
+    def __hash__(self) -> int:
+        return hash(self.setting)
+
+
+def default_fuel() -> int:
+    return settings.TASK_DEFAULT_FUEL
+
+
+def default_memory_mb() -> int:
+    return settings.TASK_DEFAULT_MEMORY_MB
+
+
+def default_timeout_ms() -> int:
+    return settings.TASK_DEFAULT_TIMEOUT_MS
 
 
 class Agent(models.Model):
@@ -42,6 +75,17 @@ class Agent(models.Model):
         "AgentBinary", models.SET_NULL, null=True, blank=True, related_name="+"
     )
     output_schema = models.JSONField(null=True, blank=True)
+    # The limits the owner says the agent needs: a task that names none runs with these,
+    # and a resource failure counts against the agent only at or above them (SPEC §13).
+    recommended_fuel = models.BigIntegerField(
+        default=default_fuel, validators=[WithinPlatformMaximum("TASK_MAX_FUEL")]
+    )
+    recommended_memory_mb = models.PositiveIntegerField(
+        default=default_memory_mb, validators=[WithinPlatformMaximum("TASK_MAX_MEMORY_MB")]
+    )
+    recommended_timeout_ms = models.PositiveIntegerField(
+        default=default_timeout_ms, validators=[WithinPlatformMaximum("TASK_MAX_TIMEOUT_MS")]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -49,6 +93,14 @@ class Agent(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(base_fee__gte=0), name="agent_base_fee_gte_0"),
             models.CheckConstraint(condition=Q(fuel_price__gte=0), name="agent_fuel_price_gte_0"),
+            models.CheckConstraint(
+                condition=Q(
+                    recommended_fuel__gt=0,
+                    recommended_memory_mb__gt=0,
+                    recommended_timeout_ms__gt=0,
+                ),
+                name="agent_recommended_limits_gt_0",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -57,6 +109,14 @@ class Agent(models.Model):
     @property
     def tag_list(self) -> list[str]:
         return self.tags.split() if self.tags else []
+
+    def recommended_limits(self) -> dict[str, int]:
+        """The limits a task runs with when it names none, within today's platform maxima."""
+        return {
+            "fuel_limit": min(self.recommended_fuel, settings.TASK_MAX_FUEL),
+            "memory_limit_mb": min(self.recommended_memory_mb, settings.TASK_MAX_MEMORY_MB),
+            "timeout_ms": min(self.recommended_timeout_ms, settings.TASK_MAX_TIMEOUT_MS),
+        }
 
 
 class AgentBinary(models.Model):
@@ -125,6 +185,13 @@ class Task(models.Model):
     )
     output_schema = models.JSONField(null=True, blank=True)
     payment = models.CharField(max_length=16, choices=Payment.choices, default=Payment.ESCROW)
+    # Pinned at submission for the reputation verdict, so that a later edit of the agent
+    # cannot change it: the agent's recommended limits then (None: the task predates them),
+    # and whether the output schema was the requester's own rather than the agent's.
+    recommended_fuel = models.BigIntegerField(null=True, blank=True)
+    recommended_memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    recommended_timeout_ms = models.PositiveIntegerField(null=True, blank=True)
+    requester_schema = models.BooleanField(default=False)
     # The API key that submitted it, if any: settling or cancelling gives back to that key.
     api_key = models.ForeignKey(
         "marketplace.ApiKey", models.SET_NULL, null=True, blank=True, related_name="tasks"

@@ -47,7 +47,20 @@ def agent_create(
     description: str = "",
     tags: list[str] | None = None,
     output_schema: dict | None = None,
+    recommended_fuel: int | None = None,
+    recommended_memory_mb: int | None = None,
+    recommended_timeout_ms: int | None = None,
 ) -> Agent:
+    # A limit the owner does not name is the platform's default.
+    recommended = {
+        name: value
+        for name, value in (
+            ("recommended_fuel", recommended_fuel),
+            ("recommended_memory_mb", recommended_memory_mb),
+            ("recommended_timeout_ms", recommended_timeout_ms),
+        )
+        if value is not None
+    }
     output_schema_check(output_schema)
     with transaction.atomic():
         agent = Agent(
@@ -59,6 +72,7 @@ def agent_create(
             base_fee=base_fee,
             fuel_price=fuel_price,
             output_schema=output_schema,
+            **recommended,
         )
         agent.full_clean(exclude=["current_binary"])
         agent.save()
@@ -85,9 +99,9 @@ def task_enqueue(*, task_id: Any) -> None:
     transaction.on_commit(send)
 
 
-def _limit(name: str, value: int | None, default: int, maximum: int) -> int:
+def _limit(name: str, value: int | None, maximum: int) -> int | None:
     if value is None:
-        return default
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise LimitExceeded(
             f"{name} must be a positive integer.", fields={name: ["positive integer"]}
@@ -138,19 +152,10 @@ def task_submit(
         raise InputTooLarge(
             f"The input is {size} bytes; the limit is {settings.TASK_MAX_INPUT_BYTES}."
         )
-    limits = {
-        "fuel_limit": _limit(
-            "fuel_limit", fuel_limit, settings.TASK_DEFAULT_FUEL, settings.TASK_MAX_FUEL
-        ),
-        "memory_limit_mb": _limit(
-            "memory_limit_mb",
-            memory_limit_mb,
-            settings.TASK_DEFAULT_MEMORY_MB,
-            settings.TASK_MAX_MEMORY_MB,
-        ),
-        "timeout_ms": _limit(
-            "timeout_ms", timeout_ms, settings.TASK_DEFAULT_TIMEOUT_MS, settings.TASK_MAX_TIMEOUT_MS
-        ),
+    named = {
+        "fuel_limit": _limit("fuel_limit", fuel_limit, settings.TASK_MAX_FUEL),
+        "memory_limit_mb": _limit("memory_limit_mb", memory_limit_mb, settings.TASK_MAX_MEMORY_MB),
+        "timeout_ms": _limit("timeout_ms", timeout_ms, settings.TASK_MAX_TIMEOUT_MS),
     }
     threshold = Decimal(
         str(min_reputation if min_reputation is not None else settings.DEFAULT_MIN_REPUTATION)
@@ -179,6 +184,16 @@ def task_submit(
             f"({agent.base_fee} µCR) plus some fuel.",
             fields={"budget": [f"at least {least}"]},
         )
+    # A limit the task does not name is the agent's recommended one (SPEC §13). The
+    # recommendation and the schema's author are pinned for the reputation verdict.
+    recommended = agent.recommended_limits()
+    limits = {name: named[name] or recommended[name] for name in named}
+    pinned = {
+        "recommended_fuel": recommended["fuel_limit"],
+        "recommended_memory_mb": recommended["memory_limit_mb"],
+        "recommended_timeout_ms": recommended["timeout_ms"],
+        "requester_schema": output_schema is not None and output_schema != agent.output_schema,
+    }
     now = timezone.now()
     try:
         # A concurrent twin with the same key waits on the unique index, then fails here.
@@ -198,6 +213,7 @@ def task_submit(
                 api_key=api_key,
                 status=Task.Status.PENDING_FUNDING,
                 **limits,
+                **pinned,
             )
     except IntegrityError:
         if idempotency_key is None:
@@ -295,11 +311,22 @@ def user_token(*, user: User) -> str:
     return token.key
 
 
-AGENT_EDITABLE_FIELDS = ("name", "description", "tags", "base_fee", "fuel_price", "output_schema")
+AGENT_EDITABLE_FIELDS = (
+    "name",
+    "description",
+    "tags",
+    "base_fee",
+    "fuel_price",
+    "output_schema",
+    "recommended_fuel",
+    "recommended_memory_mb",
+    "recommended_timeout_ms",
+)
 
 
 def agent_update(*, agent: Agent, **changes: Any) -> Agent:
-    """Change an agent's listing or prices. Tasks already submitted keep the price they pinned."""
+    """Change an agent's listing, prices or recommended limits. Tasks already submitted keep
+    the price and the recommendation they pinned."""
     unknown = set(changes) - set(AGENT_EDITABLE_FIELDS)
     if unknown:
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -253,6 +254,19 @@ RECEIPT_SIGNING_KEY = env_optional("RECEIPT_SIGNING_KEY")
 # --- Reputation ----------------------------------------------------------------------
 REPUTATION_POLICY = env_str("REPUTATION_POLICY", "reputation.policies.DefaultPolicy")
 DEFAULT_MIN_REPUTATION = "30.0"
+# One requester moves an agent's score by at most this many points per UTC day, up and down
+# together (SPEC §13); what a requester sends beyond it is recorded but not scored.
+try:
+    REPUTATION_DAILY_CAP_PER_REQUESTER = Decimal(
+        env_str("REPUTATION_DAILY_CAP_PER_REQUESTER", "5.0")
+    )
+except InvalidOperation:
+    raise ImproperlyConfigured("REPUTATION_DAILY_CAP_PER_REQUESTER must be a number") from None
+if not (
+    REPUTATION_DAILY_CAP_PER_REQUESTER.is_finite()
+    and Decimal("0.0001") <= REPUTATION_DAILY_CAP_PER_REQUESTER <= 1000
+):
+    raise ImproperlyConfigured("REPUTATION_DAILY_CAP_PER_REQUESTER must be in [0.0001, 1000]")
 
 # --- Task limits (defaults and maxima) -----------------------------------------------
 TASK_DEFAULT_FUEL = env_int("TASK_DEFAULT_FUEL", 1_000_000_000)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -12,6 +13,15 @@ def score_field(**options) -> models.DecimalField:
     return models.DecimalField(max_digits=7, decimal_places=4, **options)
 
 
+def weight_field(**options) -> models.DecimalField:
+    """A share of an outcome, in [0, 1], to 8 places: a capped event counts only in part."""
+    return models.DecimalField(max_digits=9, decimal_places=8, **options)
+
+
+def evidence_field(**options) -> models.DecimalField:
+    return models.DecimalField(max_digits=20, decimal_places=8, default=0, **options)
+
+
 class AgentReputation(models.Model):
     agent = models.OneToOneField(
         "marketplace.Agent", models.PROTECT, primary_key=True, related_name="reputation"
@@ -20,13 +30,23 @@ class AgentReputation(models.Model):
     successes = models.PositiveIntegerField(default=0)
     failures = models.PositiveIntegerField(default=0)
     neutral = models.PositiveIntegerField(default=0)
+    # Successes and failures weighted by the share of each that counted (an event cut short
+    # by a requester's daily cap counts in part); the Beta policy scores from these.
+    evidence_successes = evidence_field()
+    evidence_failures = evidence_field()
+    # Distinct requesters with at least one scored (not neutral) event: what the score rests on.
+    requesters = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
             models.CheckConstraint(
                 condition=Q(score__gte=0, score__lte=100), name="reputation_score_in_range"
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(evidence_successes__gte=0, evidence_failures__gte=0),
+                name="reputation_evidence_gte_0",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -34,20 +54,43 @@ class AgentReputation(models.Model):
 
 
 class ReputationEvent(models.Model):
-    """Append-only: one per settled task. Carries what the policy needs to be replayed."""
+    """Append-only: one per settled task. Carries what the policy and the daily cap need to be
+    replayed: the outcome, who asked for the task, the UTC day and the cap in force."""
 
     class Outcome(models.TextChoices):
         SUCCESS = "success"
         FAILURE = "failure"
         NEUTRAL = "neutral"
 
+    class NeutralReason(models.TextChoices):
+        """Why a neutral event was not scored. Events older than these reasons have none."""
+
+        PLATFORM = "platform", "the platform failed"
+        VALIDATION = "validation", "the task failed its checks"
+        REQUESTER_LIMITS = "requester_limits", "below the agent's recommended limits"
+        REQUESTER_SCHEMA = "requester_schema", "the requester's own output schema"
+        SELF_DEALING = "self_dealing", "the requester owns the agent"
+        ZERO_COST = "zero_cost", "the run cost nothing"
+        DAILY_CAP = "daily_cap", "the requester's daily cap was used up"
+
     agent = models.ForeignKey("marketplace.Agent", models.PROTECT, related_name="reputation_events")
     task = models.OneToOneField(
         "marketplace.Task", models.PROTECT, null=True, blank=True, related_name="reputation_event"
     )
+    # Who asked for the task; None for events no requester caused (they are never capped).
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+"
+    )
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     reason = models.CharField(max_length=32, blank=True)
+    neutral_reason = models.CharField(max_length=32, choices=NeutralReason.choices, blank=True)
     policy = models.CharField(max_length=200)
+    # The UTC day the event was scored on, and the points one requester could move the agent
+    # by that day (None: no cap, as for events older than the cap).
+    settled_on = models.DateField(null=True, blank=True)
+    daily_cap = score_field(null=True, blank=True)
+    # The share of the outcome that counted: 1, less when the cap cut it short, 0 if neutral.
+    weight = weight_field(default=1)
     fuel_used = models.BigIntegerField(default=0)
     fuel_limit = models.BigIntegerField(default=0)
     elapsed_ms = models.PositiveIntegerField(default=0)
@@ -61,6 +104,19 @@ class ReputationEvent(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(score_after__gte=0, score_after__lte=100), name="event_score_in_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(outcome="neutral") | Q(neutral_reason=""),
+                name="event_neutral_reason_only_if_neutral",
+            ),
+            models.CheckConstraint(
+                condition=Q(weight__gte=0, weight__lte=1), name="event_weight_in_range"
+            ),
+        ]
+        indexes = [
+            # The daily cap sums a requester's moves of an agent on one day.
+            models.Index(
+                fields=["agent", "requester", "settled_on"], name="event_requester_day_idx"
             ),
         ]
 

@@ -40,7 +40,7 @@ from marketplace.errors import (
     TaskStateConflict,
 )
 from marketplace.models import Agent, Task
-from marketplace.services import task_cancel, task_submit
+from marketplace.services import agent_update, task_cancel, task_submit
 from reputation.models import AgentReputation, ReputationEvent
 from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory
 
@@ -232,6 +232,8 @@ def test_cost_never_exceeds_the_budget(requester, agent):
 def test_every_failure_refunds_everything_with_the_right_penalty(
     requester, agent, bob, reason, penalty
 ):
+    # The budget buys the fuel the agent recommends, so running out of it is the agent's doing.
+    agent_update(agent=agent, recommended_fuel=100_000_000)
     task = submit(requester, agent, budget=300_000)
     attempt = claimed(task)
     task_settle(task_id=task.pk, attempt=attempt, execution=Execution(reason=reason, fuel_used=999))

@@ -94,14 +94,18 @@ def test_a_task_runs_and_settles_through_a_real_worker(people, tmp_path):
 def test_every_failure_refunds_in_full_with_the_right_penalty(people):
     alice, bob = people
     schema = {"type": "object"}
+    # Each agent is held to what it declares: the limits it recommends, its own schema.
+    spin_fuel = agent_with(bob, "spin-fuel", wasm.SPIN, recommended_fuel=5_000_000)
+    spin_clock = agent_with(bob, "spin-clock", wasm.SPIN, recommended_timeout_ms=300)
+    bomb = agent_with(bob, "bomb", wasm.MEMORY_BOMB, recommended_memory_mb=4)
     cases: dict[str, tuple[Agent, dict[str, Any]]] = {
-        "out_of_fuel": (agent_with(bob, "spin-fuel", wasm.SPIN), {"fuel_limit": 5_000_000}),
-        "timeout": (agent_with(bob, "spin-clock", wasm.SPIN), {"timeout_ms": 300}),
-        "memory_limit": (agent_with(bob, "bomb", wasm.MEMORY_BOMB), {"memory_limit_mb": 4}),
+        "out_of_fuel": (spin_fuel, {"fuel_limit": 5_000_000}),
+        "timeout": (spin_clock, {}),
+        "memory_limit": (bomb, {"memory_limit_mb": 4}),
         "trap": (agent_with(bob, "trap", wasm.TRAP), {}),
         "exit_nonzero": (agent_with(bob, "exit", wasm.EXIT_3), {}),
         "output_too_large": (agent_with(bob, "flood", wasm.FLOOD), {}),
-        "invalid_output": (agent_with(bob, "prose", wasm.NOT_JSON), {"output_schema": schema}),
+        "invalid_output": (agent_with(bob, "prose", wasm.NOT_JSON, output_schema=schema), {}),
         "validation_failed": (agent_with(bob, "shunned", wasm.TRAP), {"min_reputation": "99"}),
         "platform_error": (agent_with(bob, "lost", wasm.busy(7)), {}),
     }

@@ -102,16 +102,18 @@ CHANNEL_TASKS = [
     SampleTask("sentiment", "The delivery was late and the box was damaged.", 100_000),
 ]
 
-# Run in this order; the primes agent gets a curve with ups and downs.
+# Run in this order; the primes agent gets a curve with ups and downs. One requester moves an
+# agent by at most REPUTATION_DAILY_CAP_PER_REQUESTER points a day: the later runs show as
+# not scored (`daily_cap`), and the one out of fuel under a low limit as `requester_limits`.
 SAMPLE_TASKS = [
     SampleTask("echo", "Hello, Agent Exchange!", 100_000),
     SampleTask("primes", "1000", 500_000),
+    SampleTask("primes", "ten thousand", 500_000),  # not a number: the agent exits 2
     SampleTask(
         "wordcount", "The quick brown fox jumps over the lazy dog.\nThen it slept.", 200_000
     ),
     SampleTask("primes", "1000000", 1_000_000),
     SampleTask("sentiment", "I love this great product, it works wonderfully.", 200_000),
-    SampleTask("primes", "ten thousand", 500_000),  # not a number: the agent exits 2
     SampleTask("primes", "100000", 500_000),
     SampleTask("sentiment", "Terrible support and an awful, broken update.", 200_000),
     SampleTask("primes", "10000000", 5_000_000),
