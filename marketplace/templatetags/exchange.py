@@ -137,6 +137,9 @@ LEDGER_LABELS = {
     "channel_payout": "Earned through a channel",
     "channel_fee": "Channel platform fee",
     "channel_refund": "Channel refund",
+    "withdrawal": "Withdrawal (paying out)",
+    "withdrawal_payout": "Withdrawal paid out",
+    "withdrawal_return": "Withdrawal returned",
 }
 
 

@@ -35,6 +35,9 @@ from marketplace.withdrawals import (
 )
 
 HISTORY_SIZE = 10
+# Tells the wallet page (listening on its panel) that the balances changed.
+CHANGED_HEADER = "HX-Trigger"
+CHANGED_EVENT = "wallet-changed"
 
 
 class WithdrawForm(IdempotentForm):
@@ -83,7 +86,15 @@ def withdrawals(request: HtmxHttpRequest) -> HttpResponseBase:
                 messages.success(request, f"Withdrawing {format_credits(amount)}.")
                 if not request.htmx:
                     return redirect("wallet")
-                form = WithdrawForm()
+                # The balances above change too: the wallet panel reloads itself.
+                response = render_page(
+                    request,
+                    "withdrawals/section.html",
+                    _context(request, WithdrawForm()),
+                    fragment="section",
+                )
+                response[CHANGED_HEADER] = CHANGED_EVENT
+                return response
         elif not request.htmx:
             return redirect("wallet")
     return render_page(
@@ -112,16 +123,18 @@ def withdrawal_row(request: HtmxHttpRequest, withdrawal_id: int) -> HttpResponse
 @require_POST
 @login_required
 def withdrawal_cancel(request: HtmxHttpRequest, withdrawal_id: int) -> HttpResponseBase:
+    changed = False
     try:
         withdrawal_cancel_request(user=user_of(request), withdrawal_id=withdrawal_id)
         messages.success(request, "Withdrawal cancelled; the credits are back in your wallet.")
+        changed = True
     except DomainError as exc:
         messages.error(request, exc.message)
-    if request.htmx:
-        return render_page(
-            request,
-            "withdrawals/section.html",
-            _context(request, WithdrawForm()),
-            fragment="section",
-        )
-    return redirect("wallet")
+    if not request.htmx:
+        return redirect("wallet")
+    response = render_page(
+        request, "withdrawals/section.html", _context(request, WithdrawForm()), fragment="section"
+    )
+    if changed:
+        response[CHANGED_HEADER] = CHANGED_EVENT
+    return response

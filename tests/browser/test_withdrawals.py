@@ -31,10 +31,12 @@ def test_an_owner_withdraws_and_sees_it_paid_without_a_reload(screen: Screen, de
 
     status = page.get_by_test_id("withdrawal-status").first
     expect(status).to_have_text("pending")
+    expect(page.get_by_test_id("balance")).to_have_text("7.000000 CR")
     page.evaluate("window.__not_reloaded = true")
     screen.shot("withdrawals-01-pending")
     with Cluster() as cluster:
         expect(status).to_have_text("paid", timeout=30_000)
         assert Withdrawal.objects.get().status == "paid", cluster.output()
+    expect(page.locator("#ledger")).to_contain_text("Withdrawal (paying out)")
     assert page.evaluate("window.__not_reloaded") is True
     screen.shot("withdrawals-02-paid")

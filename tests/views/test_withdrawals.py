@@ -37,6 +37,7 @@ def test_withdrawing_in_credits_takes_the_money_and_shows_a_polling_pending_row(
     body = response.content.decode()
     row = reverse("withdrawal-row", args=[withdrawal.pk])
     assert f'hx-get="{row}"' in body and 'data-status="pending"' in body
+    assert response["HX-Trigger"] == "wallet-changed"  # the balances reload
     # The same rendered form again is the same withdrawal.
     as_alice.post(SECTION, {"amount": "2.5", "idempotency_key": "form-key-1-0123456789abcdef"}, **HTMX)
     assert Withdrawal.objects.count() == 1
