@@ -357,3 +357,21 @@ def test_paid_and_failed_withdrawals_are_webhook_events_with_the_withdrawal(rich
     ]
     data = event_data("withdrawal.paid", str(paid.pk))["withdrawal"]
     assert (data["id"], data["amount"], data["status"]) == (paid.pk, CR, "paid")
+
+
+def test_recovery_resends_a_pending_withdrawal_whose_message_was_lost(
+    rich_alice, settings, monkeypatch
+):
+    import marketplace.withdrawals as service
+
+    sent: list[tuple] = []
+    monkeypatch.setattr(service, "async_task", lambda *args, **kwargs: sent.append(args))
+    withdrawal, _ = withdrawal_request(user=rich_alice, amount=CR)  # its message never left
+    settings.FUNDING_RECOVER_AFTER_SECONDS = 3600
+
+    assert funding_recover()["withdrawals_requeued"] == 0  # too young to be lost
+    settings.FUNDING_RECOVER_AFTER_SECONDS = 0
+    assert funding_recover()["withdrawals_requeued"] == 1
+
+    assert sent == [("marketplace.withdrawals.withdrawal_process", withdrawal.pk)]
+    assert withdrawal_process(withdrawal.pk) == "paid"
