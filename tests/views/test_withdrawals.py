@@ -29,7 +29,9 @@ def test_the_wallet_page_loads_the_withdrawals_section(as_alice, rich):
 
 
 def test_withdrawing_in_credits_takes_the_money_and_shows_a_polling_pending_row(as_alice, rich):
-    response = as_alice.post(SECTION, {"amount": "2.5", "idempotency_key": "form-key-1-0123456789abcdef"}, **HTMX)
+    response = as_alice.post(
+        SECTION, {"amount": "2.5", "idempotency_key": "form-key-1-0123456789abcdef"}, **HTMX
+    )
 
     withdrawal = Withdrawal.objects.get()
     assert (withdrawal.amount, withdrawal.status) == (2_500_000, "pending")
@@ -39,12 +41,16 @@ def test_withdrawing_in_credits_takes_the_money_and_shows_a_polling_pending_row(
     assert f'hx-get="{row}"' in body and 'data-status="pending"' in body
     assert response["HX-Trigger"] == "wallet-changed"  # the balances reload
     # The same rendered form again is the same withdrawal.
-    as_alice.post(SECTION, {"amount": "2.5", "idempotency_key": "form-key-1-0123456789abcdef"}, **HTMX)
+    as_alice.post(
+        SECTION, {"amount": "2.5", "idempotency_key": "form-key-1-0123456789abcdef"}, **HTMX
+    )
     assert Withdrawal.objects.count() == 1
 
 
 def test_a_row_polls_until_paid_then_stops(as_alice, rich):
-    as_alice.post(SECTION, {"amount": "1", "idempotency_key": "form-key-2-0123456789abcdef"}, **HTMX)
+    as_alice.post(
+        SECTION, {"amount": "1", "idempotency_key": "form-key-2-0123456789abcdef"}, **HTMX
+    )
     withdrawal = Withdrawal.objects.get()
     row = reverse("withdrawal-row", args=[withdrawal.pk])
 
@@ -58,14 +64,18 @@ def test_a_row_polls_until_paid_then_stops(as_alice, rich):
 
 
 def test_a_withdrawal_beyond_the_balance_is_refused_on_the_form(as_alice, rich):
-    response = as_alice.post(SECTION, {"amount": "11", "idempotency_key": "form-key-3-0123456789abcdef"}, **HTMX)
+    response = as_alice.post(
+        SECTION, {"amount": "11", "idempotency_key": "form-key-3-0123456789abcdef"}, **HTMX
+    )
 
     assert "balance" in response.content.decode().lower()
     assert Withdrawal.objects.count() == 0 and balance(rich) == 10 * CR
 
 
 def test_cancel_puts_a_pending_withdrawal_back_and_others_cannot(as_alice, as_bob, rich):
-    as_alice.post(SECTION, {"amount": "3", "idempotency_key": "form-key-4-0123456789abcdef"}, **HTMX)
+    as_alice.post(
+        SECTION, {"amount": "3", "idempotency_key": "form-key-4-0123456789abcdef"}, **HTMX
+    )
     withdrawal = Withdrawal.objects.get()
     cancel = reverse("withdrawal-cancel", args=[withdrawal.pk])
 
