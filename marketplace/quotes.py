@@ -85,10 +85,9 @@ def scaled_fuel(samples: list[tuple[int, int]], input_bytes: int) -> list[int]:
         slope = max(Fraction(0), covariance / spread)
     scaled = []
     for fuel, size in samples:
-        if slope is not None:
-            per_byte = slope
-        else:  # all the same size: each run's own fuel per byte (none for an empty input)
-            per_byte = Fraction(fuel, size) if size else Fraction(0)
+        # All of one size: each run's own fuel per byte (none for an empty input).
+        own = Fraction(fuel, size) if size else Fraction(0)
+        per_byte = slope if slope is not None else own
         scaled.append(max(0, math.ceil(fuel + per_byte * (input_bytes - size))))
     return scaled
 
