@@ -5,7 +5,18 @@ from __future__ import annotations
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from marketplace.api import agents, apikeys, auth, channels, receipts, tasks, wallet, withdrawals
+from marketplace.api import (
+    agents,
+    apikeys,
+    auth,
+    channels,
+    quotes,
+    receipts,
+    tasks,
+    wallet,
+    webhooks,
+    withdrawals,
+)
 from marketplace.api.common import DocsView
 from marketplace.exceptions import api_not_found
 
@@ -28,6 +39,7 @@ urlpatterns = [
     path("agents/<slug:slug>/", agents.agent, name="agent"),
     path("agents/<slug:slug>/binaries/", agents.agent_binaries, name="agent-binaries"),
     path("agents/<slug:slug>/reputation/", agents.agent_reputation, name="agent-reputation"),
+    path("agents/<slug:slug>/quote/", quotes.agent_quote, name="agent-quote"),
     path("tasks/", tasks.tasks, name="tasks"),
     path("tasks/<uuid:task_id>/", tasks.task, name="task"),
     path("tasks/<uuid:task_id>/cancel/", tasks.task_cancel_view, name="task-cancel"),
@@ -40,6 +52,15 @@ urlpatterns = [
     path("keys/", channels.keys, name="keys"),
     path("api-keys/", apikeys.api_keys, name="api-keys"),
     path("api-keys/<int:key_id>/", apikeys.api_key, name="api-key"),
+    path("webhooks/", webhooks.webhooks, name="webhooks"),
+    path("webhooks/<uuid:webhook_id>/", webhooks.webhook, name="webhook"),
+    path(
+        "webhooks/<uuid:webhook_id>/deliveries/",
+        webhooks.webhook_deliveries,
+        name="webhook-deliveries",
+    ),
+    path("webhooks/<uuid:webhook_id>/ping/", webhooks.webhook_ping_view, name="webhook-ping"),
+    path("webhooks/<uuid:webhook_id>/enable/", webhooks.webhook_enable_view, name="webhook-enable"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", DocsView.as_view(url_name="api:schema"), name="docs"),
     # Last: any other path under the API answers with the JSON error envelope.
