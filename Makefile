@@ -52,7 +52,7 @@ typecheck: venv
 	$(BIN)/mypy .
 
 migrations-check: venv
-	$(BIN)/python manage.py makemigrations --check --dry-run
+	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
 
 # The whole suite on a throwaway PostgreSQL cluster (started and removed here), browser
 # tests included: they drive the system Chromium, installed here when missing…

@@ -38,6 +38,9 @@ def require_postgres() -> None:
 
 require_postgres()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
+# Loaded in development mode (keys generated into the data directory, as the tests do);
+# the measured process then runs with DEBUG off.
+os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 # A queue of this run's own: workers started by a benchmark take only its messages, and
 # the messages of the tasks settled in-process are purged at the end.

@@ -23,6 +23,8 @@ SAMPLE_ECHO = BASE_DIR / "agents" / "dist" / "echo.wasm"
 
 sys.path.insert(0, str(BASE_DIR))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
+# Development mode: the keys are generated into the data directory, as the tests do.
+os.environ.setdefault("DEBUG", "true")
 _CACHE_DIR = tempfile.TemporaryDirectory(prefix="wasm-cache-bench-")  # removed at exit
 os.environ["WASM_CACHE_DIR"] = _CACHE_DIR.name
 

@@ -5,24 +5,22 @@ Per task, the requester sends a voucher signed with their Ed25519 key over exact
 reserves the task's budget; settling the task redeems only its cost — all on the one
 channel row, with no ledger transfer. Closing moves the money once.
 
-Channel rows are locked FOR NO KEY UPDATE: escrows reference channels, and inserting a
-referencing row takes KEY SHARE, which a plain FOR UPDATE would deadlock against.
+The signature is checked before any row is locked (`voucher_verify`), so a flood of forged
+vouchers costs reads and signature checks but never holds a channel. Channel rows are
+locked FOR NO KEY UPDATE: escrows reference channels, and inserting a referencing row takes
+KEY SHARE, which a plain FOR UPDATE would deadlock against.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -34,7 +32,6 @@ from escrow.errors import (
     ChannelNotOpen,
     IdempotencyConflict,
     InvalidAmount,
-    InvalidPublicKey,
     VoucherBadSignature,
     VoucherExceedsDeposit,
     VoucherInsufficient,
@@ -42,7 +39,9 @@ from escrow.errors import (
     VoucherReplayed,
     VoucherStale,
 )
-from escrow.models import Account, PaymentChannel, RequesterKey, Transfer, Voucher
+from escrow.keys import custodial_key, custodial_private_key, voucher_signer
+from escrow.keys import key_register as key_register  # re-exported: callers know it here
+from escrow.models import Account, PaymentChannel, Transfer, Voucher
 from escrow.services import Leg, ledger_post, system_account_id, validate_amount, wallet_id
 
 VOUCHER_DOMAIN = "agent-exchange/voucher/v1"
@@ -89,57 +88,12 @@ def voucher_message(channel_id: Any, nonce: int, cumulative_amount: int) -> byte
     return f"{VOUCHER_DOMAIN}\n{channel_id}\n{nonce}\n{cumulative_amount}".encode()
 
 
-# --- keys ------------------------------------------------------------------------------
-
-
-def _key_id(public: bytes) -> str:
-    return hashlib.sha256(public).hexdigest()[:16]
-
-
-def key_register(*, user_id: int, public_key: Any) -> RequesterKey:
-    """Register a requester's Ed25519 public key (base64 of the raw 32 bytes)."""
-    try:
-        raw = base64.b64decode(public_key, validate=True) if isinstance(public_key, str) else b""
-        Ed25519PublicKey.from_public_bytes(raw)
-    except (binascii.Error, ValueError):
-        raise InvalidPublicKey() from None
-    encoded = base64.b64encode(raw).decode()
-    key, _ = RequesterKey.objects.get_or_create(
-        user_id=user_id, public_key=encoded, defaults={"key_id": _key_id(raw)}
-    )
-    return key
-
-
-def _custody() -> Fernet:
-    material = hashlib.sha256(f"custodial-voucher-keys:{settings.SECRET_KEY}".encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(material))
-
-
-def custodial_key(*, user_id: int) -> RequesterKey:
-    """The key the platform keeps to sign vouchers for this user's browser sessions."""
-    existing = RequesterKey.objects.filter(user_id=user_id).exclude(custodial_secret="").first()
-    if existing is not None:
-        return existing
-    private = Ed25519PrivateKey.generate()
-    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    try:
-        with transaction.atomic():
-            return RequesterKey.objects.create(
-                user_id=user_id,
-                public_key=base64.b64encode(public).decode(),
-                key_id=_key_id(public),
-                custodial_secret=_custody().encrypt(private.private_bytes_raw()).decode(),
-            )
-    except IntegrityError:
-        return RequesterKey.objects.exclude(custodial_secret="").get(user_id=user_id)
+# --- vouchers ----------------------------------------------------------------------------
 
 
 def voucher_sign_custodial(*, user_id: int, channel_id: Any, budget: int) -> SignedVoucher:
     """The next voucher for a browser task: it covers what the channel needs plus `budget`."""
-    key = custodial_key(user_id=user_id)
-    private = Ed25519PrivateKey.from_private_bytes(
-        _custody().decrypt(key.custodial_secret.encode())
-    )
+    private = custodial_private_key(custodial_key(user_id=user_id))
     channel = PaymentChannel.objects.get(pk=channel_id, requester_id=user_id)
     nonce = channel.nonce + 1
     amount = min(channel.deposit, channel.redeemed + channel.reserved + budget)
@@ -147,20 +101,39 @@ def voucher_sign_custodial(*, user_id: int, channel_id: Any, budget: int) -> Sig
     return SignedVoucher(nonce, amount, base64.b64encode(signature).decode())
 
 
-def _signature_verifies(user_id: int, message: bytes, signature: str) -> bool:
+@dataclass(frozen=True)
+class VerifiedVoucher:
+    """A voucher whose signature verified, by one of the requester's live keys, for this
+    channel. Its nonce and amount are still to be checked against the channel."""
+
+    channel_id: Any
+    voucher: SignedVoucher
+
+
+def voucher_verify(*, channel_id: Any, requester_user_id: int, voucher: Any) -> VerifiedVoucher:
+    """Parse the voucher and check its signature, reading without a lock.
+
+    Call it before locking or writing anything: a forged voucher is then refused after a
+    few reads and at most `MAX_REQUESTER_KEYS` + 1 signature checks, with no lock held.
+    The channel's requester never changes, so what is checked here stays true;
+    `channel_reserve` checks the rest under the channel's lock.
+    """
+    parsed = SignedVoucher.parse(voucher)
     try:
-        raw = base64.b64decode(signature, validate=True)
-    except binascii.Error:
-        return False
-    for encoded in RequesterKey.objects.filter(user_id=user_id).values_list(
-        "public_key", flat=True
-    ):
-        try:
-            Ed25519PublicKey.from_public_bytes(base64.b64decode(encoded)).verify(raw, message)
-            return True
-        except (InvalidSignature, ValueError):
-            continue
-    return False
+        found = (
+            PaymentChannel.objects.filter(pk=channel_id, requester_id=requester_user_id)
+            .values_list("pk", flat=True)
+            .first()
+        )
+    except (ValidationError, ValueError):
+        found = None
+    if found is None:
+        raise ChannelNotFound()
+    message = voucher_message(found, parsed.nonce, parsed.cumulative_amount)
+    signer = voucher_signer(user_id=requester_user_id, message=message, signature=parsed.signature)
+    if signer is None:
+        raise VoucherBadSignature()
+    return VerifiedVoucher(channel_id=found, voucher=parsed)
 
 
 # --- lifecycle -----------------------------------------------------------------------------
@@ -238,10 +211,20 @@ def channel_reserve(
     budget: int,
     task_id: Any,
 ) -> PaymentChannel:
-    """Accept the task's voucher and hold its budget. Runs inside the submission."""
-    parsed = SignedVoucher.parse(voucher)
+    """Accept the task's voucher and hold its budget. Runs inside the submission.
+
+    `voucher` is best verified already (`voucher_verify`, before the submission locks
+    anything); a raw one is verified here, still before the channel is locked.
+    """
+    if not isinstance(voucher, VerifiedVoucher):
+        voucher = voucher_verify(
+            channel_id=channel_id, requester_user_id=requester_user_id, voucher=voucher
+        )
+    if voucher.channel_id != uuid.UUID(str(channel_id)):
+        raise ValueError("the voucher was verified for another channel")
+    parsed = voucher.voucher
     with transaction.atomic():
-        channel = _locked(channel_id)
+        channel = _locked(voucher.channel_id)
         if channel.requester_id != requester_user_id:
             raise ChannelNotFound()
         if channel.status != Status.OPEN:
@@ -250,9 +233,6 @@ def channel_reserve(
             raise ChannelExpired()
         if channel.agent_id != agent_id:
             raise ChannelAgentMismatch()
-        message = voucher_message(channel.pk, parsed.nonce, parsed.cumulative_amount)
-        if not _signature_verifies(requester_user_id, message, parsed.signature):
-            raise VoucherBadSignature()
         if parsed.nonce == channel.nonce:
             raise VoucherReplayed()
         if parsed.nonce < channel.nonce:

@@ -71,6 +71,24 @@ class InvalidPublicKey(DomainError):
     default_message = "public_key must be a base64 raw 32-byte Ed25519 public key."
 
 
+class KeyNotFound(DomainError):
+    code = "not_found"
+    status = 404
+    default_message = "No such key."
+
+
+class KeyRevoked(DomainError):
+    code = "key_revoked"
+    status = 409
+    default_message = "This public key was revoked; a revoked key cannot be registered again."
+
+
+class TooManyKeys(DomainError):
+    code = "too_many_keys"
+    status = 409
+    default_message = "You have as many voucher keys as allowed; revoke one first."
+
+
 class VoucherError(DomainError):
     default_message = "The voucher was refused."
 

@@ -9,7 +9,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from escrow.channels import channel_finish_task, channel_reserve, channel_settle_if_due
+from escrow.channels import (
+    channel_finish_task,
+    channel_reserve,
+    channel_settle_if_due,
+    voucher_verify,
+)
 from escrow.errors import IdempotencyConflict, InvalidAmount
 from escrow.models import Escrow
 from escrow.services import escrow_cancel, escrow_create, escrow_fund, escrow_refund, wallet_open
@@ -170,6 +175,11 @@ def task_submit(
         existing = Task.objects.filter(requester=requester, idempotency_key=idempotency_key).first()
         if existing is not None:
             return _same_submission(existing, agent=agent, input=input, budget=budget)
+    if payment == Task.Payment.CHANNEL:
+        # Before any row is written or locked: a forged voucher never holds a lock.
+        voucher = voucher_verify(
+            channel_id=channel, requester_user_id=requester.pk, voucher=voucher
+        )
 
     agent = Agent.objects.get(pk=agent.pk)
     if agent.status != Agent.Status.ACTIVE:

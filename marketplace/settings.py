@@ -6,6 +6,7 @@ which fail loudly on a malformed value instead of silently falling back to a def
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from decimal import Decimal, InvalidOperation
@@ -82,11 +83,10 @@ def database_from_url(url: str) -> dict:
     }
 
 
-# The embedded default is a development setup; production sets DEBUG=false (and SECRET_KEY).
-DEBUG = env_bool("DEBUG", True)
-# Keys generated into the data directory are for development only (fixed here, because the
-# test runner switches DEBUG off at run time).
-GENERATE_DEVELOPMENT_KEYS = DEBUG
+# Production is the default: development mode (generated keys, plain-HTTP cookies, the dev
+# funding provider) needs DEBUG=true, which `make run` and the test settings set. What
+# depends on it is decided here, once: the test runner switches DEBUG off at run time.
+DEBUG = env_bool("DEBUG", False)
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -106,6 +106,26 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
     SECRET_KEY = _development_secret("secret_key", lambda: secrets.token_urlsafe(50))
+
+
+def _key_ring(name: str, filename: str, make) -> list[str]:
+    """Comma-separated keys from the environment, the first one current; in development a
+    single key generated once into the data directory."""
+    ring = env_list(name, [])
+    if ring:
+        return ring
+    if not DEBUG:
+        raise ImproperlyConfigured(f"{name} must be set when DEBUG is off")
+    return [_development_secret(filename, make)]
+
+
+# Fernet keys that encrypt the voucher keys the platform keeps for browser users: the first
+# encrypts, all decrypt (`manage.py rotate_custodial_keys` moves every key to the first).
+CUSTODIAL_KEY_RING = _key_ring(
+    "CUSTODIAL_KEY_RING",
+    "custodial_key_ring",
+    lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -247,9 +267,19 @@ CHANNEL_CHALLENGE_SECONDS = env_int("CHANNEL_CHALLENGE_SECONDS", 0)
 # Live (unrevoked) API keys a user may hold at once.
 API_KEYS_MAX_PER_USER = env_int("API_KEYS_MAX_PER_USER", 20)
 
-# Ed25519 key that signs execution receipts: base64 of the raw 32-byte private key.
-# Generated once into the data directory in development.
-RECEIPT_SIGNING_KEY = env_optional("RECEIPT_SIGNING_KEY")
+# Ed25519 keys that sign execution receipts, base64 of the raw 32-byte private keys: the
+# first signs, all verify (a receipt names its key). RECEIPT_SIGNING_KEY, the older name,
+# holds a single key.
+if env_optional("RECEIPT_SIGNING_KEYS") and env_optional("RECEIPT_SIGNING_KEY"):
+    raise ImproperlyConfigured("set RECEIPT_SIGNING_KEYS or RECEIPT_SIGNING_KEY, not both")
+RECEIPT_SIGNING_KEYS = env_list("RECEIPT_SIGNING_KEY", []) or _key_ring(
+    "RECEIPT_SIGNING_KEYS",
+    "receipt_signing_key",
+    lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+)
+# Voucher keys a requester may have at once (besides the custodial one), which bounds the
+# signature checks one voucher costs.
+MAX_REQUESTER_KEYS = env_int("MAX_REQUESTER_KEYS", 10)
 
 # --- Reputation ----------------------------------------------------------------------
 REPUTATION_POLICY = env_str("REPUTATION_POLICY", "reputation.policies.DefaultPolicy")

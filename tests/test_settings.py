@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import subprocess
@@ -14,8 +15,31 @@ from marketplace.settings import database_from_url, env_bool, env_int
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# What the suite's own environment sets that these runs of the project's settings must not see.
+SUITE_ONLY = (
+    "DATABASE_URL",
+    "DEBUG",
+    "SECRET_KEY",
+    "DJANGO_SETTINGS_MODULE",
+    "CUSTODIAL_KEY_RING",
+    "RECEIPT_SIGNING_KEYS",
+    "RECEIPT_SIGNING_KEY",
+    "DEV_FUNDING_ENABLED",
+)
+
+
+def production_keys() -> dict[str, str]:
+    """The keys production must be given (development generates them)."""
+    return {
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "CUSTODIAL_KEY_RING": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "RECEIPT_SIGNING_KEYS": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+
+
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DEBUG", "SECRET_KEY")}
+    """`manage.py` with the project's settings, the environment `env` and nothing of the suite's."""
+    base = {k: v for k, v in os.environ.items() if k not in SUITE_ONLY}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
@@ -60,7 +84,7 @@ def test_production_settings_pass_the_deploy_check(tmp_path):
         "WARNING",
         env={
             "DEBUG": "false",
-            "SECRET_KEY": secrets.token_urlsafe(50),
+            **production_keys(),
             "ALLOWED_HOSTS": "exchange.example",
             "DATA_DIR": str(tmp_path),
         },
@@ -85,7 +109,7 @@ def test_development_generates_its_secret_key_once_into_the_data_directory(tmp_p
 def test_production_serves_the_collected_static_files(tmp_path):
     env = {
         "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(50),
+        **production_keys(),
         "ALLOWED_HOSTS": "testserver",
         "DATA_DIR": str(tmp_path),
         "SECURE_SSL_REDIRECT": "false",

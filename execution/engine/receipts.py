@@ -1,17 +1,20 @@
 """Execution receipts: canonical JSON signed with the platform's Ed25519 key.
 
 The payload is JSON with sorted keys and no spaces; the signature covers its UTF-8
-bytes. Anyone holding the public key (GET /api/v1/receipts/public-key/) can verify a
-receipt offline.
+bytes. The signing keys form a ring (`RECEIPT_SIGNING_KEYS`): the first signs, and every
+one of them still verifies, so receipts signed before a rotation stay valid. A receipt
+names its key by `key_id` (derived from the public key), and anyone holding the public
+keys (GET /api/v1/receipts/public-keys/) can verify a receipt offline.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
-import os
-from functools import cache
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -25,64 +28,97 @@ def canonical_json(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _load_private_key() -> Ed25519PrivateKey:
-    encoded = settings.RECEIPT_SIGNING_KEY
-    if not encoded:
-        if not settings.GENERATE_DEVELOPMENT_KEYS:
-            raise ImproperlyConfigured("RECEIPT_SIGNING_KEY must be set when DEBUG is off")
-        path = settings.DATA_DIR / "receipt_signing_key"
-        if not path.exists():
-            raw = Ed25519PrivateKey.generate().private_bytes_raw()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(base64.b64encode(raw).decode())
-        encoded = path.read_text().strip()
-    try:
-        raw = base64.b64decode(encoded, validate=True)
-        return Ed25519PrivateKey.from_private_bytes(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(
-            "RECEIPT_SIGNING_KEY must be a base64 raw 32-byte Ed25519 private key"
-        ) from exc
-
-
-@cache
-def signing_key() -> Ed25519PrivateKey:
-    return _load_private_key()
-
-
-def public_key_bytes() -> bytes:
-    return signing_key().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
 def key_id_for(public: bytes) -> str:
     return hashlib.sha256(public).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class SigningKey:
+    key_id: str
+    private: Ed25519PrivateKey
+    public: bytes
+
+    def info(self) -> dict[str, str]:
+        return {"public_key": base64.b64encode(self.public).decode(), "key_id": self.key_id}
+
+
+def signing_keys() -> tuple[SigningKey, ...]:
+    """The ring, current key first. Built once per configuration (settings may change in tests)."""
+    return _ring(tuple(settings.RECEIPT_SIGNING_KEYS))
+
+
+@lru_cache(maxsize=8)
+def _ring(encoded: tuple[str, ...]) -> tuple[SigningKey, ...]:
+    if not encoded:
+        raise ImproperlyConfigured("RECEIPT_SIGNING_KEYS must hold at least one key")
+    ring: list[SigningKey] = []
+    for position, text in enumerate(encoded, start=1):
+        try:
+            private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise ImproperlyConfigured(
+                f"key {position} of RECEIPT_SIGNING_KEYS is not a base64 raw 32-byte "
+                "Ed25519 private key"
+            ) from None
+        public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        key = SigningKey(key_id_for(public), private, public)
+        if any(other.key_id == key.key_id for other in ring):
+            raise ImproperlyConfigured(f"RECEIPT_SIGNING_KEYS holds key {key.key_id} twice")
+        ring.append(key)
+    return tuple(ring)
+
+
+def signing_key() -> Ed25519PrivateKey:
+    """The current key: the one new receipts are signed with."""
+    return signing_keys()[0].private
+
+
+def public_key_bytes() -> bytes:
+    return signing_keys()[0].public
+
+
 def public_key_info() -> dict[str, str]:
-    public = public_key_bytes()
-    return {"public_key": base64.b64encode(public).decode(), "key_id": key_id_for(public)}
+    """The current key's id and public key."""
+    return signing_keys()[0].info()
+
+
+def public_keys_info() -> list[dict[str, Any]]:
+    """Every key of the ring, current first, each with its id and public key."""
+    return [{**key.info(), "current": index == 0} for index, key in enumerate(signing_keys())]
+
+
+def verifying_key(key_id: Any) -> bytes | None:
+    """The public key of the ring's key `key_id`, or None when the ring has no such key."""
+    for key in signing_keys():
+        if key.key_id == key_id:
+            return key.public
+    return None
 
 
 def receipt_sign(data: dict[str, Any]) -> dict[str, str]:
     payload = canonical_json(data)
-    signature = signing_key().sign(payload.encode())
+    key = signing_keys()[0]
     return {
         "payload": payload,
-        "signature": base64.b64encode(signature).decode(),
-        "key_id": key_id_for(public_key_bytes()),
+        "signature": base64.b64encode(key.private.sign(payload.encode())).decode(),
+        "key_id": key.key_id,
     }
 
 
 def receipt_verify(receipt: Any, *, public_key: bytes | None = None) -> bool:
-    """True only for a well-formed receipt whose signature verifies under the key."""
+    """True only for a well-formed receipt whose signature verifies under its key.
+
+    The key is `public_key` when given (checking it is the one the receipt names), else the
+    ring's key named by the receipt's `key_id`: a receipt from a retired key stays valid as
+    long as its key is in the ring.
+    """
     if not isinstance(receipt, dict):
         return False
     payload, signature = receipt.get("payload"), receipt.get("signature")
     if not isinstance(payload, str) or not isinstance(signature, str):
         return False
-    public = public_key or public_key_bytes()
-    if receipt.get("key_id") != key_id_for(public):
+    public = public_key if public_key is not None else verifying_key(receipt.get("key_id"))
+    if public is None or receipt.get("key_id") != key_id_for(public):
         return False
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(

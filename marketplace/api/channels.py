@@ -1,5 +1,6 @@
 """Payment channels and voucher keys. A channel is seen by the user paying from it and by
-its agent's owner; anybody else gets 404 `not_found`, as for one that never existed."""
+its agent's owner, a key by its user; anybody else gets 404 `not_found`, as for one that
+never existed."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from escrow.channels import channel_close, channel_open, key_register
+from escrow.channels import channel_close, channel_open
 from escrow.errors import ChannelNotFound
+from escrow.keys import key_register, key_revoke, keys_of
 from marketplace import selectors
 from marketplace.api import schema
 from marketplace.api.auth_keys import api_key_of, key_scope
@@ -80,10 +82,22 @@ def channel_close_view(request: Request, channel_id: Any) -> Response:
     return Response(ChannelSerializer(closed).data)
 
 
+@extend_schema(**schema.KEYS_LIST)
 @extend_schema(**schema.KEY_REGISTER)
 @key_scope(GET="channels:write", POST="channels:write")
-@api_view(["POST"])
+@api_view(["GET", "POST"])
 def keys(request: Request) -> Response:
-    data = valid(KeyRegisterSerializer, request.data)
-    key = key_register(user_id=current_user(request).pk, public_key=data["public_key"])
-    return Response(KeySerializer(key).data, status=201)
+    user = current_user(request)
+    if request.method == "POST":
+        data = valid(KeyRegisterSerializer, request.data)
+        key = key_register(user_id=user.pk, public_key=data["public_key"])
+        return Response(KeySerializer(key).data, status=201)
+    return page_response(request, keys_of(user_id=user.pk), KeySerializer)
+
+
+@extend_schema(**schema.KEY_REVOKE)
+@key_scope(DELETE="channels:write")
+@api_view(["DELETE"])
+def key(request: Request, key_pk: int) -> Response:
+    key_revoke(user_id=current_user(request).pk, key_pk=key_pk)
+    return Response(status=204)

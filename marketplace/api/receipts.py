@@ -1,4 +1,4 @@
-"""Execution receipts: a task's signed receipt, the platform's public key, verification.
+"""Execution receipts: a task's signed receipt, the platform's public keys, verification.
 
 The receipt is reached through the task (`task.receipt`, the reverse one-to-one of the
 executor's model), so this app never imports the executor app; only its engine, which
@@ -15,13 +15,14 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from execution.engine.receipts import public_key_info, receipt_verify
+from execution.engine.receipts import public_key_info, public_keys_info, receipt_verify
 from marketplace import selectors
 from marketplace.api import schema
 from marketplace.api.auth_keys import key_scope
 from marketplace.api.common import current_user, valid
 from marketplace.api.serializers.receipts import (
     PublicKeySerializer,
+    PublicKeysSerializer,
     ReceiptSerializer,
     VerificationSerializer,
 )
@@ -46,6 +47,14 @@ def task_receipt(request: Request, task_id: Any) -> Response:
 @permission_classes([AllowAny])
 def public_key(request: Request) -> Response:
     return Response(PublicKeySerializer(public_key_info()).data)
+
+
+@extend_schema(**schema.RECEIPT_PUBLIC_KEYS)
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([AllowAny])
+def public_keys(request: Request) -> Response:
+    return Response(PublicKeysSerializer({"keys": public_keys_info()}).data)
 
 
 @extend_schema(**schema.RECEIPT_VERIFY)

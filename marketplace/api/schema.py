@@ -41,6 +41,7 @@ from marketplace.api.serializers.channels import (
 )
 from marketplace.api.serializers.receipts import (
     PublicKeySerializer,
+    PublicKeysSerializer,
     ReceiptSerializer,
     VerificationSerializer,
 )
@@ -306,6 +307,16 @@ RECEIPT_PUBLIC_KEY: dict[str, Any] = {
     "tags": ["receipts"],
     "responses": {200: PublicKeySerializer},
     "auth": [],
+    "description": "The key that signs new receipts. Older receipts may name another key of "
+    "the ring: see `receipts/public-keys/`.",
+}
+RECEIPT_PUBLIC_KEYS: dict[str, Any] = {
+    "tags": ["receipts"],
+    "responses": {200: PublicKeysSerializer},
+    "auth": [],
+    "description": "Every key of the platform's signing ring, the current one first. A "
+    "receipt's `key_id` names the key to check it with; keys retired from signing stay "
+    "listed while receipts signed with them are to be verified.",
 }
 RECEIPT_VERIFY: dict[str, Any] = {
     "tags": ["receipts"],
@@ -313,7 +324,8 @@ RECEIPT_VERIFY: dict[str, Any] = {
     "responses": {200: VerificationSerializer, **errors(400, 413, 415)},
     "auth": [],
     "description": (
-        "Checks a receipt's signature against this platform's key. A well-formed receipt "
+        "Checks a receipt's signature against the platform's key its `key_id` names (the "
+        "current key or an older one of the ring). A well-formed receipt "
         "that does not verify (altered, another key, bad base64) is `valid: false`; a body "
         "that is not a receipt object (missing or non-string fields) is 400."
     ),
@@ -351,8 +363,32 @@ CHANNEL_CLOSE: dict[str, Any] = {
     "request": None,
     "responses": {200: ChannelSerializer, **errors(401, 404, 409)},
 }
+KEYS_LIST: dict[str, Any] = {
+    "methods": ["GET"],
+    "operation_id": "keys_list",
+    "tags": ["channels"],
+    "responses": {200: paginated("PaginatedKeyList", KeySerializer), **errors(401, 404)},
+    "description": "Your voucher keys, revoked ones included, newest first.",
+}
 KEY_REGISTER: dict[str, Any] = {
+    "methods": ["POST"],
     "tags": ["channels"],
     "request": KeyRegisterSerializer,
-    "responses": {201: KeySerializer, **errors(*WRITES)},
+    "responses": {201: KeySerializer, **errors(*WRITES, 409)},
+    "description": (
+        "Register an Ed25519 public key that signs your vouchers (again: the same key back). "
+        "409 `too_many_keys` beyond `MAX_REQUESTER_KEYS` live keys (revoke one first); 409 "
+        "`key_revoked` for a key you revoked."
+    ),
+}
+KEY_REVOKE: dict[str, Any] = {
+    "tags": ["channels"],
+    "parameters": [
+        OpenApiParameter("key_pk", int, OpenApiParameter.PATH, description="The key's `id`.")
+    ],
+    "responses": {204: None, **errors(401, 404)},
+    "description": (
+        "Revoke a key at once: it verifies no new voucher (vouchers it signed before stay "
+        "accepted). Revoking it again is 204 too."
+    ),
 }

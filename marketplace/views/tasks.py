@@ -27,7 +27,7 @@ from escrow.errors import (
     VoucherInsufficient,
 )
 from escrow.models import PaymentChannel, Voucher
-from execution.engine.receipts import public_key_info, receipt_verify
+from execution.engine.receipts import receipt_verify
 from marketplace import selectors
 from marketplace.errors import (
     AgentHasNoBinary,
@@ -259,8 +259,10 @@ def task_receipt(request: HtmxHttpRequest, task_id: Any) -> HttpResponse:
 @login_required
 def task_receipt_verify(request: HtmxHttpRequest, task_id: Any) -> HttpResponseBase:
     task = selectors.task_of(user_of(request), task_id)
-    valid = receipt_verify(_receipt_or_404(task).as_dict())
-    key = public_key_info()
+    signed = _receipt_or_404(task).as_dict()
+    valid = receipt_verify(signed)
+    # The key the receipt names: the current one, or an older one of the ring.
+    key = {"key_id": signed["key_id"]}
     if request.htmx:
         context = {"task": task, "verification": {"valid": valid, **key}}
         return render_page(request, "tasks/detail.html", context, fragment="verification")

@@ -7,6 +7,7 @@ fails here until someone decides who may use it.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from escrow.channels import channel_open
+from escrow.keys import key_register
 from escrow.models import Account, Escrow, PaymentChannel, RequesterKey, Transfer, Voucher
 from escrow.services import deposit_create
 from execution.models import Receipt
@@ -45,6 +47,7 @@ class World:
     queued: Task
     settled: Task
     channel: PaymentChannel
+    key: RequesterKey
     api_key: ApiKey
     webhook: WebhookEndpoint
 
@@ -124,6 +127,12 @@ MATRIX: dict[str, ObjectEndpoint | CollectionEndpoint] = {
     ),
     "api:channels": CollectionEndpoint(),
     "api:keys": CollectionEndpoint(),
+    # Voucher keys are their user's alone.
+    "api:key": ObjectEndpoint(
+        kwargs=lambda w: {"key_pk": w.key.pk},
+        owner=allowed({"OPTIONS": 200, "DELETE": 204}),
+        other=allowed({"OPTIONS": 200, "DELETE": 404}),
+    ),
     # Anyone signed in asks for a quote (here without the required `input_bytes`).
     "api:agent-quote": ObjectEndpoint(
         kwargs=lambda w: {"slug": w.agent.slug},
@@ -170,6 +179,7 @@ MATRIX: dict[str, ObjectEndpoint | CollectionEndpoint] = {
     "api:agents": CollectionEndpoint(),
     "api:tasks": CollectionEndpoint(),
     "api:receipt-public-key": CollectionEndpoint(public=True, anonymous=allowed(READ_ONLY)),
+    "api:receipt-public-keys": CollectionEndpoint(public=True, anonymous=allowed(READ_ONLY)),
     "api:receipt-verify": CollectionEndpoint(
         public=True, anonymous=allowed({"OPTIONS": 200, "POST": 400})
     ),
@@ -230,6 +240,7 @@ def world(alice, bob, charlie) -> World:
     for user in (alice, bob, charlie):
         Token.objects.get_or_create(user=user)
     api_key, _ = api_key_create(user=alice, name="robot", scopes=["tasks:read"])
+    key = key_register(user_id=alice.pk, public_key=base64.b64encode(bytes(range(32))).decode())
     return World(
         alice=alice,
         charlie=charlie,
@@ -237,6 +248,7 @@ def world(alice, bob, charlie) -> World:
         queued=queued,
         settled=settled,
         channel=channel,
+        key=key,
         api_key=api_key,
         webhook=webhook_create(owner=alice, url="http://127.0.0.1:9/", events=["task.failed"]),
     )
@@ -260,7 +272,7 @@ def state() -> dict[str, Any]:
         "channels": list(PaymentChannel.objects.order_by("pk").values()),
         "vouchers": list(Voucher.objects.order_by("pk").values_list("pk")),
         "api_keys": list(ApiKey.objects.order_by("pk").values()),
-        "keys": list(RequesterKey.objects.order_by("pk").values_list("pk")),
+        "keys": list(RequesterKey.objects.order_by("pk").values_list("pk", "revoked_at")),
         "webhooks": list(WebhookEndpoint.objects.order_by("pk").values()),
         "webhook_events": list(WebhookDelivery.objects.order_by("pk").values_list("pk")),
     }

@@ -18,7 +18,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", help="the receipt as returned by the API ('-' for stdin)")
         parser.add_argument(
-            "--public-key", help="base64 Ed25519 public key (default: this platform's key)"
+            "--public-key",
+            help="base64 Ed25519 public key (default: this platform's key named by the "
+            "receipt's key_id, current or retired)",
         )
         parser.add_argument(
             "--replay",
@@ -41,7 +43,7 @@ class Command(BaseCommand):
                 raise CommandError("--public-key must be base64") from None
         if not receipt_verify(receipt, public_key=public):
             raise CommandError("INVALID: the signature does not verify")
-        self.stdout.write(self.style.SUCCESS("signature valid"))
+        self.stdout.write(self.style.SUCCESS(f"signature valid (key {receipt.get('key_id')})"))
         if options["replay"]:
             matches, detail = receipt_replay(json.loads(receipt["payload"]))
             if not matches:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from escrow.models import PaymentChannel
+from escrow.models import PaymentChannel, RequesterKey
 from marketplace.api.serializers.fields import StrictCharField, amount_field, existing_agent
 from marketplace.models import Agent
 
@@ -40,6 +40,16 @@ class KeyRegisterSerializer(serializers.Serializer):
 
 
 class KeySerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="Revoke the key with `DELETE keys/{id}/`.")
     public_key = serializers.CharField()
-    key_id = serializers.CharField()
+    key_id = serializers.CharField(help_text="First 16 hex digits of the key's SHA-256.")
+    custodial = serializers.SerializerMethodField(
+        help_text="True for the key the platform keeps to sign your browser tasks' vouchers."
+    )
     created_at = serializers.DateTimeField()
+    revoked_at = serializers.DateTimeField(
+        allow_null=True, help_text="Set once revoked: the key verifies no new voucher."
+    )
+
+    def get_custodial(self, key: RequesterKey) -> bool:
+        return bool(key.custodial_secret)

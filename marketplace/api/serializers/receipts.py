@@ -25,4 +25,17 @@ class VerificationSerializer(serializers.Serializer):
 
 class PublicKeySerializer(serializers.Serializer):
     public_key = serializers.CharField(help_text="Base64 of the raw 32-byte Ed25519 public key.")
-    key_id = serializers.CharField()
+    key_id = serializers.CharField(
+        help_text="First 16 hex digits of the SHA-256 of the raw public key; receipts name "
+        "the key that signed them by it."
+    )
+
+
+class RingKeySerializer(PublicKeySerializer):
+    current = serializers.BooleanField(help_text="True for the key that signs new receipts.")
+
+
+class PublicKeysSerializer(serializers.Serializer):
+    keys = RingKeySerializer(
+        many=True, help_text="Every key receipts may be signed with, the current one first."
+    )
