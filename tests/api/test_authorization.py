@@ -21,7 +21,15 @@ from rest_framework.test import APIClient
 
 from escrow.channels import channel_open
 from escrow.keys import key_register
-from escrow.models import Account, Escrow, PaymentChannel, RequesterKey, Transfer, Voucher
+from escrow.models import (
+    Account,
+    Escrow,
+    PaymentChannel,
+    RequesterKey,
+    Transfer,
+    Voucher,
+    Withdrawal,
+)
 from escrow.services import deposit_create
 from execution.models import Receipt
 from execution.services import Execution, task_claim, task_settle
@@ -30,6 +38,7 @@ from marketplace.models import Agent, AgentBinary, ApiKey, IdempotencyRecord, Ta
 from marketplace.services import task_submit
 from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
 from marketplace.webhooks.outbox import webhook_create
+from marketplace.withdrawals import withdrawal_request
 from reputation.models import AgentReputation, ReputationEvent
 from tests.factories import UserFactory
 
@@ -50,6 +59,7 @@ class World:
     key: RequesterKey
     api_key: ApiKey
     webhook: WebhookEndpoint
+    withdrawal: Withdrawal
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,18 @@ MATRIX: dict[str, ObjectEndpoint | CollectionEndpoint] = {
     "api:wallet": CollectionEndpoint(),
     "api:deposits": CollectionEndpoint(),
     "api:transfers": CollectionEndpoint(),
+    # Withdrawals are their user's alone: to anyone else they do not exist.
+    "api:withdrawals": CollectionEndpoint(),
+    "api:withdrawal": ObjectEndpoint(
+        kwargs=lambda w: {"withdrawal_id": w.withdrawal.pk},
+        owner=allowed(READ_ONLY),
+        other=allowed({"GET": 404, "OPTIONS": 200}),
+    ),
+    "api:withdrawal-cancel": ObjectEndpoint(
+        kwargs=lambda w: {"withdrawal_id": w.withdrawal.pk},
+        owner=allowed({"OPTIONS": 200, "POST": 200}),
+        other=allowed({"OPTIONS": 200, "POST": 404}),
+    ),
     "api:agents": CollectionEndpoint(),
     "api:tasks": CollectionEndpoint(),
     "api:receipt-public-key": CollectionEndpoint(public=True, anonymous=allowed(READ_ONLY)),
@@ -240,6 +262,8 @@ def world(alice, bob, charlie) -> World:
     for user in (alice, bob, charlie):
         Token.objects.get_or_create(user=user)
     api_key, _ = api_key_create(user=alice, name="robot", scopes=["tasks:read"])
+    deposit_create(user_id=alice.pk, amount=1_000_000)
+    withdrawal, _ = withdrawal_request(user=alice, amount=1_000_000)
     key = key_register(user_id=alice.pk, public_key=base64.b64encode(bytes(range(32))).decode())
     return World(
         alice=alice,
@@ -251,6 +275,7 @@ def world(alice, bob, charlie) -> World:
         key=key,
         api_key=api_key,
         webhook=webhook_create(owner=alice, url="http://127.0.0.1:9/", events=["task.failed"]),
+        withdrawal=withdrawal,
     )
 
 
@@ -275,6 +300,7 @@ def state() -> dict[str, Any]:
         "keys": list(RequesterKey.objects.order_by("pk").values_list("pk", "revoked_at")),
         "webhooks": list(WebhookEndpoint.objects.order_by("pk").values()),
         "webhook_events": list(WebhookDelivery.objects.order_by("pk").values_list("pk")),
+        "withdrawals": list(Withdrawal.objects.order_by("pk").values_list("pk", "status")),
     }
 
 
@@ -374,6 +400,7 @@ def test_signed_in_users_see_only_their_own_lists(world):
 
     assert charlie.get(reverse("api:tasks")).json()["count"] == 0
     assert charlie.get(reverse("api:transfers")).json()["count"] == 0
+    assert charlie.get(reverse("api:withdrawals")).json()["count"] == 0
     assert charlie.get(reverse("api:wallet")).json() == {
         "balance": 0,
         "held_in_escrow": 0,
