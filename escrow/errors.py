@@ -31,6 +31,14 @@ class IdempotencyConflict(DomainError):
     default_message = "This Idempotency-Key was already used with a different request."
 
 
+class IdempotencyInProgress(DomainError):
+    code = "idempotency_in_progress"
+    status = 409
+    default_message = (
+        "A request with this Idempotency-Key is still being answered; retry in a moment."
+    )
+
+
 class EscrowStateError(DomainError):
     code = "escrow_state_conflict"
     status = 409

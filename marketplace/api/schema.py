@@ -134,7 +134,9 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     OpenApiParameter.HEADER,
     description=(
         "Makes the request safe to retry: a repeat with the same key and body returns the "
-        "first response; the same key with another body is 409 `idempotency_conflict`. "
+        "first response (409 `idempotency_in_progress` while the first is still being "
+        "answered: retry shortly); the same key with another body is 409 "
+        "`idempotency_conflict`. Failed requests are not remembered. "
         "1–100 printable ASCII characters; keys are per user."
     ),
 )

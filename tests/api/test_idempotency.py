@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from escrow.models import Escrow, Transfer
 from escrow.services import deposit_create
+from marketplace.idempotency import CLAIM_TIMEOUT
 from marketplace.models import IdempotencyRecord, Task
 from tests.factories import UserFactory
 
@@ -95,6 +98,59 @@ def test_a_lost_record_still_cannot_pay_twice(as_alice, funded_alice, echo):
     assert balance(funded_alice) == 10_000_000 - 100_000
 
 
+@pytest.mark.django_db
+def test_a_failed_request_leaves_no_claim_behind(as_alice, alice, echo):
+    refused = as_alice.post(TASKS, {**TASK, "agent": "nobody"}, HTTP_IDEMPOTENCY_KEY="k")
+    poor = as_alice.post(TASKS, TASK, HTTP_IDEMPOTENCY_KEY="k")
+
+    assert error(refused)[0] == 400 and error(poor) == (402, "insufficient_funds")
+    assert IdempotencyRecord.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_request_still_being_answered_holds_its_key(as_alice, funded_alice, echo):
+    first = as_alice.post(TASKS, TASK, HTTP_IDEMPOTENCY_KEY="k")
+    # As if the first request were still running: claimed, not answered.
+    IdempotencyRecord.objects.update(status_code=None, response_body=None)
+
+    twin = as_alice.post(TASKS, TASK, HTTP_IDEMPOTENCY_KEY="k")
+    other = as_alice.post(TASKS, {**TASK, "budget": 100_001}, HTTP_IDEMPOTENCY_KEY="k")
+
+    assert first.status_code == 201
+    assert error(twin) == (409, "idempotency_in_progress")
+    assert error(other) == (409, "idempotency_conflict")
+    assert Task.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_claim_of_a_request_that_died_lapses_and_its_repeat_gets_its_task(
+    as_alice, funded_alice, echo
+):
+    """The request committed its task, then its process died before answering."""
+    first = as_alice.post(TASKS, TASK, HTTP_IDEMPOTENCY_KEY="k")
+    long_ago = timezone.now() - CLAIM_TIMEOUT - timedelta(seconds=1)
+    IdempotencyRecord.objects.update(status_code=None, response_body=None, created_at=long_ago)
+
+    again = as_alice.post(TASKS, TASK, HTTP_IDEMPOTENCY_KEY="k")
+    replayed = as_alice.post(TASKS, TASK, HTTP_IDEMPOTENCY_KEY="k")
+
+    assert (again.status_code, again.json()["id"]) == (201, first.json()["id"])
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert Task.objects.count() == 1
+    assert balance(funded_alice) == 10_000_000 - 100_000
+
+
+@pytest.mark.django_db
+def test_a_lapsed_claim_is_not_taken_over_by_another_body(as_alice, funded_alice, echo):
+    as_alice.post(TASKS, TASK, HTTP_IDEMPOTENCY_KEY="k")
+    long_ago = timezone.now() - CLAIM_TIMEOUT - timedelta(seconds=1)
+    IdempotencyRecord.objects.update(status_code=None, response_body=None, created_at=long_ago)
+
+    other = as_alice.post(TASKS, {**TASK, "fuel_limit": 5}, HTTP_IDEMPOTENCY_KEY="k")
+
+    assert error(other) == (409, "idempotency_conflict")
+
+
 # --- concurrency (real PostgreSQL, real threads) ---------------------------------------------
 
 
@@ -128,6 +184,12 @@ def post(client: APIClient, path: str, body: dict[str, Any], key: str) -> Callab
     return call
 
 
+def outcome(result: tuple[int, Any]) -> str:
+    """201, or the error code of a refusal."""
+    status, body = result
+    return str(status) if status < 400 else body["error"]["code"]
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_twenty_concurrent_deposits_with_one_key_make_one_deposit():
@@ -137,13 +199,16 @@ def test_twenty_concurrent_deposits_with_one_key_make_one_deposit():
     results = concurrently([post(client, DEPOSITS, {"amount": 5_000}, "same")] * 20)
 
     assert all(isinstance(r, tuple) for r in results), results
-    assert {status for status, _ in results} == {201}
-    # Equal as JSON (PostgreSQL's jsonb keeps the stored copy's keys in its own order).
-    assert all(body == results[0][1] for _, body in results)
+    # Each twin either waited for nothing (the replay) or was told to retry in a moment.
+    assert {outcome(r) for r in results} <= {"201", "idempotency_in_progress"}
     transfer = Transfer.objects.get(kind="deposit")
-    assert results[0][1] == {"transfer_id": transfer.pk, "amount": 5_000, "balance": 5_000}
+    answers = [body for status, body in results if status == 201]
+    # Equal as JSON (PostgreSQL's jsonb keeps the stored copy's keys in its own order).
+    assert answers and all(
+        body == {"transfer_id": transfer.pk, "amount": 5_000, "balance": 5_000} for body in answers
+    )
     assert balance(alice) == 5_000
-    assert IdempotencyRecord.objects.count() == 1
+    assert IdempotencyRecord.objects.get().status_code == 201
 
 
 @pytest.mark.postgres
@@ -157,34 +222,74 @@ def test_twenty_concurrent_submissions_with_one_key_make_one_task():
     results = concurrently([post(client, TASKS, TASK, "same")] * 20)
 
     assert all(isinstance(r, tuple) for r in results), results
-    assert {status for status, _ in results} == {201}
+    assert {outcome(r) for r in results} <= {"201", "idempotency_in_progress"}
     task = Task.objects.get()
-    assert {body["id"] for _, body in results} == {str(task.pk)}
+    assert {body["id"] for status, body in results if status == 201} == {str(task.pk)}
     assert Escrow.objects.get(task=task).status == "funded"
     assert Transfer.objects.filter(kind="escrow_hold").count() == 1
     assert balance(alice) == 1_000_000 - 100_000
     assert IdempotencyRecord.objects.count() == 1
 
 
+@pytest.fixture
+def slow_submissions(monkeypatch):
+    """Submissions that take a while, so that concurrent twins surely overlap."""
+    from marketplace.api import tasks as tasks_api
+
+    real = tasks_api.task_submit
+
+    def slow(**kwargs: Any) -> Task:
+        time.sleep(0.5)
+        return real(**kwargs)
+
+    monkeypatch.setattr(tasks_api, "task_submit", slow)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_reuses_of_a_key_with_two_bodies_let_exactly_one_through():
+def test_of_two_concurrent_twins_one_does_the_work_and_the_other_is_told_to_retry(
+    slow_submissions,
+):
     alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
     deposit_create(user_id=alice.pk, amount=1_000_000)
     make_agent(bob, slug="echo")
     client = client_for(alice)
-    calls = [
-        post(client, TASKS, TASK, "same"),
-        post(client, TASKS, {**TASK, "budget": 200_000}, "same"),
-    ]
 
-    results = concurrently(calls * 10)
+    results = concurrently([post(client, TASKS, TASK, "same")] * 2)
+    retried = client.post(TASKS, TASK, format="json", HTTP_IDEMPOTENCY_KEY="same")
+
+    assert sorted(outcome(r) for r in results) == ["201", "idempotency_in_progress"]
+    created = next(body for status, body in results if status == 201)
+    assert (retried.status_code, retried.headers["Idempotent-Replayed"]) == (201, "true")
+    assert retried.json() == created
+    assert Task.objects.count() == 1
+    assert balance(alice) == 1_000_000 - 100_000
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reuses_of_a_key_with_two_bodies_let_exactly_one_through(slow_submissions):
+    """The bodies differ only in fuel_limit, which the service's own key check does not
+    compare: only the claim keeps one request's answer from being given to the other."""
+    alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
+    deposit_create(user_id=alice.pk, amount=1_000_000)
+    make_agent(bob, slug="echo")
+    client = client_for(alice)
+    bodies = [{**TASK, "fuel_limit": 1_000}, {**TASK, "fuel_limit": 2_000}]
+
+    results = concurrently([post(client, TASKS, body, "same") for body in bodies * 5])
 
     assert all(isinstance(r, tuple) for r in results), results
     task = Task.objects.get()
-    by_budget = Counter(
-        (budget, status)
-        for (status, _), budget in zip(results, [100_000, 200_000] * 10, strict=True)
-    )
-    assert by_budget == {(task.budget, 201): 10, (300_000 - task.budget, 409): 10}
-    assert balance(alice) == 1_000_000 - task.budget
+    answered = [
+        (body["fuel_limit"], result[1]["fuel_limit"])
+        for result, body in zip(results, bodies * 5, strict=True)
+        if result[0] == 201
+    ]
+    assert answered and all(sent == got == task.fuel_limit for sent, got in answered)
+    assert {outcome(r) for r in results} <= {
+        "201",
+        "idempotency_in_progress",
+        "idempotency_conflict",
+    }
+    assert balance(alice) == 1_000_000 - 100_000
