@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Sum
 
 from escrow.funding_audit import funding_problems
@@ -47,9 +47,19 @@ class LedgerReport:
 
 
 def ledger_audit() -> LedgerReport:
-    # One snapshot for every query (REPEATABLE READ on PostgreSQL would be stricter;
-    # run it on a quiet system or accept that concurrent writes show as drift).
+    """Audit the ledger as of one instant, however busy the system is.
+
+    Under PostgreSQL's default READ COMMITTED each query sees the commits made before it
+    started, so money moving between two of the audit's queries would show as drift. The
+    audit therefore runs in one REPEATABLE READ (and read-only) transaction: every query
+    reads the same snapshot. Called inside a caller's transaction, it reads that one's.
+    """
+    snapshot = connection.vendor == "postgresql" and not connection.in_atomic_block
     with transaction.atomic():
+        if snapshot:
+            with connection.cursor() as cursor:
+                # Must be the transaction's first statement.
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         return _audit()
 
 
