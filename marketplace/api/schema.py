@@ -46,6 +46,7 @@ from marketplace.api.serializers.receipts import (
     VerificationSerializer,
 )
 from marketplace.api.serializers.tasks import (
+    TaskListSerializer,
     TaskQuerySerializer,
     TaskSerializer,
     TaskSubmitSerializer,
@@ -265,9 +266,13 @@ TASKS_LIST: dict[str, Any] = {
     "tags": ["tasks"],
     "parameters": [TaskQuerySerializer],
     "responses": {
-        200: paginated("PaginatedTaskList", TaskSerializer),
+        200: paginated("PaginatedTaskList", TaskListSerializer),
         **errors(400, 401, 404),
     },
+    "description": (
+        "Your tasks, each without its `input` and with `result` lacking `output` and "
+        "`stderr` (up to a MiB each): `GET tasks/{id}/` has them."
+    ),
 }
 TASK_SUBMIT: dict[str, Any] = {
     "methods": ["POST"],

@@ -15,6 +15,7 @@ from marketplace.api import schema
 from marketplace.api.auth_keys import api_key_of, key_scope
 from marketplace.api.common import current_user, page_response, valid
 from marketplace.api.serializers.tasks import (
+    TaskListSerializer,
     TaskQuerySerializer,
     TaskSerializer,
     TaskSubmitSerializer,
@@ -45,9 +46,9 @@ def tasks(request: Request) -> Response:
         return idempotent(request, user, run)
     query = valid(TaskQuerySerializer, request.query_params)
     listing = selectors.tasks_of(
-        user, whole=True, status=query.get("status"), agent_slug=query.get("agent")
+        user, with_escrow=True, status=query.get("status"), agent_slug=query.get("agent")
     ).order_by(*TaskQuerySerializer.ORDERINGS[query["ordering"]])
-    return page_response(request, listing, TaskSerializer)
+    return page_response(request, listing, TaskListSerializer)
 
 
 @extend_schema(**schema.TASK)

@@ -12,25 +12,24 @@ from marketplace.models import Task
 from marketplace.selectors.access import NO_SUCH_TASK, Refusal
 
 ACTIVE_STATUSES = (Task.Status.PENDING_FUNDING, Task.Status.QUEUED, Task.Status.RUNNING)
+# What a list never loads: up to a MiB each per task, so a page of them could be 150 MiB.
+# A task's own page and endpoint show them.
+LIST_DEFERRED = ("input", "stdout", "stderr")
 
 
 def tasks_of(
     user: Any,
     *,
-    whole: bool = False,
+    with_escrow: bool = False,
     status: str | None = None,
     agent_slug: str | None = None,
 ) -> QuerySet[Task]:
-    """The user's tasks, newest first, optionally of one status or one agent.
-
-    Pages list tasks without their input and output, which can be large. `whole` keeps
-    every column and joins the escrow: the API renders each listed task in full.
-    """
-    tasks = Task.objects.filter(requester=user)
-    if whole:
-        tasks = tasks.select_related("agent", "escrow")
-    else:
-        tasks = tasks.select_related("agent").defer("stdout", "stderr", "input")
+    """The user's tasks, newest first, optionally of one status or one agent, without their
+    input and output. `with_escrow` joins each task's escrow (the API lists it)."""
+    tasks = Task.objects.filter(requester=user).defer(*LIST_DEFERRED)
+    tasks = (
+        tasks.select_related("agent", "escrow") if with_escrow else tasks.select_related("agent")
+    )
     if status is not None:
         tasks = tasks.filter(status=status)
     if agent_slug is not None:

@@ -165,6 +165,35 @@ class TaskSerializer(serializers.ModelSerializer):
         return None if escrow is None else TaskEscrowSerializer(escrow).data
 
 
+class TaskListResultSerializer(serializers.Serializer):
+    exit_code = serializers.IntegerField(allow_null=True)
+    fuel_used = serializers.IntegerField(allow_null=True)
+    elapsed_ms = serializers.IntegerField(allow_null=True)
+    output_sha256 = serializers.CharField(
+        allow_null=True, help_text="Hex SHA-256 of the raw stdout bytes."
+    )
+
+
+class TaskListSerializer(TaskSerializer):
+    """A task in a list: without its input and output (up to a MiB each), which the
+    task's own endpoint has; `result` keeps the output's hash."""
+
+    class Meta(TaskSerializer.Meta):
+        fields = [name for name in TaskSerializer.Meta.fields if name != "input"]
+        read_only_fields = fields
+
+    @extend_schema_field(TaskListResultSerializer(allow_null=True))
+    def get_result(self, task: Task) -> dict[str, Any] | None:
+        if task.status not in (Task.Status.SUCCEEDED, Task.Status.FAILED):
+            return None
+        return {
+            "exit_code": task.exit_code,
+            "fuel_used": task.fuel_used,
+            "elapsed_ms": task.elapsed_ms,
+            "output_sha256": task.output_sha256 or None,
+        }
+
+
 class TaskQuerySerializer(serializers.Serializer):
     ORDERINGS = {"-created_at": ("-created_at",), "created_at": ("created_at",)}
 
