@@ -29,8 +29,10 @@ class AgentAdmin(admin.ModelAdmin):
         "owner",
         "status",
         "reputation",
+        "requesters",
         "base_fee_cr",
         "fuel_price_cr",
+        "recommended_fuel",
         "current_binary",
         "created_at",
     ]
@@ -48,17 +50,28 @@ class AgentAdmin(admin.ModelAdmin):
         "base_fee",
         "fuel_price",
         "output_schema",
+        "recommended_fuel",
+        "recommended_memory_mb",
+        "recommended_timeout_ms",
         "current_binary",
         "created_at",
     ]
     actions = ["suspend", "activate"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
-        return super().get_queryset(request).annotate(score=F("reputation__score"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(score=F("reputation__score"), requesters=F("reputation__requesters"))
+        )
 
     @admin.display(description="reputation", ordering="score")
     def reputation(self, obj: Agent) -> Any:
         return getattr(obj, "score", None)
+
+    @admin.display(description="requesters", ordering="requesters")
+    def requesters(self, obj: Agent) -> Any:
+        return getattr(obj, "requesters", None)
 
     @admin.display(description="base fee", ordering="base_fee")
     def base_fee_cr(self, obj: Agent) -> str:

@@ -20,6 +20,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db.models import F, QuerySet
 
+from marketplace.agent_forms import AgentLimitsForm
 from marketplace.models import Agent
 from marketplace.templatetags.exchange import MICRO, format_credits
 
@@ -177,7 +178,7 @@ def _tags(text: str) -> list[str]:
     return [tag for tag in re.split(r"[\s,]+", text.strip().lower()) if tag]
 
 
-class AgentForm(forms.Form):
+class AgentForm(AgentLimitsForm):
     name = forms.CharField(label="Name", max_length=100)
     slug = forms.RegexField(
         label="Slug",

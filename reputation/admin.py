@@ -23,7 +23,17 @@ class AgentReputationAdmin(admin.ModelAdmin):
     # Scores change only through reputation_apply; the admin shows them, never edits them.
     has_add_permission = has_change_permission = has_delete_permission = _never
     change_list_template = "admin/reputation/reputation_change_list.html"
-    list_display = ["agent", "score", "successes", "failures", "neutral", "updated_at"]
+    list_display = [
+        "agent",
+        "score",
+        "successes",
+        "failures",
+        "neutral",
+        "requesters",
+        "evidence_successes",
+        "evidence_failures",
+        "updated_at",
+    ]
     list_filter = [("updated_at", admin.DateFieldListFilter)]
     search_fields = ["agent__slug", "agent__name"]
     list_select_related = ["agent"]
@@ -66,11 +76,21 @@ class ReputationEventAdmin(admin.ModelAdmin):
         "agent",
         "outcome",
         "reason",
+        "neutral_reason",
         "delta",
+        "weight",
         "score_after",
+        "requester",
+        "settled_on",
         "task",
         "created_at",
     ]
-    list_filter = ["outcome", "reason", "policy", ("created_at", admin.DateFieldListFilter)]
-    search_fields = ["agent__slug", "task__id"]
-    list_select_related = ["agent", "task"]
+    list_filter = [
+        "outcome",
+        "neutral_reason",
+        "reason",
+        "policy",
+        ("settled_on", admin.DateFieldListFilter),
+    ]
+    search_fields = ["agent__slug", "task__id", "requester__username"]
+    list_select_related = ["agent", "task", "requester"]

@@ -30,13 +30,15 @@ Kind = Transfer.Kind
 
 
 def agents_annotated() -> QuerySet[Agent]:
-    """Agents with what a listing shows: owner, current binary and `score`.
+    """Agents with what a listing shows: owner, current binary, `score` and `requesters`
+    (how many distinct requesters the score rests on).
 
     Every agent gets its reputation row when it is created; one without (older data) is
     scored as a new agent would be.
     """
     return Agent.objects.select_related("owner", "current_binary").annotate(
-        score=Coalesce(F("reputation__score"), Value(INITIAL_SCORE))
+        score=Coalesce(F("reputation__score"), Value(INITIAL_SCORE)),
+        requesters=Coalesce(F("reputation__requesters"), Value(0)),
     )
 
 
@@ -139,6 +141,7 @@ class AgentStats:
     failures: int
     neutral: int
     tasks: int
+    requesters: int = 0
 
     @property
     def scored(self) -> int:
@@ -159,6 +162,7 @@ def agent_stats(agent: Agent) -> AgentStats:
         failures=standing.failures if standing else 0,
         neutral=standing.neutral if standing else 0,
         tasks=Task.objects.filter(agent=agent).count(),
+        requesters=standing.requesters if standing else 0,
     )
 
 
@@ -171,6 +175,7 @@ class Standing:
     failures: int
     neutral: int
     events: list[ReputationEvent]
+    requesters: int = 0
 
 
 def agent_standing(agent: Agent, *, events: int) -> Standing:
@@ -183,6 +188,7 @@ def agent_standing(agent: Agent, *, events: int) -> Standing:
         failures=standing.failures if standing else 0,
         neutral=standing.neutral if standing else 0,
         events=list(latest),
+        requesters=standing.requesters if standing else 0,
     )
 
 

@@ -7,17 +7,18 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse, HttpResponseBase
+from django.http import Http404, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from execution.engine.validation import WasmInvalid
 from marketplace import selectors
+from marketplace.agent_forms import AgentLimitsForm
 from marketplace.binaries import binary_upload, binary_upload_refusal
 from marketplace.forms import AgentForm, AgentSearchForm, BinaryUploadForm
 from marketplace.models import Agent
-from marketplace.services import agent_create
+from marketplace.services import agent_create, agent_update
 from marketplace.views.common import (
     HtmxHttpRequest,
     go_to,
@@ -28,6 +29,7 @@ from marketplace.views.common import (
 )
 
 AGENTS_PAGE_SIZE = 24
+AGENT_EVENTS_SHOWN = 10
 
 
 def _add_validation_errors(form: Any, error: ValidationError) -> None:
@@ -61,19 +63,38 @@ def agent_list(request: HtmxHttpRequest) -> HttpResponse:
     return render_page(request, "agents/list.html", context, fragment="results")
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @login_required
-def agent_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+def agent_detail(request: HtmxHttpRequest, slug: str) -> HttpResponseBase:
+    """The agent's page. Its owner also posts the agent's recommended limits here."""
     user = user_of(request)
     agent = selectors.agent_by_slug(slug)
     is_owner = agent.owner_id == user.pk
+    limits_form = None
+    if is_owner:
+        current = {name: getattr(agent, name) for name in AgentLimitsForm.LIMITS}
+        limits_form = AgentLimitsForm(request.POST or None, initial=current)
+    if request.method == "POST":
+        if limits_form is None:  # only the owner changes an agent; to others it is a 404
+            raise Http404("No such agent.")
+        if limits_form.is_valid():
+            try:
+                agent_update(agent=agent, **limits_form.limits())
+            except ValidationError as exc:
+                _add_validation_errors(limits_form, exc)
+            else:
+                messages.success(request, "Recommended limits saved; new tasks use them.")
+                return go_to(request, reverse("agent-detail", args=[agent.slug]))
     context: dict[str, Any] = {
         "agent": agent,
         "is_owner": is_owner,
         "stats": selectors.agent_stats(agent),
         "chart": selectors.reputation_chart(agent),
+        "events": selectors.agent_standing(agent, events=AGENT_EVENTS_SHOWN).events,
         "recent_tasks": selectors.agent_recent_tasks(agent),
         "can_run": agent.status == Agent.Status.ACTIVE and agent.current_binary_id is not None,
+        "limits_form": limits_form,
+        "daily_cap": settings.REPUTATION_DAILY_CAP_PER_REQUESTER.normalize(),
     }
     if is_owner:
         context["earnings"] = selectors.agent_earnings(agent)
@@ -96,6 +117,7 @@ def agent_new(request: HtmxHttpRequest) -> HttpResponseBase:
                 tags=data["tags"],
                 base_fee=data["base_fee"],
                 fuel_price=data["fuel_price"],
+                **form.limits(),
             )
         except ValidationError as exc:
             _add_validation_errors(form, exc)
@@ -105,7 +127,8 @@ def agent_new(request: HtmxHttpRequest) -> HttpResponseBase:
                 f"{agent.name} is listed. Upload its WebAssembly binary so it can take tasks.",
             )
             return go_to(request, reverse("agent-binary-new", args=[agent.slug]))
-    return render_page(request, "agents/new.html", {"form": form}, fragment="form")
+    context = {"form": form, "daily_cap": settings.REPUTATION_DAILY_CAP_PER_REQUESTER.normalize()}
+    return render_page(request, "agents/new.html", context, fragment="form")
 
 
 @require_http_methods(["GET", "POST"])

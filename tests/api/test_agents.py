@@ -54,12 +54,16 @@ def test_the_catalogue_lists_everyones_agents_with_price_and_reputation(as_alice
                 "fuel_price": 2_000,
                 "status": "active",
                 "reputation": "50.0000",
+                "requesters": 0,
                 "current_binary": {
                     "version": echo.current_binary.version,
                     "sha256": echo.current_binary.sha256,
                     "size": 8,
                 },
                 "output_schema": None,
+                "recommended_fuel": 1_000_000_000,
+                "recommended_memory_mb": 64,
+                "recommended_timeout_ms": 10_000,
                 "created_at": response.json()["results"][0]["created_at"],
             }
         ],

@@ -130,17 +130,21 @@ def test_editing_an_agent_goes_through_the_service(operator, echo):
         "base_fee": "5000",
         "fuel_price": "2000",
         "output_schema": "null",
+        "recommended_fuel": "2000000",
+        "recommended_memory_mb": "64",
+        "recommended_timeout_ms": "10000",
     }
 
     response = operator.post(url, data)
 
     assert response.status_code == 302, response.content.decode()[-2000:]
     echo.refresh_from_db()
-    assert (echo.name, echo.base_fee, echo.tags, echo.status) == (
+    assert (echo.name, echo.base_fee, echo.tags, echo.status, echo.recommended_fuel) == (
         "Echo II",
         5_000,
         "text",
         "active",
+        2_000_000,
     )
 
 

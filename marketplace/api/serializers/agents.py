@@ -15,6 +15,7 @@ from marketplace.api.serializers.fields import (
     SLUG_PATTERN,
     TAG_PATTERN,
     QueryIntegerField,
+    StrictIntegerField,
     amount_field,
     checked_output_schema,
 )
@@ -37,6 +38,9 @@ class AgentSerializer(serializers.ModelSerializer):
         decimal_places=4,
         help_text="Score in [0, 100] as an exact decimal string.",
     )
+    requesters = serializers.IntegerField(
+        help_text="How many distinct requesters the score rests on (their runs were scored)."
+    )
     current_binary = BinarySerializer(allow_null=True)
 
     class Meta:
@@ -51,11 +55,28 @@ class AgentSerializer(serializers.ModelSerializer):
             "fuel_price",
             "status",
             "reputation",
+            "requesters",
             "current_binary",
             "output_schema",
+            "recommended_fuel",
+            "recommended_memory_mb",
+            "recommended_timeout_ms",
             "created_at",
         ]
         read_only_fields = fields
+
+
+def recommended_field(setting: str, what: str) -> StrictIntegerField:
+    return StrictIntegerField(
+        min_value=1,
+        max_value=getattr(settings, setting),
+        required=False,
+        help_text=(
+            f"The {what} the agent needs. A task that names none runs with it, and a failure "
+            f"for lack of it counts against the agent only when the task had at least this "
+            f"much. Default: the platform's default."
+        ),
+    )
 
 
 class AgentWriteSerializer(serializers.Serializer):
@@ -86,6 +107,9 @@ class AgentWriteSerializer(serializers.Serializer):
     output_schema = serializers.JSONField(
         required=False, allow_null=True, help_text="A JSON Schema every output must satisfy."
     )
+    recommended_fuel = recommended_field("TASK_MAX_FUEL", "fuel limit")
+    recommended_memory_mb = recommended_field("TASK_MAX_MEMORY_MB", "memory limit (MB)")
+    recommended_timeout_ms = recommended_field("TASK_MAX_TIMEOUT_MS", "timeout (ms)")
 
     def validate_slug(self, value: str) -> str:
         if Agent.objects.filter(slug=value).exists():
@@ -133,7 +157,20 @@ class BinaryUploadSerializer(serializers.Serializer):
 class ReputationEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = ReputationEvent
-        fields = ["outcome", "reason", "delta", "score_before", "score_after", "created_at"]
+        fields = [
+            "outcome",
+            "reason",
+            "neutral_reason",
+            "delta",
+            "score_before",
+            "score_after",
+            "created_at",
+        ]
+        extra_kwargs = {
+            "neutral_reason": {
+                "help_text": "Why a neutral event was not scored (empty on older events)."
+            }
+        }
 
 
 class ReputationSerializer(serializers.Serializer):
@@ -141,4 +178,7 @@ class ReputationSerializer(serializers.Serializer):
     successes = serializers.IntegerField()
     failures = serializers.IntegerField()
     neutral = serializers.IntegerField()
+    requesters = serializers.IntegerField(
+        help_text="How many distinct requesters the score rests on (their runs were scored)."
+    )
     events = ReputationEventSerializer(many=True, help_text="The latest events, newest first.")
