@@ -34,6 +34,7 @@ demo: migrate
 
 # The development setup (generated keys, the dev funding provider), set-up steps included.
 run: export DEBUG = true
+run: export EARNINGS_HOLD_SECONDS = 60
 # `supervise` restarts the worker whenever it dies. Ctrl-C or SIGTERM stops both: the
 # supervisor stops its cluster in order (within its grace period) and the shell waits for it;
 # if either process ends, the other is stopped too.

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Count, Sum
 
+from escrow.earnings_audit import earnings_problems
 from escrow.funding_audit import funding_problems
 from escrow.models import Account, Escrow, PaymentChannel, Transfer
 
@@ -111,6 +112,7 @@ def _audit() -> LedgerReport:
         )
     report.violations.extend(_escrow_legs(report))
     report.violations.extend(_channels(report))
+    report.violations.extend(earnings_problems())
     report.violations.extend(funding_problems())
     return report
 

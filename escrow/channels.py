@@ -39,9 +39,10 @@ from escrow.errors import (
     VoucherReplayed,
     VoucherStale,
 )
+from escrow.holds import Share, earnings_hold, holding
 from escrow.keys import custodial_key, custodial_private_key, voucher_signer
 from escrow.keys import key_register as key_register  # re-exported: callers know it here
-from escrow.models import Account, PaymentChannel, Transfer, Voucher
+from escrow.models import Account, Escrow, PaymentChannel, Transfer, Voucher
 from escrow.services import Leg, ledger_post, system_account_id, validate_amount, wallet_id
 
 VOUCHER_DOMAIN = "agent-exchange/voucher/v1"
@@ -332,8 +333,18 @@ def channel_is_due(channel: PaymentChannel) -> bool:
 def _settle(channel: PaymentChannel) -> None:
     """closing → settled, moving the money once. The channel row must be locked."""
     channels = system_account_id(Account.Kind.CHANNELS)
+    payee = channel.payee_id
+    if holding() and channel.redeemed:  # the owner's share waits, one earning per task
+        shares = [
+            Share(task_id, (cost or 0) - (fee or 0), fee or 0)
+            for task_id, cost, fee in Escrow.objects.filter(
+                channel=channel, status=Escrow.Status.COMPLETED, cost__gt=0
+            ).values_list("task_id", "cost", "fee")
+        ]
+        earnings_hold(wallet_id=payee, shares=shares, channel_id=channel.pk)
+        payee = system_account_id(Account.Kind.EARNINGS)
     payouts = [
-        (channel.payee_id, channel.redeemed - channel.fees, Transfer.Kind.CHANNEL_PAYOUT),
+        (payee, channel.redeemed - channel.fees, Transfer.Kind.CHANNEL_PAYOUT),
         (system_account_id(Account.Kind.PLATFORM_FEES), channel.fees, Transfer.Kind.CHANNEL_FEE),
         (channel.payer_id, channel.deposit - channel.redeemed, Transfer.Kind.CHANNEL_REFUND),
     ]

@@ -22,9 +22,17 @@ class Account(models.Model):
         CHANNELS = "channels"
         PLATFORM_FEES = "platform_fees"
         EXTERNAL = "external"
+        EARNINGS = "earnings"
         PAYOUTS = "payouts"
 
-    SYSTEM_KINDS = (Kind.ESCROW, Kind.CHANNELS, Kind.PLATFORM_FEES, Kind.EXTERNAL, Kind.PAYOUTS)
+    SYSTEM_KINDS = (
+        Kind.ESCROW,
+        Kind.CHANNELS,
+        Kind.PLATFORM_FEES,
+        Kind.EXTERNAL,
+        Kind.EARNINGS,
+        Kind.PAYOUTS,
+    )
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     user = models.OneToOneField(
@@ -137,6 +145,9 @@ class Transfer(models.Model):
         WITHDRAWAL = "withdrawal"
         WITHDRAWAL_PAYOUT = "withdrawal_payout"
         WITHDRAWAL_RETURN = "withdrawal_return"
+        EARNINGS_RELEASE = "earnings_release"
+        DISPUTE_REFUND = "dispute_refund"
+        DISPUTE_FEE_REFUND = "dispute_fee_refund"
 
     debit_account = models.ForeignKey(Account, models.PROTECT, related_name="debits")
     credit_account = models.ForeignKey(Account, models.PROTECT, related_name="credits")
@@ -307,4 +318,5 @@ class RequesterKey(models.Model):
         return f"key {self.key_id} of user {self.user_id}"
 
 
+from escrow.earning_models import Dispute, Earning  # noqa: E402, F401  (registered with the app)
 from escrow.payout_models import Deposit, Withdrawal  # noqa: E402, F401  (registered with the app)

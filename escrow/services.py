@@ -27,6 +27,7 @@ from escrow.errors import (
     InsufficientFunds,
     InvalidAmount,
 )
+from escrow.holds import Share, earnings_hold, holding
 from escrow.models import Account, Escrow, Transfer
 
 Kind = Transfer.Kind
@@ -310,8 +311,12 @@ def escrow_release(*, escrow_id: int, cost: int, fee: int) -> Escrow:
         )
         hold = system_account_id(Account.Kind.ESCROW)
         platform = system_account_id(Account.Kind.PLATFORM_FEES)
+        payee = escrow.payee_id
+        if holding() and escrow.task_id is not None and cost:  # the owner's share waits
+            earnings_hold(wallet_id=payee, shares=[Share(escrow.task_id, cost - fee, fee)])
+            payee = system_account_id(Account.Kind.EARNINGS)
         payouts = [
-            (escrow.payee_id, cost - fee, Kind.ESCROW_PAYOUT),
+            (payee, cost - fee, Kind.ESCROW_PAYOUT),
             (platform, fee, Kind.ESCROW_FEE),
             (escrow.payer_id, amount - cost, Kind.ESCROW_REFUND),
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from escrow.channels import channels_settle_due
+from escrow.earnings import earnings_release_due
 from execution.services import task_execute, tasks_recover
 from marketplace.withdrawals import funding_recover
 
@@ -21,3 +22,7 @@ def settle_channels() -> dict[str, int]:
 
 def recover_funding() -> dict[str, int]:
     return funding_recover()
+
+
+def sweep_earnings() -> dict[str, int]:
+    return {"released": earnings_release_due()}

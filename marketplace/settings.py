@@ -264,6 +264,13 @@ FUNDING_RECOVER_AFTER_SECONDS = env_int("FUNDING_RECOVER_AFTER_SECONDS", 60)
 # vouchers before it settles (0: the platform already holds the latest voucher).
 CHANNEL_TTL_SECONDS = env_int("CHANNEL_TTL_SECONDS", 30 * 24 * 3600)
 CHANNEL_CHALLENGE_SECONDS = env_int("CHANNEL_CHALLENGE_SECONDS", 0)
+# An owner's share of a settlement is held this long (the requester's dispute window)
+# before the sweep moves it to the wallet; 0 pays it straight into the wallet, undisputable.
+EARNINGS_HOLD_SECONDS = env_int("EARNINGS_HOLD_SECONDS", 24 * 3600)
+# Earnings the sweep releases per transaction.
+EARNINGS_RELEASE_BATCH = env_int("EARNINGS_RELEASE_BATCH", 1000)
+# How long an owner has to answer a dispute before it counts as accepted.
+DISPUTE_RESPONSE_SECONDS = env_int("DISPUTE_RESPONSE_SECONDS", 3 * 24 * 3600)
 # Live (unrevoked) API keys a user may hold at once.
 API_KEYS_MAX_PER_USER = env_int("API_KEYS_MAX_PER_USER", 20)
 

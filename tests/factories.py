@@ -8,7 +8,7 @@ import wasmtime
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from escrow.models import Account
+from escrow.models import Account, Earning
 from marketplace.models import Agent, AgentBinary, Task
 from marketplace.services import agent_create, user_create
 
@@ -75,6 +75,15 @@ MINIMAL_WASM = bytes(
 
 def balance(user: Any) -> int:
     return Account.objects.get(user=user).balance
+
+
+def held_for(user: Any) -> int:
+    """µCR of the user's agents' earnings still held (not yet released to the wallet)."""
+    return sum(
+        Earning.objects.filter(wallet__user=user, status__in=Earning.UNRELEASED).values_list(
+            "amount", flat=True
+        )
+    )
 
 
 def make_agent(owner: Any, *, slug: str = "echo", with_binary: bool = True, **kwargs: Any) -> Agent:

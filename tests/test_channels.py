@@ -26,7 +26,7 @@ from escrow.services import deposit_create, system_account_id
 from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, Task
 from marketplace.services import task_cancel, task_submit
-from tests.factories import AgentBinaryFactory, AgentFactory
+from tests.factories import AgentBinaryFactory, AgentFactory, held_for
 
 KEY = Ed25519PrivateKey.generate()
 OTHER_KEY = Ed25519PrivateKey.generate()
@@ -251,7 +251,7 @@ def test_closing_an_idle_channel_settles_exact_amounts_at_once(channel, alice, a
     # each task: cost = 1_000 + ceil(1_234_567 × 2_000 / 1e6) = 1_000 + 2_470 = 3_470, fee 173
     channel = channel_close(channel_id=channel.pk, by_user_id=alice.pk)
     assert (channel.status, channel.redeemed, channel.fees) == ("settled", 6_940, 346)
-    assert balance(bob) == 6_940 - 346
+    assert (balance(bob), held_for(bob)) == (0, 6_940 - 346)  # the owner's share is held
     assert balance(alice) == 10_000_000 - 6_940
     assert Account.objects.get(pk=system_account_id("platform_fees")).balance == 346
     assert Account.objects.get(pk=system_account_id("channels")).balance == 0
@@ -275,7 +275,7 @@ def test_a_closing_channel_takes_no_new_tasks_and_settles_when_the_last_one_ends
     )
     channel.refresh_from_db()
     assert (channel.status, channel.redeemed) == ("settled", 1_000)
-    assert balance(bob) == 1_000 - 50
+    assert (balance(bob), held_for(bob)) == (0, 1_000 - 50)
     assert balance(alice) == 10_000_000 - 1_000
 
 

@@ -42,7 +42,7 @@ from marketplace.errors import (
 from marketplace.models import Agent, Task
 from marketplace.services import agent_update, task_cancel, task_submit
 from reputation.models import AgentReputation, ReputationEvent
-from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory
+from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory, held_for
 
 D = Decimal
 
@@ -188,7 +188,7 @@ def test_success_pays_for_what_was_used_and_refunds_the_rest(requester, agent, b
     task.refresh_from_db()
     assert (task.status, task.cost, task.fee, task.refund) == ("succeeded", 1_247, 62, 248_753)
     assert balance(requester) == 10_000_000 - 1_247
-    assert balance(bob) == 1_247 - 62
+    assert (balance(bob), held_for(bob)) == (0, 1_247 - 62)  # the owner's share is held
     assert Account.objects.get(pk=system_account_id("platform_fees")).balance == 62
     event = ReputationEvent.objects.get(task=task)
     # +2.0, + (1 − 123457/1e6) = 0.876543 → 0.8765, + 0.5 under a second

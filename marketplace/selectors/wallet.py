@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db.models import BigIntegerField, Case, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 
+from escrow.earnings import pending_earnings
 from escrow.models import Account, Escrow, PaymentChannel, Transfer
 
 
@@ -17,6 +19,8 @@ class WalletSummary:
     balance: int
     held_in_escrow: int
     in_channels: int
+    pending_earnings: int = 0  # held for the user's agents' tasks until released
+    next_release_at: datetime | None = None
 
     @property
     def total(self) -> int:
@@ -35,7 +39,14 @@ def wallet_summary(user: Any) -> WalletSummary:
     held = Escrow.objects.filter(payer=account, status=Escrow.Status.FUNDED).aggregate(
         held=Sum("amount")
     )["held"]
-    return WalletSummary(account.balance, held or 0, channels_holding(user))
+    pending = pending_earnings(wallet_id=account.pk)
+    return WalletSummary(
+        account.balance,
+        held or 0,
+        channels_holding(user),
+        pending["pending"],
+        pending["next_release_at"],
+    )
 
 
 def account_balance(account_id: int) -> int:

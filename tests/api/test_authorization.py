@@ -405,5 +405,7 @@ def test_signed_in_users_see_only_their_own_lists(world):
         "balance": 0,
         "held_in_escrow": 0,
         "in_channels": 0,
+        "pending_earnings": 0,
+        "next_release_at": None,
     }
     assert client_for(world.alice).get(reverse("api:tasks")).json()["count"] == 2

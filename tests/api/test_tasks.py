@@ -12,6 +12,7 @@ from escrow.models import Escrow, Transfer
 from execution.engine.receipts import public_key_info, receipt_verify
 from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, IdempotencyRecord, Task
+from tests.factories import held_for
 
 from .conftest import balance, error, make_agent
 
@@ -220,7 +221,7 @@ def test_a_settled_task_shows_its_result_and_money(as_alice, funded_alice, echo,
     }
     assert (body["failure_reason"], body["escrow"]["status"]) == (None, "released")
     assert balance(funded_alice) == 10_000_000 - 1_247
-    assert balance(bob) == 1_247 - 62
+    assert (balance(bob), held_for(bob)) == (0, 1_247 - 62)  # the owner's share is held
 
 
 def test_a_failed_task_shows_why(as_alice, funded_alice, echo):

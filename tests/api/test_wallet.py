@@ -22,7 +22,13 @@ def test_a_new_wallet_is_empty(as_alice):
     response = as_alice.get(WALLET)
 
     assert response.status_code == 200
-    assert response.json() == {"balance": 0, "held_in_escrow": 0, "in_channels": 0}
+    assert response.json() == {
+        "balance": 0,
+        "held_in_escrow": 0,
+        "in_channels": 0,
+        "pending_earnings": 0,
+        "next_release_at": None,
+    }
 
 
 def test_the_wallet_shows_what_escrow_holds_for_tasks_in_flight(as_alice, funded_alice, echo):
@@ -36,6 +42,8 @@ def test_the_wallet_shows_what_escrow_holds_for_tasks_in_flight(as_alice, funded
         "balance": 10_000_000 - 300_000,
         "held_in_escrow": 300_000,
         "in_channels": 0,
+        "pending_earnings": 0,
+        "next_release_at": None,
     }
 
 

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from escrow.models import PaymentChannel, Transfer, Voucher
 from marketplace.models import Task
+from tests.factories import held_for
 from tests.views.conftest import (
     HTMX,
     balance,
@@ -176,7 +177,7 @@ def test_closing_an_idle_channel_settles_it_at_once(as_alice, funded_alice, chan
     channel.refresh_from_db()
     assert channel.status == "settled"
     assert balance(funded_alice) == 10_000_000 - cost_of(task)
-    assert balance(bob) == earned_by_owner(task)
+    assert (balance(bob), held_for(bob)) == (0, earned_by_owner(task))
     body = as_alice.get(detail(channel)).content.decode()
     assert "Channel closed and settled" in body
     assert "Close channel" not in body

@@ -16,6 +16,12 @@ class WalletSerializer(serializers.Serializer):
     balance = serializers.IntegerField(help_text="µCR available to spend.")
     held_in_escrow = serializers.IntegerField(help_text="µCR held for your tasks in flight.")
     in_channels = serializers.IntegerField(help_text="µCR deposited in open payment channels.")
+    pending_earnings = serializers.IntegerField(
+        help_text="µCR your agents earned that are held until released (the dispute window)."
+    )
+    next_release_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the next held earning is released."
+    )
 
 
 class DepositRequestSerializer(serializers.Serializer):
