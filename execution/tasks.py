@@ -5,6 +5,7 @@ from __future__ import annotations
 from escrow.channels import channels_settle_due
 from escrow.earnings import earnings_release_due
 from execution.services import task_execute, tasks_recover
+from marketplace.disputes import disputes_resolve_overdue
 from marketplace.withdrawals import funding_recover
 
 
@@ -25,4 +26,6 @@ def recover_funding() -> dict[str, int]:
 
 
 def sweep_earnings() -> dict[str, int]:
-    return {"released": earnings_release_due()}
+    # Overdue disputes first: one unanswered by its deadline is refunded, not released.
+    accepted = disputes_resolve_overdue()
+    return {"released": earnings_release_due(), "disputes_accepted": accepted}

@@ -175,5 +175,5 @@ def test_the_sweep_is_scheduled_every_minute(requester, agent, bob):
     assert (schedule.schedule_type, schedule.minutes, schedule.repeats) == ("I", 1, -1)
     settled(requester, agent)
     Earning.objects.update(release_at=timezone.now())
-    assert sweep_earnings() == {"released": 1}
+    assert sweep_earnings() == {"released": 1, "disputes_accepted": 0}
     assert balance(bob) == SHARE

@@ -1,4 +1,4 @@
-"""Held earnings on real PostgreSQL: the sweep's batches and their statement count."""
+"""Held earnings on real PostgreSQL: the sweep's statement count, and disputes racing it."""
 
 from __future__ import annotations
 
@@ -9,18 +9,22 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from escrow.disputes import DisputeWindowClosed
 from escrow.earnings import earnings_release_batch, earnings_release_due
-from escrow.models import Earning, Transfer
+from escrow.models import Dispute, Earning, Transfer
 from escrow.services import deposit_create
 from execution.services import task_claim, task_settle
+from marketplace.disputes import dispute_file
 from marketplace.models import Agent
 from marketplace.services import task_submit
 from tests.factories import AgentBinaryFactory, AgentFactory, balance, held_for
 from tests.test_earnings import RUN, SHARE
+from tests.test_ledger_concurrency import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 TASKS = 1_000
+RACERS = 24
 
 
 @pytest.fixture
@@ -56,3 +60,37 @@ def test_the_sweep_releases_a_thousand_tasks_in_one_batch_of_few_statements(
     assert Transfer.objects.filter(kind="earnings_release").count() == 1
     assert not Earning.objects.exclude(status="released").exists()
     assert earnings_release_due(now=now) == 0
+
+
+def test_a_dispute_racing_the_sweep_ends_frozen_or_released_never_both(alice, bob, agent, settings):
+    settings.EARNINGS_HOLD_SECONDS = 60
+    deposit_create(user_id=alice.pk, amount=RACERS * 100_000)
+    tasks = []
+    for n in range(RACERS):
+        task = task_submit(requester=alice, agent=agent, input=str(n), budget=100_000)
+        task_claim(task_id=task.pk)
+        task_settle(task_id=task.pk, attempt=1, execution=RUN)
+        tasks.append(task.pk)
+    Earning.objects.update(release_at=timezone.now() - timedelta(seconds=1))  # all matured
+    opened, closed = [], []
+
+    def race(index: int) -> None:
+        if index == 0:
+            earnings_release_due(batch=1)  # one row per transaction: the most interleaving
+            return
+        try:
+            dispute_file(task_id=tasks[index - 1], user=alice, reason="wrong")
+            opened.append(tasks[index - 1])
+        except DisputeWindowClosed:
+            closed.append(tasks[index - 1])
+
+    assert run_threads(RACERS + 1, race) == []
+
+    statuses = dict(Earning.objects.values_list("task_id", "status"))
+    disputed = set(Dispute.objects.values_list("task_id", flat=True))
+    assert set(opened) == disputed and len(opened) + len(closed) == RACERS
+    assert {task for task, status in statuses.items() if status == "frozen"} == disputed
+    assert {task for task, status in statuses.items() if status == "released"} == set(closed)
+    assert (balance(bob), held_for(bob)) == (len(closed) * SHARE, len(opened) * SHARE)
+    released = Transfer.objects.filter(kind="earnings_release")
+    assert sum(released.values_list("amount", flat=True)) == len(closed) * SHARE

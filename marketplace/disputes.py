@@ -1,0 +1,126 @@
+"""Dispute flows: who may do what, and the signed receipt every resolution writes.
+
+The money moves in `escrow.disputes`; this module checks the caller (only the task's
+requester opens, only the agent's owner answers, operators decide contested ones) and
+signs a `dispute_refund` (or `dispute_rejection`) receipt that names the task's receipt
+by its signature, in the same transaction as the money.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from escrow import disputes as money
+from escrow.earning_models import Dispute
+from escrow.errors import DomainError
+from execution.engine.receipts import receipt_sign
+from marketplace.exceptions import TaskNotFound
+from marketplace.models import Task
+
+
+class DisputeNotFound(DomainError):
+    code = "not_found"
+    status = 404
+    default_message = "No such dispute."
+
+
+def dispute_file(*, task_id: Any, user: Any, reason: str) -> Dispute:
+    """The requester disputes a succeeded task; 404 for anybody else."""
+    task = Task.objects.select_related("agent").filter(pk=task_id, requester=user).first()
+    if task is None:
+        raise TaskNotFound()
+    if task.status != Task.Status.SUCCEEDED:
+        raise money.DisputeWindowClosed("Only a succeeded task that cost something is disputed.")
+    dispute = money.dispute_open(
+        task_id=task.pk, requester_id=user.pk, owner_id=task.agent.owner_id, reason=reason
+    )
+    receipt = getattr(task, "receipt", None)
+    if receipt is not None:  # the platform's own evidence; a replay is added by the worker
+        Dispute.objects.filter(pk=dispute.pk).update(evidence={"receipt": receipt.as_dict()})
+        dispute.refresh_from_db()
+    return dispute
+
+
+def _owned(dispute_id: int, user: Any) -> Dispute:
+    dispute = Dispute.objects.filter(pk=dispute_id, owner=user).first()
+    if dispute is None:
+        raise DisputeNotFound()
+    return dispute
+
+
+def _sign(dispute: Dispute, kind: str) -> Dispute:
+    task_receipt = (dispute.evidence or {}).get("receipt") or {}
+    signed = receipt_sign(
+        {
+            "kind": kind,
+            "dispute_id": dispute.pk,
+            "task_id": str(dispute.task_id),
+            "task_receipt_signature": task_receipt.get("signature"),
+            "status": dispute.status,
+            "refunded": dispute.refunded,
+            "resolution": dispute.resolution,
+            "resolved_at": dispute.resolved_at.isoformat() if dispute.resolved_at else None,
+        }
+    )
+    evidence = {**(dispute.evidence or {}), "resolution_receipt": signed}
+    Dispute.objects.filter(pk=dispute.pk).update(evidence=evidence)
+    dispute.evidence = evidence
+    return dispute
+
+
+@transaction.atomic(durable=True)
+def dispute_accept(*, dispute_id: int, user: Any) -> Dispute:
+    """The owner accepts: the task's whole cost goes back to the requester."""
+    _owned(dispute_id, user)
+    dispute = money.dispute_refund(
+        dispute_id=dispute_id, status=Dispute.Status.ACCEPTED, resolution="accepted by the owner"
+    )
+    return _sign(dispute, "dispute_refund")
+
+
+def dispute_contest(*, dispute_id: int, user: Any, statement: str) -> Dispute:
+    _owned(dispute_id, user)
+    return money.dispute_contest(dispute_id=dispute_id, statement=statement)
+
+
+@transaction.atomic(durable=True)
+def dispute_decide(*, dispute_id: int, refund: bool, operator: str) -> Dispute:
+    """An operator decides a contested dispute: refund, or reject."""
+    if refund:
+        dispute = money.dispute_refund(
+            dispute_id=dispute_id,
+            status=Dispute.Status.REFUNDED,
+            resolution=f"refunded by operator {operator}",
+        )
+        return _sign(dispute, "dispute_refund")
+    dispute = money.dispute_reject(dispute_id=dispute_id, resolution=f"rejected by {operator}")
+    return _sign(dispute, "dispute_rejection")
+
+
+def disputes_resolve_overdue(*, now: Any = None) -> int:
+    """Scheduled: an open dispute unanswered by its respond_by counts as accepted."""
+    now = now or timezone.now()
+    done = 0
+    overdue = Dispute.objects.filter(status=Dispute.Status.OPEN, respond_by__lte=now)
+    for dispute_id in overdue.values_list("pk", flat=True):
+        with transaction.atomic(durable=True):
+            try:
+                dispute = money.dispute_refund(
+                    dispute_id=dispute_id,
+                    status=Dispute.Status.ACCEPTED,
+                    resolution="unanswered by the owner: accepted",
+                )
+            except money.DisputeStateError:
+                continue  # answered in the meantime
+            _sign(dispute, "dispute_refund")
+            done += 1
+    return done
+
+
+def disputes_of(user: Any) -> QuerySet[Dispute]:
+    """The disputes where the user is the requester or the owner, newest first."""
+    return Dispute.objects.filter(Q(requester=user) | Q(owner=user)).order_by("-opened_at", "-id")
