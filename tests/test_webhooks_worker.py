@@ -131,3 +131,19 @@ def test_an_event_whose_message_was_lost_is_delivered_by_the_sweep(world):
             )
         [got] = receiver.wait_for(1)
     assert json.loads(got.body)["data"]["task"]["failure_reason"] == "platform_error"
+
+
+def test_the_first_retry_comes_within_a_minute(world):
+    alice, agent = world
+    with Receiver((500, 200)) as receiver:
+        webhook_create(owner=alice, url=receiver.url, events=["task.succeeded"])
+        with Cluster() as cluster:
+            submit(alice, agent)
+            try:
+                first, second = receiver.wait_for(2, timeout=90)
+            except AssertionError:
+                raise AssertionError(cluster.output()) from None
+    waited = second.at - first.at
+    # Due 30 s after the failure; q2's scheduler looks at one-off schedules every 30 s.
+    assert 30 <= waited <= 62, waited
+    assert second.body == first.body
