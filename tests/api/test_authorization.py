@@ -23,6 +23,7 @@ from escrow.channels import channel_open
 from escrow.keys import key_register
 from escrow.models import (
     Account,
+    Dispute,
     Escrow,
     PaymentChannel,
     RequesterKey,
@@ -34,6 +35,7 @@ from escrow.services import deposit_create
 from execution.models import Receipt
 from execution.services import Execution, task_claim, task_settle
 from marketplace.apikeys import api_key_create
+from marketplace.disputes import dispute_file
 from marketplace.models import Agent, AgentBinary, ApiKey, IdempotencyRecord, Task
 from marketplace.services import task_submit
 from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -60,6 +62,7 @@ class World:
     api_key: ApiKey
     webhook: WebhookEndpoint
     withdrawal: Withdrawal
+    dispute: Dispute
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,25 @@ MATRIX: dict[str, ObjectEndpoint | CollectionEndpoint] = {
         other=allowed({"OPTIONS": 200, "POST": 404}),
     ),
     "api:agents": CollectionEndpoint(),
+    # A task's requester disputes it; the agent's owner answers. Others find nothing.
+    "api:task-dispute": ObjectEndpoint(
+        kwargs=lambda w: {"task_id": w.settled.pk},
+        owner=allowed({"OPTIONS": 200, "POST": 201}),
+        other=allowed({"OPTIONS": 200, "POST": 404}),
+        bodies={"POST": lambda: {"reason": "wrong"}},
+    ),
+    "api:disputes": CollectionEndpoint(),
+    "api:dispute-accept": ObjectEndpoint(
+        kwargs=lambda w: {"dispute_id": w.dispute.pk},
+        owner=allowed({"OPTIONS": 200, "POST": 200}),
+        other=allowed({"OPTIONS": 200, "POST": 404}),
+    ),
+    "api:dispute-contest": ObjectEndpoint(
+        kwargs=lambda w: {"dispute_id": w.dispute.pk},
+        owner=allowed({"OPTIONS": 200, "POST": 200}),
+        other=allowed({"OPTIONS": 200, "POST": 404}),
+        bodies={"POST": lambda: {"statement": "it was right"}},
+    ),
     "api:tasks": CollectionEndpoint(),
     "api:receipt-public-key": CollectionEndpoint(public=True, anonymous=allowed(READ_ONLY)),
     "api:receipt-public-keys": CollectionEndpoint(public=True, anonymous=allowed(READ_ONLY)),
@@ -265,6 +287,12 @@ def world(alice, bob, charlie) -> World:
     deposit_create(user_id=alice.pk, amount=1_000_000)
     withdrawal, _ = withdrawal_request(user=alice, amount=1_000_000)
     key = key_register(user_id=alice.pk, public_key=base64.b64encode(bytes(range(32))).decode())
+    # bob disputes a task he ran on alice's agent: alice answers it.
+    deposit_create(user_id=bob.pk, amount=100_000)
+    bobs = task_submit(requester=bob, agent=agent, input="b", budget=100_000)
+    claim = task_claim(task_id=bobs.pk)
+    assert claim is not None
+    task_settle(task_id=bobs.pk, attempt=claim[1], execution=Execution(exit_code=0, stdout=b"ok"))
     return World(
         alice=alice,
         charlie=charlie,
@@ -276,6 +304,7 @@ def world(alice, bob, charlie) -> World:
         api_key=api_key,
         webhook=webhook_create(owner=alice, url="http://127.0.0.1:9/", events=["task.failed"]),
         withdrawal=withdrawal,
+        dispute=dispute_file(task_id=bobs.pk, user=bob, reason="wrong"),
     )
 
 
