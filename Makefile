@@ -70,10 +70,11 @@ test: lint typecheck migrations-check test-postgres test-sqlite
 agents: venv
 	$(BIN)/python agents/build.py
 
-# Figures, not tests: the sandbox alone, then end to end and payment channels, each on a
-# throwaway PostgreSQL cluster.
+# Figures, not tests: the sandbox alone, then end to end, payment channels, and webhook and
+# quote latency, each on a throwaway PostgreSQL cluster.
 .PHONY: bench
 bench: venv
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python tests/pgcluster.py -- $(BIN)/python benchmarks/e2e.py
 	$(BIN)/python tests/pgcluster.py -- $(BIN)/python benchmarks/channels.py
+	$(BIN)/python tests/pgcluster.py -- $(BIN)/python benchmarks/webhooks.py
