@@ -96,7 +96,6 @@ def keys(request: Request) -> Response:
 
 
 @extend_schema(**schema.KEY_REVOKE)
-@key_scope(DELETE="channels:write")
 @api_view(["DELETE"])
 def key(request: Request, key_pk: int) -> Response:
     key_revoke(user_id=current_user(request).pk, key_pk=key_pk)
