@@ -60,8 +60,11 @@ def _channel_of(task_id: Any) -> Any:
 
 def dispute_open(*, task_id: Any, requester_id: int, owner_id: int, reason: str) -> Dispute:
     """Open a dispute and freeze the task's held earning; DisputeWindowClosed when there is
-    none held any more (released, or the task cost nothing)."""
-    with transaction.atomic(durable=True):
+    none held any more (released, or the task cost nothing).
+
+    Runs inside the caller's transaction (which also records the `dispute.opened` event).
+    """
+    with transaction.atomic():
         channel = _lock_channel(_channel_of(task_id))
         if Dispute.objects.filter(task_id=task_id, status__in=Dispute.PENDING).exists():
             raise DisputeAlreadyOpen()

@@ -20,6 +20,10 @@ from escrow.errors import DomainError
 from execution.engine.receipts import receipt_sign
 from marketplace.exceptions import TaskNotFound
 from marketplace.models import Task
+from marketplace.webhooks.outbox import webhook_event_record
+
+DISPUTE_OPENED = "dispute.opened"
+DISPUTE_RESOLVED = "dispute.resolved"
 
 
 class DisputeNotFound(DomainError):
@@ -28,6 +32,18 @@ class DisputeNotFound(DomainError):
     default_message = "No such dispute."
 
 
+def _report(dispute: Dispute, type: str) -> None:
+    """Record the webhook event in the caller's transaction. `dispute.opened` goes to the
+    agent's owner (who has to answer; the requester opened it and got the answer in the
+    response); `dispute.resolved` goes to both parties, whose money it decides."""
+    users = [dispute.owner_id]
+    if type == DISPUTE_RESOLVED and dispute.requester_id != dispute.owner_id:
+        users.append(dispute.requester_id)
+    for owner_id in users:
+        webhook_event_record(owner_id=owner_id, type=type, object_id=str(dispute.pk))
+
+
+@transaction.atomic(durable=True)
 def dispute_file(*, task_id: Any, user: Any, reason: str) -> Dispute:
     """The requester disputes a succeeded task; 404 for anybody else."""
     task = Task.objects.select_related("agent").filter(pk=task_id, requester=user).first()
@@ -42,6 +58,7 @@ def dispute_file(*, task_id: Any, user: Any, reason: str) -> Dispute:
     if receipt is not None:  # the platform's own evidence; a replay is added by the worker
         Dispute.objects.filter(pk=dispute.pk).update(evidence={"receipt": receipt.as_dict()})
         dispute.refresh_from_db()
+    _report(dispute, DISPUTE_OPENED)
     return dispute
 
 
@@ -72,6 +89,13 @@ def _sign(dispute: Dispute, kind: str) -> Dispute:
     return dispute
 
 
+def _resolved(dispute: Dispute, kind: str) -> Dispute:
+    """Every resolution: its signed receipt and its `dispute.resolved` event."""
+    dispute = _sign(dispute, kind)
+    _report(dispute, DISPUTE_RESOLVED)
+    return dispute
+
+
 @transaction.atomic(durable=True)
 def dispute_accept(*, dispute_id: int, user: Any) -> Dispute:
     """The owner accepts: the task's whole cost goes back to the requester."""
@@ -79,7 +103,7 @@ def dispute_accept(*, dispute_id: int, user: Any) -> Dispute:
     dispute = money.dispute_refund(
         dispute_id=dispute_id, status=Dispute.Status.ACCEPTED, resolution="accepted by the owner"
     )
-    return _sign(dispute, "dispute_refund")
+    return _resolved(dispute, "dispute_refund")
 
 
 def dispute_contest(*, dispute_id: int, user: Any, statement: str) -> Dispute:
@@ -96,9 +120,9 @@ def dispute_decide(*, dispute_id: int, refund: bool, operator: str) -> Dispute:
             status=Dispute.Status.REFUNDED,
             resolution=f"refunded by operator {operator}",
         )
-        return _sign(dispute, "dispute_refund")
+        return _resolved(dispute, "dispute_refund")
     dispute = money.dispute_reject(dispute_id=dispute_id, resolution=f"rejected by {operator}")
-    return _sign(dispute, "dispute_rejection")
+    return _resolved(dispute, "dispute_rejection")
 
 
 def disputes_resolve_overdue(*, now: Any = None) -> int:
@@ -116,7 +140,7 @@ def disputes_resolve_overdue(*, now: Any = None) -> int:
                 )
             except money.DisputeStateError:
                 continue  # answered in the meantime
-            _sign(dispute, "dispute_refund")
+            _resolved(dispute, "dispute_refund")
             done += 1
     return done
 

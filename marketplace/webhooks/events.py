@@ -14,7 +14,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from escrow.models import Withdrawal
+from escrow.models import Dispute, Withdrawal
+from marketplace.api.serializers.disputes import DisputeSerializer
 from marketplace.api.serializers.tasks import TaskSerializer
 from marketplace.api.serializers.withdrawals import WithdrawalSerializer
 from marketplace.models import Task
@@ -67,6 +68,13 @@ def _withdrawal(object_id: str) -> dict[str, Any]:
     return {"withdrawal": None if withdrawal is None else WithdrawalSerializer(withdrawal).data}
 
 
+def _dispute(object_id: str) -> dict[str, Any]:
+    """`data.dispute`: the dispute as GET /api/v1/disputes/ lists it."""
+    dispute = Dispute.objects.filter(pk=int(object_id)).first() if object_id.isdigit() else None
+    return {"dispute": None if dispute is None else DisputeSerializer(dispute).data}
+
+
 renderer_register("task", _task)
+renderer_register("dispute", _dispute)
 renderer_register("withdrawal", _withdrawal)
 renderer_register(PING, _ping)
