@@ -1,12 +1,12 @@
-"""Withdrawals and deposits in the admin: filtered, searched, read-only (registered by
-`escrow.admin`)."""
+"""Withdrawals, deposits and held earnings in the admin: filtered, searched, read-only
+(registered by `escrow.admin`)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
 from escrow.admin import LedgerAdmin, credits
-from escrow.models import Deposit, Withdrawal
+from escrow.models import Deposit, Earning, Withdrawal
 
 
 @admin.register(Withdrawal)
@@ -32,3 +32,34 @@ class DepositAdmin(LedgerAdmin):
     @admin.display(description="amount", ordering="amount")
     def amount_cr(self, obj: Deposit) -> str:
         return credits(obj.amount)
+
+
+@admin.register(Earning)
+class EarningAdmin(LedgerAdmin):
+    """Owners' shares held before release; frozen while a dispute is pending."""
+
+    list_display = [
+        "id",
+        "task",
+        "owner",
+        "amount_cr",
+        "fee_cr",
+        "status",
+        "release_at",
+        "released_at",
+    ]
+    list_filter = ["status", ("release_at", admin.DateFieldListFilter)]
+    search_fields = ["=id", "task__id", "wallet__user__username"]
+    list_select_related = ["task", "wallet__user"]
+
+    @admin.display(description="owner", ordering="wallet__user__username")
+    def owner(self, obj: Earning) -> str:
+        return str(obj.wallet.user)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_cr(self, obj: Earning) -> str:
+        return credits(obj.amount)
+
+    @admin.display(description="fee", ordering="fee")
+    def fee_cr(self, obj: Earning) -> str:
+        return credits(obj.fee)

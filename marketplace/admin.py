@@ -156,5 +156,8 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
 # API keys have an admin module of their own; importing it registers it.
 from marketplace import apikey_admin  # noqa: E402, F401
 
+# Disputes have an admin module of their own (its actions call the service).
+from marketplace.dispute_admin import DisputeAdmin  # noqa: E402, F401
+
 # Webhooks have an admin module of their own; importing it registers it.
 from marketplace.webhooks import admin as webhooks_admin  # noqa: E402, F401
