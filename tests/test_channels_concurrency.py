@@ -19,7 +19,7 @@ from escrow.services import deposit_create, system_account_id
 from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, Task
 from marketplace.services import task_submit
-from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory
+from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory, held_for
 from tests.test_channels import KEY, public, sign
 from tests.test_ledger_concurrency import run_threads
 
@@ -132,7 +132,8 @@ def test_concurrent_submissions_and_settlements_never_redeem_more_than_authorize
 
     channel = channel_close(channel_id=channel.pk, by_user_id=alice.pk)
     assert channel.status == "settled"
-    assert Account.objects.get(user=bob).balance == channel.redeemed - channel.fees
+    # The owner's share waits as held earnings until the hold ends.
+    assert Account.objects.get(user=bob).balance + held_for(bob) == channel.redeemed - channel.fees
     assert Account.objects.get(user=alice).balance == DEPOSIT - channel.redeemed
     assert Account.objects.get(pk=system_account_id("channels")).balance == 0
 
@@ -204,6 +205,6 @@ def test_closing_while_submissions_race_it_settles_once_with_every_task_counted(
         costs["cost"],
         costs["fee"],
     )
-    assert Account.objects.get(user=bob).balance == costs["cost"] - costs["fee"]
+    assert Account.objects.get(user=bob).balance + held_for(bob) == costs["cost"] - costs["fee"]
     assert Account.objects.get(user=alice).balance == DEPOSIT - costs["cost"]
     assert Account.objects.get(pk=system_account_id("channels")).balance == 0

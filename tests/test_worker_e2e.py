@@ -24,7 +24,7 @@ from marketplace.services import task_submit
 from reputation.models import ReputationEvent
 from reputation.policies import quantize
 from tests import wasm_modules as wasm
-from tests.factories import AgentFactory, UserFactory
+from tests.factories import AgentFactory, UserFactory, held_for
 from tests.workers import Cluster, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -75,7 +75,7 @@ def test_a_task_runs_and_settles_through_a_real_worker(people, tmp_path):
     fee = cost * 500 // 10_000
     assert (task.cost, task.fee, task.refund) == (cost, fee, 100_000 - cost)
     assert balance(alice) == FUNDS - cost
-    assert balance(bob) == cost - fee
+    assert (balance(bob), held_for(bob)) == (0, cost - fee)  # held until the hold ends
     assert Account.objects.get(pk=system_account_id("platform_fees")).balance == fee
     event = ReputationEvent.objects.get(task=task)
     bonus = quantize(Decimal(fuel_limit - task.fuel_used) / Decimal(fuel_limit))

@@ -18,7 +18,7 @@ from marketplace.binaries import binary_upload
 from marketplace.models import Task
 from marketplace.services import task_submit
 from reputation.models import ReputationEvent
-from tests.factories import AgentFactory, UserFactory
+from tests.factories import AgentFactory, UserFactory, held_for
 from tests.test_channels import KEY, public, sign
 from tests.test_ledger_concurrency import run_threads
 from tests.workers import Cluster, wait_for
@@ -100,7 +100,7 @@ def test_four_workers_settle_every_task_once_while_submissions_race_them(capsys)
         channel_close(channel_id=channel.pk, by_user_id=channel.requester_id)
     costs = Task.objects.aggregate(cost=Sum("cost"), fee=Sum("fee"))
     lost_by_requesters = sum(FUNDS - Account.objects.get(user=u).balance for u in requesters)
-    earned_by_owners = sum(Account.objects.get(user=u).balance for u in owners)
+    earned_by_owners = sum(Account.objects.get(user=u).balance + held_for(u) for u in owners)
     platform = Account.objects.get(pk=system_account_id("platform_fees")).balance
     assert lost_by_requesters == costs["cost"]
     assert earned_by_owners + platform == costs["cost"]

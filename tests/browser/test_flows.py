@@ -18,6 +18,8 @@ from tests.workers import Cluster
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 TASK_SETTLES = 30_000  # ms: a worker starts, claims, runs and settles
+# The wallet page holds the deposit form and the withdraw form, each with an "Amount".
+DEPOSIT_FORM = 'form[action="/wallet/"]'
 
 
 def credits(micro: int) -> str:
@@ -40,7 +42,7 @@ def test_sign_up_deposit_run_a_task_and_see_the_money(screen: Screen, demo_owner
         # A new user lands on the wallet and adds credits.
         page.wait_for_url(re.compile(r"/wallet/$"))
         expect(page.get_by_text("Welcome, carol!")).to_be_visible()
-        page.get_by_label("Amount").fill("5")
+        page.locator(DEPOSIT_FORM).get_by_label("Amount").fill("5")
         page.get_by_role("button", name="Deposit").click()
         expect(page.get_by_test_id("balance")).to_have_text("5.000000 CR")
         expect(page.get_by_text("Added 5.000000 CR.")).to_be_visible()
@@ -161,11 +163,11 @@ def test_forms_work_without_javascript(browser: Any, live_server: Any, transacti
         page.wait_for_url(live_server.url + "/")
         page.goto(live_server.url + "/wallet/")
 
-        page.get_by_label("Amount").fill("1.0000001")
+        page.locator(DEPOSIT_FORM).get_by_label("Amount").fill("1.0000001")
         page.get_by_role("button", name="Deposit").click()
         expect(page.locator("#id_amount_error")).to_contain_text("At most 6 decimal places")
 
-        page.get_by_label("Amount").fill("2.5")
+        page.locator(DEPOSIT_FORM).get_by_label("Amount").fill("2.5")
         page.get_by_role("button", name="Deposit").click()
         # POST/redirect/GET: the page after the deposit is a plain GET of the wallet.
         assert page.url == live_server.url + "/wallet/"
