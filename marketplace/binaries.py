@@ -10,13 +10,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Max
 from rest_framework.throttling import UserRateThrottle
 
 from execution.engine.validation import validate_wasm
 from marketplace.models import Agent, AgentBinary
+from marketplace.storage import binary_storage
 
 logger = logging.getLogger(__name__)
 
@@ -84,17 +84,18 @@ def binary_upload(*, agent: Agent, data: bytes) -> AgentBinary:
 
 
 def binary_read(binary: AgentBinary) -> bytes:
-    with default_storage.open(binary.storage_name, "rb") as handle:
+    with binary_storage().open(binary.storage_name, "rb") as handle:
         return handle.read()
 
 
 def _store(sha256: str, data: bytes) -> str:
     name = binary_storage_name(sha256)
-    if default_storage.exists(name):
-        with default_storage.open(name, "rb") as handle:
+    storage = binary_storage()
+    if storage.exists(name):
+        with storage.open(name, "rb") as handle:
             if hashlib.sha256(handle.read()).hexdigest() == sha256:
                 return name
         # Storage writes are not atomic: a crash mid-save leaves a short file behind.
         logger.warning("stored binary %s does not match its hash; rewriting it", name)
-        default_storage.delete(name)
-    return default_storage.save(name, ContentFile(data))
+        storage.delete(name)
+    return storage.save(name, ContentFile(data))

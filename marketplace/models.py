@@ -139,6 +139,31 @@ class AgentBinary(models.Model):
         return f"{self.agent.slug} v{self.version} ({self.sha256[:12]})"
 
 
+class StoredBinary(models.Model):
+    """Bytes kept in the database by `marketplace.storage.DatabaseStorage`, by storage name:
+    the binary store every host of a distributed deployment can read."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    data = models.BinaryField()
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SharedSecretCheck(models.Model):
+    """A keyed digest proving which shared secret the hosts of one deployment use, so a host
+    started with another one refuses to start (see marketplace/checks.py)."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    digest = models.CharField(max_length=64)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Task(models.Model):
     class Status(models.TextChoices):
         PENDING_FUNDING = "pending_funding"

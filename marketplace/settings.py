@@ -229,6 +229,29 @@ STORAGES = {
 }
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = "media/"
+# Agent binaries: in storage every host can read once the database is shared (SPEC §17).
+BINARY_STORAGE = env_str("BINARY_STORAGE", "database" if env_optional("DATABASE_URL") else "file")
+BINARY_STORAGE_BACKENDS = {
+    "file": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "database": {"BACKEND": "marketplace.storage.DatabaseStorage"},
+    # django-storages (`pip install "django-storages[s3]"`); boto3 reads AWS_ACCESS_KEY_ID
+    # and AWS_SECRET_ACCESS_KEY (or an instance role) from the environment itself.
+    "s3": {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_optional("AWS_STORAGE_BUCKET_NAME"),
+            "region_name": env_optional("AWS_S3_REGION_NAME"),
+            "endpoint_url": env_optional("AWS_S3_ENDPOINT_URL"),
+            "location": env_str("AWS_LOCATION", "binaries"),
+            "file_overwrite": True,
+        },
+    },
+}
+if BINARY_STORAGE not in BINARY_STORAGE_BACKENDS:
+    raise ImproperlyConfigured(
+        f"BINARY_STORAGE must be one of {', '.join(BINARY_STORAGE_BACKENDS)}, got {BINARY_STORAGE!r}"
+    )
+STORAGES["binaries"] = BINARY_STORAGE_BACKENDS[BINARY_STORAGE]
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"

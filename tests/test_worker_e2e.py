@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django_q.tasks import async_task
 
@@ -21,6 +20,7 @@ from execution.services import affordable_fuel
 from marketplace.binaries import binary_upload
 from marketplace.models import Agent, Task
 from marketplace.services import task_submit
+from marketplace.storage import binary_storage
 from reputation.models import ReputationEvent
 from reputation.policies import quantize
 from tests import wasm_modules as wasm
@@ -112,7 +112,7 @@ def test_every_failure_refunds_in_full_with_the_right_penalty(people):
     # The platform loses a binary (storage and compiled cache): the platform's fault.
     lost = cases["platform_error"][0].current_binary
     assert lost is not None
-    default_storage.delete(lost.storage_name)
+    binary_storage().delete(lost.storage_name)
     modules.artifact_path(lost.sha256).unlink(missing_ok=True)
     tasks = {
         reason: task_submit(requester=alice, agent=agent, input="x", budget=2_000_000, **options)

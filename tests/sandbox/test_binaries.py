@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from django.core.files.storage import default_storage
 
 from execution.engine.validation import WasmNoStart, WasmTooLarge
 from marketplace.binaries import binary_read, binary_storage_name, binary_upload
 from marketplace.models import AgentBinary
+from marketplace.storage import binary_storage
 from tests.factories import AgentFactory
 
 from .conftest import sha256, wasm
@@ -20,6 +20,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path: Path) -> Path:
     settings.MEDIA_ROOT = tmp_path / "media"
+    # The file store (the embedded default); tests/test_binary_storage.py has the database's.
+    settings.STORAGES = {**settings.STORAGES, "binaries": settings.BINARY_STORAGE_BACKENDS["file"]}
     return settings.MEDIA_ROOT
 
 
@@ -142,4 +144,4 @@ def test_the_stored_binary_runs_through_the_sandbox():
     )
 
     assert result.stdout == b"stored and run"
-    assert default_storage.exists(binary.storage_name)
+    assert binary_storage().exists(binary.storage_name)
