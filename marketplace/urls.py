@@ -9,6 +9,7 @@ from marketplace.views import (
     auth,
     channels,
     dashboard,
+    disputes,
     quotes,
     tasks,
     wallet,
@@ -33,6 +34,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("wallet/", wallet.wallet, name="wallet"),
     path("wallet/ledger.csv", wallet.wallet_export, name="wallet-export"),
+    path("wallet/balances/", wallet.wallet_balances, name="wallet-balances"),
     path("wallet/withdrawals/", withdrawals.withdrawals, name="withdrawals"),
     path(
         "wallet/withdrawals/<int:withdrawal_id>/",
@@ -54,6 +56,13 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/", tasks.task_detail, name="task-detail"),
     path("tasks/<uuid:task_id>/cancel/", tasks.task_cancel_view, name="task-cancel"),
     path("tasks/<uuid:task_id>/receipt.json", tasks.task_receipt, name="task-receipt"),
+    path("tasks/<uuid:task_id>/dispute/", disputes.task_dispute_view, name="task-dispute"),
+    path("disputes/received/", disputes.disputes_received, name="disputes-received"),
+    path("disputes/opened/", disputes.disputes_opened, name="disputes-opened"),
+    path("disputes/<int:dispute_id>/accept/", disputes.dispute_accept_view, name="dispute-accept"),
+    path(
+        "disputes/<int:dispute_id>/contest/", disputes.dispute_contest_view, name="dispute-contest"
+    ),
     path("tasks/<uuid:task_id>/receipt/verify/", tasks.task_receipt_verify, name="task-verify"),
     path("channels/", channels.channel_list, name="channel-list"),
     path("channels/<uuid:channel_id>/", channels.channel_detail, name="channel-detail"),

@@ -52,6 +52,7 @@ from marketplace.views.common import (
     submit_money_form,
     user_of,
 )
+from marketplace.views.disputes import task_dispute_context
 from marketplace.views.quotes import quote_context, quote_live
 
 TASKS_PAGE_SIZE = 25
@@ -210,6 +211,8 @@ def _task_context(task: Task) -> dict[str, Any]:
         "receipt_payload": json.loads(receipt.payload) if receipt else None,
         "paid_to_agent": paid_to_agent,
         "poll": POLL_ACTIVE,
+        # Only a succeeded task can be disputed (and show a dispute).
+        **(task_dispute_context(task) if task.status == Task.Status.SUCCEEDED else {}),
     }
 
 

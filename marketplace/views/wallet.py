@@ -1,4 +1,5 @@
-"""The wallet: balance, (development) deposits, the ledger and its CSV export."""
+"""The wallet: balances and pending earnings (live), (development) deposits, the ledger
+and its CSV export."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from escrow.services import deposit_create
 from marketplace import selectors
 from marketplace.forms import DepositForm
+from marketplace.selectors.earnings import PENDING_SHOWN, pending_earnings_of
 from marketplace.templatetags.exchange import format_credits
 from marketplace.views.common import (
     HtmxHttpRequest,
@@ -27,13 +29,23 @@ from marketplace.views.common import (
 )
 
 LEDGER_PAGE_SIZE = 20
+# The balances refresh themselves: earnings are released and disputes refunded by others.
+POLL_BALANCES = "every 2s"
+
+
+def _balances_context(user: Any) -> dict[str, Any]:
+    return {
+        "summary": selectors.wallet_summary(user),
+        "pending": list(pending_earnings_of(user)[:PENDING_SHOWN]),
+        "balances_poll": POLL_BALANCES,
+    }
 
 
 def _wallet_context(request: HtmxHttpRequest, form: DepositForm) -> dict[str, Any]:
     user = user_of(request)
     page = paginate(request, selectors.ledger_of(user), LEDGER_PAGE_SIZE)
     return {
-        "summary": selectors.wallet_summary(user),
+        **_balances_context(user),
         "form": form,
         "page": page,
         "lines": selectors.ledger_lines(user, page.object_list),
@@ -75,6 +87,16 @@ def wallet(request: HtmxHttpRequest) -> HttpResponseBase:
     return render_page(
         request, "wallet.html", _wallet_context(request, DepositForm()), fragment="panel"
     )
+
+
+@require_GET
+@login_required
+def wallet_balances(request: HtmxHttpRequest) -> HttpResponseBase:
+    """The live part of the wallet page: balances and the pending earnings."""
+    if not request.htmx:
+        return redirect("wallet")
+    context = _balances_context(user_of(request))
+    return render_page(request, "wallet.html", context, fragment="balances")
 
 
 def _agent_slug(transfer: Any) -> str:
