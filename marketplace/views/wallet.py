@@ -27,6 +27,7 @@ from marketplace.views.common import (
     submit_money_form,
     user_of,
 )
+from marketplace.views.withdrawals import CHANGED_EVENT, CHANGED_HEADER
 
 LEDGER_PAGE_SIZE = 20
 # The balances refresh themselves: earnings are released and disputes refunded by others.
@@ -92,11 +93,18 @@ def wallet(request: HtmxHttpRequest) -> HttpResponseBase:
 @require_GET
 @login_required
 def wallet_balances(request: HtmxHttpRequest) -> HttpResponseBase:
-    """The live part of the wallet page: balances and the pending earnings."""
+    """The live part of the wallet page: balances and the pending earnings.
+
+    Each poll says which balance the page shows; when money arrived or left meanwhile
+    (released earnings, a dispute's refund), the whole panel reloads, ledger included.
+    """
     if not request.htmx:
         return redirect("wallet")
     context = _balances_context(user_of(request))
-    return render_page(request, "wallet.html", context, fragment="balances")
+    response = render_page(request, "wallet.html", context, fragment="balances")
+    if request.GET.get("shown", str(context["summary"].balance)) != str(context["summary"].balance):
+        response[CHANGED_HEADER] = CHANGED_EVENT
+    return response
 
 
 def _agent_slug(transfer: Any) -> str:

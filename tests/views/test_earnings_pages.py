@@ -81,9 +81,22 @@ def test_released_earnings_move_to_the_balance(as_bob, done):
 def test_the_balances_refresh_themselves(as_bob, done):
     body = fragment(as_bob.get(BALANCES, **HTMX))
 
-    assert f'hx-get="{BALANCES}" hx-trigger="every 2s" hx-swap="outerHTML"' in body
+    assert f'hx-get="{BALANCES}?shown=0" hx-trigger="every 2s" hx-swap="outerHTML"' in body
     assert 'id="wallet-balances"' in body
     assert "Add credits" not in body  # only the live part: a form being typed in stays
+
+
+def test_a_balance_that_changed_since_the_page_was_drawn_reloads_the_panel(as_bob, done):
+    share = earned_by_owner(done)
+    assert "HX-Trigger" not in as_bob.get(BALANCES, {"shown": "0"}, **HTMX)
+    release_everything()
+
+    stale = as_bob.get(BALANCES, {"shown": "0"}, **HTMX)
+    current = as_bob.get(BALANCES, {"shown": str(share)}, **HTMX)
+
+    assert stale["HX-Trigger"] == "wallet-changed"  # the ledger below has a new line
+    assert f'hx-get="{BALANCES}?shown={share}"' in fragment(stale)
+    assert "HX-Trigger" not in current
 
 
 def test_a_plain_request_for_the_balances_goes_to_the_wallet(as_bob, anon):
