@@ -117,6 +117,23 @@ def audit(details: Callable[[LedgerReport], str], *, lead: str = "") -> None:
         sys.exit(1)
 
 
+def production_env() -> dict[str, str]:
+    """The environment of a production-like process (DEBUG off: no query log, no dev
+    keys) on this run's database, with the keys this process generated for development."""
+    return {
+        **os.environ,
+        "DEBUG": "false",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "CUSTODIAL_KEY_RING": ",".join(settings.CUSTODIAL_KEY_RING),
+        "RECEIPT_SIGNING_KEYS": ",".join(settings.RECEIPT_SIGNING_KEYS),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "DATA_DIR": str(settings.DATA_DIR),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
 # --- figures and tables ------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ In this process DEBUG is off, as in production, so Django keeps no query log.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from benchmarks.common import (
     ms,
     percentiles,
     platform,
+    production_env,
     settler,
     statement_breakdown,
     table,
@@ -60,6 +62,12 @@ from marketplace.models import Agent, Task
 from marketplace.services import task_submit, user_create
 from tests.workers import Cluster
 
+# isort: split
+from benchmarks import reference
+from benchmarks.roundtrips import HEADERS as ROUND_TRIP_HEADERS
+from benchmarks.roundtrips import round_trip_rows
+from benchmarks.web import EndToEnd, end_to_end
+
 T = TypeVar("T")
 
 
@@ -68,15 +76,21 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class World:
+    owner: User
     requester: User
     agent: Agent
     bare_wallet: int  # credited by the bare SQL transfers
 
 
 def world_create() -> World:
-    _, requester, agent = echo_agent()
+    owner, requester, agent = echo_agent()
     bare = user_create(username=f"bench-bare-{RUN_ID}")
-    return World(requester=requester, agent=agent, bare_wallet=wallet_id(user_id=bare.pk))
+    return World(
+        owner=owner,
+        requester=requester,
+        agent=agent,
+        bare_wallet=wallet_id(user_id=bare.pk),
+    )
 
 
 def submit(world: World, count: int) -> list[Any]:
@@ -139,7 +153,7 @@ def _rows(ids: Sequence[Any]) -> list[tuple[str, datetime, datetime, datetime, i
 def cluster_run(world: World, workers: int, tasks: int, paced: int) -> ClusterRun:
     """A backlog of `tasks` for a cold cluster; then `paced` tasks one at a time."""
     ids = submit(world, tasks)
-    with Cluster(workers, short_limits=False) as cluster:
+    with Cluster(workers, short_limits=False, **production_env()) as cluster:
         started_at = timezone.now()
         started = time.monotonic()
         ended = wait_final(cluster, ids)
@@ -229,6 +243,10 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=40, help="tasks sent one at a time (40)")
     parser.add_argument("--settlements", type=int, default=300, help="per timing mode (300)")
     parser.add_argument("--transfers", type=int, default=1000, help="bare SQL transfers (1000)")
+    parser.add_argument(
+        "--reference", type=int, default=2000, help="reference settlements per mode (2000)"
+    )
+    parser.add_argument("--e2e", type=int, default=300, help="tasks through the API (300)")
     args = parser.parse_args()
 
     database_prepare()
@@ -236,7 +254,10 @@ def main() -> None:
     print(f"{platform()}; agent {world.agent.slug} (echo), input {len(INPUT)} bytes")
 
     # 1. Real workers: throughput, queue wait, run time.
-    runs = [cluster_run(world, workers, args.tasks, args.paced) for workers in (1, 4)]
+    cores = os.cpu_count() or 1
+    runs = [
+        cluster_run(world, workers, args.tasks, args.paced) for workers in sorted({1, cores, 4})
+    ]
     table(
         f"Worker throughput: {args.tasks} echo tasks queued, then `qcluster` started "
         "(startup = start → first task claimed)",
@@ -282,6 +303,12 @@ def main() -> None:
     multi = claimed(world, args.settlements)
     settle_1, wall_1 = timed_threads([single], settle)
     settle_4, wall_4 = timed_threads(split(multi, 4), settle)
+    why_not = reference.missing()
+    refs = {}
+    if why_not is None:
+        refs = {t: reference.reference_run(threads=t, n=args.reference) for t in (1, 4)}
+    else:
+        print(why_not)
     move = bare_transfer(system_account_id(Account.Kind.EXTERNAL), world.bare_wallet)
     for i in range(20):
         move(i)
@@ -297,6 +324,17 @@ def main() -> None:
             timing_row("task_settle, 4 threads", settle_4, wall_4),
             timing_row("bare SQL transfer, 1 thread", bare_1, bare_wall_1),
             timing_row("bare SQL transfer, 4 threads", bare_4, bare_wall_4),
+            *[
+                [
+                    f"reference settlement (raw psycopg), {t} thread{'s' * (t > 1)}",
+                    str(ref.n),
+                    ms(ref.p50),
+                    ms(ref.p95),
+                    ms(ref.p99),
+                    f"{ref.rate:,.0f}",
+                ]
+                for t, ref in refs.items()
+            ],
         ],
     )
     for threads, ours, bare, ours_wall, bare_wall in [
@@ -380,10 +418,68 @@ def main() -> None:
         ],
     )
 
+    # 4. Round trips per money path.
+    table(
+        "Round trips to the database per path (statements counted with "
+        "CaptureQueriesContext, plus BEGIN and COMMIT of each transaction)",
+        ROUND_TRIP_HEADERS,
+        round_trip_rows(world.owner, world.requester, world.agent),
+    )
+
+    # 5. End to end as in production: API submit → settled.
+    e2e = end_to_end(world.requester, world.agent, args.e2e)
+    p50, p95, p99 = percentiles(e2e.submit)
+    table(
+        f"End to end: {e2e.tasks} echo tasks POSTed to /api/v1/tasks/ by {e2e.clients} "
+        f"client threads; gunicorn with {e2e.web_workers} sync workers, qcluster with "
+        f"{e2e.q_workers} workers, DEBUG off (after a warm-up)",
+        ["", "n", "p50 ms", "p95 ms", "p99 ms", "per s"],
+        [
+            [
+                "submission (HTTP request)",
+                str(len(e2e.submit)),
+                ms(p50),
+                ms(p95),
+                ms(p99),
+                f"{len(e2e.submit) / e2e.submit_wall:,.1f}",
+            ],
+            ["submitted → all settled", str(e2e.tasks), "", "", "", f"{e2e.rate:,.1f}"],
+        ],
+    )
+    if e2e.failed:
+        print(f"{e2e.failed} of the end-to-end tasks did not succeed")
+
     audit(
         lambda report: f"{report.escrows} escrows, {report.held_in_escrow} µCR held in escrow",
         lead="\n",
     )
+    summary(refs, settle_1, wall_1, settle_4, wall_4, e2e)
+
+
+def summary(
+    refs: dict[int, reference.Reference],
+    settle_1: Sequence[float],
+    wall_1: float,
+    settle_4: Sequence[float],
+    wall_4: float,
+    e2e: EndToEnd,
+) -> None:
+    """The four lines `make bench` ends with, each with its SPEC §16 target and verdict."""
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print()
+    for threads, durations, wall in [(1, settle_1, wall_1), (4, settle_4, wall_4)]:
+        label = f"settlement vs reference, {threads} thread{'s' * (threads > 1)}"
+        if threads not in refs:
+            print(f"{label}: n/a (reference missing)")
+            continue
+        ratio = (len(durations) / wall) / refs[threads].rate
+        print(f"{label}: {ratio:.2f}× (target ≥ 0.70×: {verdict(ratio >= 0.7)})")
+    p99 = percentiles(settle_4)[2] * 1000
+    print(f"settlement p99 at 4 threads: {p99:.1f} ms (target < 25 ms: {verdict(p99 < 25)})")
+    print(f"end to end: {e2e.rate:.0f} tasks/s (target ≥ 100: {verdict(e2e.rate >= 100)})")
 
 
 if __name__ == "__main__":

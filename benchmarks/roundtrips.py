@@ -1,0 +1,148 @@
+"""Round trips to the database per money path, counted with Django's
+`CaptureQueriesContext` (every statement, savepoints included) plus the BEGIN and COMMIT
+psycopg sends around each transaction. Imported by `e2e.py` after Django is set up."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from benchmarks.common import BUDGET, INPUT, RUN_ID, claim_task, first_execution
+from escrow.channels import channel_open, key_register, voucher_message
+from escrow.services import deposit_create
+from execution.services import Execution, task_execute, task_settle
+from marketplace.models import Agent, Task
+from marketplace.services import task_submit, user_create
+
+LIMIT = 10  # SPEC §16: an escrow settlement and a submission each take at most 10
+
+
+@dataclass(frozen=True)
+class Count:
+    statements: int
+    transactions: int
+
+    @property
+    def round_trips(self) -> int:
+        return self.statements + 2 * self.transactions  # BEGIN and COMMIT
+
+
+@contextmanager
+def counted() -> Iterator[list[Count]]:
+    """Count this thread's statements and commits inside the block."""
+    commits: list[int] = []
+    commit = connection.commit
+
+    def counting_commit() -> None:
+        commits.append(1)
+        commit()
+
+    result: list[Count] = []
+    connection.commit = counting_commit  # type: ignore[method-assign]
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            yield result
+    finally:
+        del connection.commit
+    result.append(Count(statements=len(captured.captured_queries), transactions=len(commits)))
+
+
+def count(action: Callable[[], object]) -> Count:
+    with counted() as result:
+        action()
+    return result[0]
+
+
+def round_trip_rows(owner: User, requester: User, agent: Agent) -> list[list[str]]:
+    """One counted run of each path, after a warm-up run of the same path."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key_register(user_id=requester.pk, public_key=base64.b64encode(public).decode())
+    channel = channel_open(
+        requester_user_id=requester.pk,
+        agent_id=agent.pk,
+        payee_user_id=owner.pk,
+        deposit=10 * BUDGET,
+    )
+    nonce = [0]
+
+    def submit(payment: str = Task.Payment.ESCROW) -> Task:
+        extra: dict[str, object] = {}
+        if payment == Task.Payment.CHANNEL:
+            nonce[0] += 1
+            message = voucher_message(channel.pk, nonce[0], nonce[0] * BUDGET)
+            extra = {
+                "payment": payment,
+                "channel": str(channel.pk),
+                "voucher": {
+                    "nonce": nonce[0],
+                    "cumulative_amount": nonce[0] * BUDGET,
+                    "signature": base64.b64encode(key.sign(message)).decode(),
+                },
+            }
+        return task_submit(requester=requester, agent=agent, input=INPUT, budget=BUDGET, **extra)  # type: ignore[arg-type]
+
+    first = claim_task(submit().pk)
+    _, execution = first_execution(first)
+    task_settle(task_id=first[0], attempt=first[1], execution=execution)
+    failed = Execution(reason=Task.FailureReason.TRAP, detail="benchmark", fuel_limit=1)
+
+    def settlement(payment: str, result: Execution) -> Count:
+        counts = []
+        for _ in range(2):  # the first warms caches and prepared statements up
+            task_id, attempt = claim_task(submit(payment).pk)
+            with counted() as found:
+                task_settle(task_id=task_id, attempt=attempt, execution=result)
+            counts.append(found[0])
+        return counts[-1]
+
+    def twice(action: Callable[[], object]) -> Count:
+        action()
+        return count(action)
+
+    depositor = user_create(username=f"bench-depositor-{RUN_ID}")
+
+    def deposit() -> None:
+        deposit_create(user_id=depositor.pk, amount=1)
+
+    def execute() -> None:
+        task_execute(task_id=submit().pk)
+
+    paths: list[tuple[str, Count, bool]] = [
+        ("escrow settlement, success", settlement(Task.Payment.ESCROW, execution), True),
+        ("escrow settlement, failure (trap)", settlement(Task.Payment.ESCROW, failed), True),
+        ("channel settlement, success", settlement(Task.Payment.CHANNEL, execution), False),
+        ("submission, escrow (task_submit)", twice(submit), True),
+        ("submission, channel (task_submit)", twice(lambda: submit("channel")), False),
+        ("deposit (deposit_create)", twice(deposit), False),
+        ("worker: task_execute, claim → settled", twice(execute), False),
+    ]
+    rows = []
+    for label, found, limited in paths:
+        verdict = ("ok" if found.round_trips <= LIMIT else "OVER") if limited else ""
+        rows.append(
+            [label, str(found.statements), str(found.transactions), str(found.round_trips), verdict]
+        )
+    escrow_trips = paths[0][1].round_trips
+    channel_trips = paths[2][1].round_trips
+    rows.append(
+        [
+            "channel / escrow settlement",
+            "",
+            "",
+            f"{channel_trips / escrow_trips:.2f}",
+            "ok" if channel_trips * 2 <= escrow_trips else "NOT ≤ 0.5",
+        ]
+    )
+    return rows
+
+
+HEADERS = ["path", "statements", "transactions", "round trips", f"≤ {LIMIT}"]
