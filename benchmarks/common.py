@@ -103,6 +103,18 @@ def echo_agent() -> tuple[User, User, Agent]:
     return owner, requester, agent
 
 
+def external_account_id() -> int:
+    """The external system account (its first shard where system accounts are sharded)."""
+    from escrow.models import Account
+    from escrow.services import system_account_id
+
+    lookup: Any = system_account_id
+    try:
+        return int(lookup(Account.Kind.EXTERNAL, 0))
+    except TypeError:  # one row per system account
+        return int(lookup(Account.Kind.EXTERNAL))
+
+
 def audit(details: Callable[[LedgerReport], str], *, lead: str = "") -> None:
     """Purge this run's queue (the messages of the tasks settled in-process), audit the
     ledger and print the verdict; exit 1 when it fails."""

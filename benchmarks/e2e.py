@@ -37,6 +37,7 @@ from benchmarks.common import (
     claim_task,
     database_prepare,
     echo_agent,
+    external_account_id,
     first_execution,
     ms,
     percentiles,
@@ -55,7 +56,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from escrow.models import Account, Transfer
-from escrow.services import system_account_id, wallet_id
+from escrow.services import wallet_id
 from execution.engine import sandbox
 from marketplace.binaries import binary_read
 from marketplace.models import Agent, Task
@@ -309,7 +310,7 @@ def main() -> None:
         refs = {t: reference.reference_run(threads=t, n=args.reference) for t in (1, 4)}
     else:
         print(why_not)
-    move = bare_transfer(system_account_id(Account.Kind.EXTERNAL), world.bare_wallet)
+    move = bare_transfer(external_account_id(), world.bare_wallet)
     for i in range(20):
         move(i)
     bare_1, bare_wall_1 = timed_threads([range(args.transfers)], move)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import database_prepare, platform, table
+from benchmarks.common import database_prepare, external_account_id, platform, table
 
 # isort: split
 import psycopg
@@ -28,7 +28,6 @@ from django.db import connections, transaction
 from django.db.models import F
 
 from escrow.models import Account
-from escrow.services import system_account_id
 
 SELECT = "SELECT id, balance FROM {table} WHERE id = %s"
 UPDATE = "UPDATE {table} SET balance = balance + 0 WHERE id = %s"
@@ -120,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     database_prepare()
     print(platform())
-    pk = system_account_id(Account.Kind.EXTERNAL)
+    pk = external_account_id()
     table_name = Account._meta.db_table
     select, update = SELECT.format(table=table_name), UPDATE.format(table=table_name)
     params = connections["default"].get_connection_params()
