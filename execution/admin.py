@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from execution.engine.receipts import receipt_verify
+from execution.health import broker_depth
 from execution.models import Receipt, WorkerHeartbeat
 from execution.services import task_refund, task_requeue
 from marketplace.admin import credits
@@ -180,17 +181,36 @@ class ReceiptAdmin(admin.ModelAdmin):
 
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    """The running clusters as their workers report them; written by the workers only."""
+    """The running clusters as their workers report them, by host; written by the workers only.
 
-    list_display = ["host", "cluster", "pid", "fresh", "last_seen", "started_at"]
+    The list's header shows the queue: queued tasks and the broker's waiting messages."""
+
+    list_display = ["host", "cluster", "pid", "last_seen", "age", "stale", "started_at"]
     list_filter = ["host", "cluster"]
     search_fields = ["host", "cluster", "sentinel"]
-    readonly_fields = ["sentinel", "host", "pid", "cluster", "started_at", "last_seen"]
+    readonly_fields = ["sentinel", "host", "pid", "cluster", "started_at", "last_seen", "age"]
+    ordering = ["host", "-last_seen"]
+    change_list_template = "admin/execution/heartbeat_change_list.html"
 
-    @admin.display(boolean=True, description="fresh")
-    def fresh(self, obj: WorkerHeartbeat) -> bool:
-        age = timezone.now() - obj.last_seen
-        return age.total_seconds() <= settings.WORKER_STALE_SECONDS
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        try:
+            broker: int | str = broker_depth()
+        except Exception as exc:  # the page still shows the heartbeats
+            broker = f"unavailable ({exc.__class__.__name__})"
+        queue = {
+            "tasks": Task.objects.filter(status=Task.Status.QUEUED).count(),
+            "broker": broker,
+            "stale_seconds": settings.WORKER_STALE_SECONDS,
+        }
+        return super().changelist_view(request, {**(extra_context or {}), "queue": queue})
+
+    @admin.display(description="age")
+    def age(self, obj: WorkerHeartbeat) -> str:
+        return f"{int(_age(obj))} s"
+
+    @admin.display(boolean=True, description="stale")
+    def stale(self, obj: WorkerHeartbeat) -> bool:
+        return _age(obj) > settings.WORKER_STALE_SECONDS
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -200,3 +220,7 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+def _age(obj: WorkerHeartbeat) -> float:
+    return max(0.0, (timezone.now() - obj.last_seen).total_seconds())

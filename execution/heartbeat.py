@@ -104,3 +104,64 @@ def worker_status() -> WorkerStatus:
         live=Count("pk", filter=fresh), last_seen=Max("last_seen")
     )
     return WorkerStatus(live=found["live"], last_seen=found["last_seen"], checked_at=now)
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    """One cluster's last heartbeat, as /healthz, the admin and /metrics show it."""
+
+    host: str
+    cluster: str
+    pid: int
+    sentinel: str
+    started_at: datetime
+    last_seen: datetime
+    age_seconds: float
+    stale: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "pid": self.pid,
+            "started_at": self.started_at.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+            "age_seconds": int(self.age_seconds),
+            "stale": self.stale,
+        }
+
+
+def cluster_rows(now: datetime | None = None) -> list[ClusterRow]:
+    """Every cluster on record (the dead ones stay a day), by host, freshest first."""
+    now = now or timezone.now()
+    rows = []
+    for beat in WorkerHeartbeat.objects.order_by("host", "-last_seen"):
+        age = max(0.0, (now - beat.last_seen).total_seconds())
+        rows.append(
+            ClusterRow(
+                host=beat.host,
+                cluster=beat.cluster,
+                pid=beat.pid,
+                sentinel=beat.sentinel,
+                started_at=beat.started_at,
+                last_seen=beat.last_seen,
+                age_seconds=age,
+                stale=age > settings.WORKER_STALE_SECONDS,
+            )
+        )
+    return rows
+
+
+def hosts_status(now: datetime | None = None) -> list[dict[str, Any]]:
+    """The clusters grouped by host, for /healthz: each host's freshest age and its clusters."""
+    hosts: dict[str, list[ClusterRow]] = {}
+    for row in cluster_rows(now):
+        hosts.setdefault(row.host, []).append(row)
+    return [
+        {
+            "host": host,
+            "age_seconds": int(min(row.age_seconds for row in rows)),
+            "stale": all(row.stale for row in rows),
+            "clusters": [row.as_json() for row in rows],
+        }
+        for host, rows in hosts.items()
+    ]

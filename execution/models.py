@@ -39,3 +39,19 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cluster} on {self.host} (pid {self.pid})"
+
+
+class RecoveryCount(models.Model):
+    """What recovery has done since the start, one row per action (see execution/metrics.py).
+
+    Every recovery run that moved something adds its counts (`requeued`, `resent`, `failed`,
+    `errors`) with an UPDATE … SET count = count + n, so runs on several hosts add up; /metrics
+    reports the rows as counters.
+    """
+
+    action = models.CharField(max_length=16, primary_key=True)
+    count = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.action}: {self.count}"

@@ -23,6 +23,7 @@ from escrow.models import Escrow, Voucher
 from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
 from execution.engine import outputs, sandbox
 from execution.engine.receipts import receipt_sign
+from execution.metrics import recovery_record
 from execution.models import Receipt
 from execution.scoring import task_outcome
 from marketplace.apikeys import api_key_give_back
@@ -352,6 +353,7 @@ def tasks_recover() -> dict[str, int]:
         except Exception:
             log.exception("recovery could not resend task %s; it is retried next run", task_id)
             counts["errors"] += 1
+    recovery_record(counts)  # the totals /metrics reports
     return counts
 
 

@@ -370,6 +370,9 @@ WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 10)
 WORKER_STALE_SECONDS = env_int("WORKER_STALE_SECONDS", 60)
 if not 0 < WORKER_HEARTBEAT_SECONDS < WORKER_STALE_SECONDS:
     raise ImproperlyConfigured("need 0 < WORKER_HEARTBEAT_SECONDS < WORKER_STALE_SECONDS")
+# /metrics wants `Authorization: Bearer <METRICS_TOKEN>`; none set: open with DEBUG, else 403.
+METRICS_TOKEN = env_optional("METRICS_TOKEN")
+METRICS_WINDOW_SECONDS = env_int("METRICS_WINDOW_SECONDS", 300)
 REDIS_URL = env_optional("REDIS_URL")
 Q_CLUSTER: dict = {
     "name": env_str("Q_CLUSTER_NAME", "agent-exchange"),

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from execution.health import healthz
+from execution.metrics import metrics
 from marketplace.views import (
     agents,
     apikeys,
@@ -19,6 +20,7 @@ from marketplace.views import (
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("marketplace.api_urls")),
     # The browser UI.

@@ -1,0 +1,265 @@
+"""`/metrics` for Prometheus (SPEC §17): the exchange's state, read from the database when scraped.
+
+Every value comes from the shared database (and the broker), not from counters in this
+process: any web process on any host answers the same, so scraping one of them is enough and
+nothing needs adding up across processes or hosts. A scrape costs a handful of grouped
+queries, each bounded by an index:
+
+- tasks by status (the status index) and failed tasks by reason (the failed ones only);
+- the latency histograms over the tasks settled in the last METRICS_WINDOW_SECONDS and
+  submitted within twice that (the created_at index bounds the rows read): a *gauge*
+  histogram, the distribution over that window, so `histogram_quantile()` is applied to the
+  buckets as they are, without `rate()`;
+- the queue (queued tasks, the broker's messages), withdrawals and webhook deliveries by
+  status (their status indexes), recovery's counts (one row per action), and each host's
+  freshest worker heartbeat.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from escrow.payout_models import Withdrawal
+from execution.health import broker_depth
+from execution.heartbeat import cluster_rows
+from execution.models import RecoveryCount
+from marketplace.exceptions import envelope
+from marketplace.models import Task
+from marketplace.webhooks.models import WebhookDelivery
+
+log = logging.getLogger(__name__)
+PREFIX = "agent_exchange"
+# Upper bounds in seconds: from an instant settlement to a task that waited minutes.
+BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# The stages a settled task's latency is measured over: submission → settled, and the
+# worker's claim → settled (run, output checks and the settlement transaction).
+STAGES = {"submitted": "created_at", "claimed": "started_at"}
+RECOVERY_ACTIONS = ("requeued", "resent", "failed", "errors")
+
+
+def recovery_record(counts: dict[str, int]) -> None:
+    """Add one recovery run's counts to the totals; never fails the run that did the work."""
+    now = timezone.now()
+    try:
+        for action, number in counts.items():
+            if number <= 0:
+                continue
+            rows = RecoveryCount.objects.filter(action=action)
+            if not rows.update(count=F("count") + number, updated_at=now):
+                RecoveryCount.objects.bulk_create(
+                    [RecoveryCount(action=action)], ignore_conflicts=True
+                )
+                rows.update(count=F("count") + number, updated_at=now)
+    except Exception:  # the counts are for monitoring; recovery itself has already happened
+        log.warning("recovery counts not recorded: %s", counts, exc_info=True)
+
+
+class ExchangeCollector(Collector):
+    """Reads the exchange's state when Prometheus scrapes (a custom collector)."""
+
+    def collect(self) -> Iterator[Metric]:
+        now = timezone.now()
+        yield self.tasks()
+        yield from self.latency(now)
+        yield from self.queue(now)
+        yield self.recovery()
+        yield self.by_status(
+            "withdrawals", "Withdrawals by status.", Withdrawal, Withdrawal.Status.values
+        )
+        yield self.by_status(
+            "webhook_deliveries",
+            "Webhook deliveries by status (failed: every attempt failed).",
+            WebhookDelivery,
+            WebhookDelivery.Status.values,
+        )
+        yield from self.workers(now)
+
+    def tasks(self) -> Metric:
+        family = GaugeMetricFamily(
+            f"{PREFIX}_tasks",
+            "Tasks by status, and failed tasks by failure reason.",
+            labels=["status", "reason"],
+        )
+        counts = dict(Task.objects.order_by().values_list("status").annotate(n=Count("pk")))
+        reasons = dict(
+            Task.objects.filter(status=Task.Status.FAILED)
+            .order_by()
+            .values_list("failure_reason")
+            .annotate(n=Count("pk"))
+        )
+        for status in Task.Status.values:
+            if status != Task.Status.FAILED:
+                family.add_metric([status, ""], counts.get(status, 0))
+        for reason in Task.FailureReason.values:
+            family.add_metric([Task.Status.FAILED, reason], reasons.pop(reason, 0))
+        for reason, number in sorted(reasons.items()):  # a failure with no (known) reason
+            family.add_metric([Task.Status.FAILED, reason], number)
+        return family
+
+    def latency(self, now: Any) -> Iterator[Metric]:
+        window = timedelta(seconds=settings.METRICS_WINDOW_SECONDS)
+        settled = Task.objects.filter(
+            created_at__gte=now - 2 * window,
+            finished_at__gte=now - window,
+            started_at__isnull=False,
+            status__in=[Task.Status.SUCCEEDED, Task.Status.FAILED],
+        )
+        aggregates: dict[str, Any] = {}
+        for stage, start in STAGES.items():
+            took = ExpressionWrapper(F("finished_at") - F(start), output_field=DurationField())
+            aggregates[f"{stage}_sum"] = Coalesce(
+                Sum(took), timedelta(0), output_field=DurationField()
+            )
+            aggregates[f"{stage}_count"] = Count("pk")
+            for i, bound in enumerate(BUCKETS):
+                cut = timedelta(seconds=bound)
+                aggregates[f"{stage}_{i}"] = Count(
+                    "pk", filter=Q(finished_at__lte=F(start) + cut)
+                )
+        found = settled.order_by().aggregate(**aggregates)
+        family = GaugeHistogramMetricFamily(
+            f"{PREFIX}_settlement_latency_seconds",
+            "Tasks settled (succeeded or failed) in the last METRICS_WINDOW_SECONDS, by the "
+            "time from submission (stage=submitted) or from the worker's claim "
+            "(stage=claimed) to the settlement; tasks submitted over twice the window ago "
+            "are left out.",
+            labels=["stage"],
+        )
+        for stage in STAGES:
+            total = found[f"{stage}_count"]
+            buckets = [(_le(b), found[f"{stage}_{i}"]) for i, b in enumerate(BUCKETS)]
+            buckets.append(("+Inf", total))
+            family.add_metric([stage], buckets, found[f"{stage}_sum"].total_seconds())
+        yield family
+        yield GaugeMetricFamily(
+            f"{PREFIX}_settlement_latency_window_seconds",
+            "The window the settlement latency histogram covers (METRICS_WINDOW_SECONDS).",
+            value=window.total_seconds(),
+        )
+
+    def queue(self, now: Any) -> Iterator[Metric]:
+        queued = Task.objects.filter(status=Task.Status.QUEUED).order_by()
+        found = queued.aggregate(n=Count("pk"), oldest=Min("enqueued_at"))
+        depth = GaugeMetricFamily(
+            f"{PREFIX}_queue_depth",
+            "Work waiting: queued tasks in the task table (queue=tasks), and messages the "
+            "broker holds for the workers (queue=broker; absent when the broker fails).",
+            labels=["queue"],
+        )
+        depth.add_metric(["tasks"], found["n"])
+        broker_up = 1
+        try:
+            depth.add_metric(["broker"], broker_depth())
+        except Exception:
+            log.warning("broker queue size unavailable for /metrics", exc_info=True)
+            broker_up = 0
+        yield depth
+        yield GaugeMetricFamily(
+            f"{PREFIX}_broker_up", "1 when the broker answered this scrape.", value=broker_up
+        )
+        oldest = found["oldest"]
+        yield GaugeMetricFamily(
+            f"{PREFIX}_oldest_queued_task_age_seconds",
+            "How long the longest-waiting queued task has been (re-)enqueued; 0 when none.",
+            value=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+        )
+
+    def recovery(self) -> Metric:
+        family = CounterMetricFamily(
+            f"{PREFIX}_recovery",
+            "What recovery did: tasks whose lost worker's lease expired, requeued "
+            "(requeued) or failed and refunded after MAX_ATTEMPTS (failed); queued tasks "
+            "whose message was lost or late, re-sent to the broker (resent); tasks it "
+            "could not move on (errors).",
+            labels=["action"],
+        )
+        counts = dict(RecoveryCount.objects.values_list("action", "count"))
+        for action in RECOVERY_ACTIONS:
+            family.add_metric([action], counts.pop(action, 0))
+        for action, number in sorted(counts.items()):
+            family.add_metric([action], number)
+        return family
+
+    def by_status(self, name: str, doc: str, model: Any, statuses: list[str]) -> Metric:
+        family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["status"])
+        counts = dict(model.objects.order_by().values_list("status").annotate(n=Count("pk")))
+        for status in statuses:
+            family.add_metric([status], counts.get(status, 0))
+        return family
+
+    def workers(self, now: Any) -> Iterator[Metric]:
+        age = GaugeMetricFamily(
+            f"{PREFIX}_worker_heartbeat_age_seconds",
+            "Seconds since a worker of each host last reported (its freshest cluster).",
+            labels=["host"],
+        )
+        live = GaugeMetricFamily(
+            f"{PREFIX}_worker_clusters",
+            "Clusters on each host heard from within WORKER_STALE_SECONDS (state=live) or "
+            "not (state=stale; rows are kept a day).",
+            labels=["host", "state"],
+        )
+        hosts: dict[str, list[Any]] = {}
+        for row in cluster_rows(now):
+            hosts.setdefault(row.host, []).append(row)
+        for host, rows in sorted(hosts.items()):
+            age.add_metric([host], min(row.age_seconds for row in rows))
+            stale = sum(row.stale for row in rows)
+            live.add_metric([host, "live"], len(rows) - stale)
+            live.add_metric([host, "stale"], stale)
+        yield age
+        yield live
+
+
+def _le(bound: float) -> str:
+    return str(float(bound))
+
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+REGISTRY.register(ExchangeCollector())
+
+
+@require_GET
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format. With METRICS_TOKEN set, only for `Authorization: Bearer <it>`;
+    without one, open while DEBUG is on and refused (403) otherwise."""
+    token = settings.METRICS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "")
+        scheme, _, secret = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            secret.strip().encode(), token.encode()
+        ):
+            response = JsonResponse(
+                envelope("metrics_token_required", "Send Authorization: Bearer <METRICS_TOKEN>."),
+                status=401,
+            )
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    elif not settings.DEBUG:
+        return JsonResponse(
+            envelope("metrics_disabled", "/metrics is off: set METRICS_TOKEN to turn it on."),
+            status=403,
+        )
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_PLAIN_0_0_4)
