@@ -6,6 +6,7 @@ from escrow.channels import channels_settle_due
 from escrow.earnings import earnings_release_due
 from execution.services import task_execute, tasks_recover
 from marketplace.disputes import disputes_resolve_overdue
+from marketplace.schedule_lock import once_across_hosts
 from marketplace.withdrawals import funding_recover
 
 
@@ -13,18 +14,22 @@ def run_task(task_id: str) -> str:
     return task_execute(task_id=task_id)
 
 
+@once_across_hosts("task recovery")
 def recover() -> dict[str, int]:
     return tasks_recover()
 
 
+@once_across_hosts("channel expiry")
 def settle_channels() -> dict[str, int]:
     return channels_settle_due()
 
 
+@once_across_hosts("funding recovery")
 def recover_funding() -> dict[str, int]:
     return funding_recover()
 
 
+@once_across_hosts("earnings sweep")
 def sweep_earnings() -> dict[str, int]:
     # Overdue disputes first: one unanswered by its deadline is refunded, not released.
     accepted = disputes_resolve_overdue()

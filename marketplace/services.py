@@ -101,7 +101,9 @@ def task_enqueue(*, task_id: Any) -> None:
     def send() -> None:
         async_task(RUN_TASK, str(task_id), task_name=f"run {task_id}")
 
-    transaction.on_commit(send)
+    # robust: a broker that is down (a Redis restart) is logged, not raised into a request
+    # whose task is already committed; recovery re-sends the message.
+    transaction.on_commit(send, robust=True)
 
 
 def _limit(name: str, value: int | None, maximum: int) -> int | None:

@@ -231,7 +231,7 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = "media/"
 # Agent binaries: in storage every host can read once the database is shared (SPEC §17).
 BINARY_STORAGE = env_str("BINARY_STORAGE", "database" if env_optional("DATABASE_URL") else "file")
-BINARY_STORAGE_BACKENDS = {
+BINARY_STORAGE_BACKENDS: dict[str, dict] = {
     "file": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "database": {"BACKEND": "marketplace.storage.DatabaseStorage"},
     # django-storages (`pip install "django-storages[s3]"`); boto3 reads AWS_ACCESS_KEY_ID

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from marketplace.schedule_lock import once_across_hosts
 from marketplace.webhooks import delivery
 
 
@@ -13,5 +14,6 @@ def deliver(delivery_id: int, attempts: int) -> str:
     return delivery.deliver(delivery_id, attempts)
 
 
+@once_across_hosts("webhook sweep")
 def sweep() -> dict[str, int]:
     return delivery.deliveries_sweep()
