@@ -242,10 +242,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=300, help="tasks per worker run (300)")
     parser.add_argument("--paced", type=int, default=40, help="tasks sent one at a time (40)")
-    parser.add_argument("--settlements", type=int, default=300, help="per timing mode (300)")
+    parser.add_argument(
+        "--settlements", type=int, default=200, help="per timing mode and round (200)"
+    )
     parser.add_argument("--transfers", type=int, default=1000, help="bare SQL transfers (1000)")
     parser.add_argument(
-        "--reference", type=int, default=2000, help="reference settlements per mode (2000)"
+        "--reference", type=int, default=1000, help="reference settlements per run (1000)"
     )
     parser.add_argument("--e2e", type=int, default=300, help="tasks through the API (300)")
     args = parser.parse_args()
@@ -256,9 +258,7 @@ def main() -> None:
 
     # 1. Real workers: throughput, queue wait, run time.
     cores = os.cpu_count() or 1
-    runs = [
-        cluster_run(world, workers, args.tasks, args.paced) for workers in sorted({1, cores, 4})
-    ]
+    runs = [cluster_run(world, workers, args.tasks, args.paced) for workers in sorted({1, cores})]
     table(
         f"Worker throughput: {args.tasks} echo tasks queued, then `qcluster` started "
         "(startup = start → first task claimed)",
@@ -300,16 +300,24 @@ def main() -> None:
     settle = settler(execution)
     for claim in warm:
         settle(claim)
-    single = claimed(world, args.settlements)
-    multi = claimed(world, args.settlements)
-    settle_1, wall_1 = timed_threads([single], settle)
-    settle_4, wall_4 = timed_threads(split(multi, 4), settle)
+    # Two rounds, ours then the reference in each, and the faster of each kept: the machine
+    # is shared, and noise only ever slows a run down.
     why_not = reference.missing()
-    refs = {}
-    if why_not is None:
-        refs = {t: reference.reference_run(threads=t, n=args.reference) for t in (1, 4)}
-    else:
+    if why_not is not None:
         print(why_not)
+    best: dict[int, tuple[list[float], float]] = {}
+    refs: dict[int, reference.Reference] = {}
+    for _ in range(2):
+        for threads in (1, 4):
+            claims = claimed(world, args.settlements)
+            durations, wall = timed_threads(split(claims, threads), settle)
+            if threads not in best or wall < best[threads][1]:
+                best[threads] = (durations, wall)
+            if why_not is None:
+                ref = reference.reference_run(threads=threads, n=args.reference)
+                if threads not in refs or ref.rate > refs[threads].rate:
+                    refs[threads] = ref
+    (settle_1, wall_1), (settle_4, wall_4) = best[1], best[4]
     move = bare_transfer(external_account_id(), world.bare_wallet)
     for i in range(20):
         move(i)

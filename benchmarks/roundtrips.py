@@ -113,8 +113,12 @@ def round_trip_rows(owner: User, requester: User, agent: Agent) -> list[list[str
     def deposit() -> None:
         deposit_create(user_id=depositor.pk, amount=1)
 
-    def execute() -> None:
-        task_execute(task_id=submit().pk)
+    def worker() -> Count:
+        found = []
+        for _ in range(2):  # the first warms caches and prepared statements up
+            task_id = submit().pk
+            found.append(count(lambda: task_execute(task_id=task_id)))  # noqa: B023
+        return found[-1]
 
     paths: list[tuple[str, Count, bool]] = [
         ("escrow settlement, success", settlement(Task.Payment.ESCROW, execution), True),
@@ -123,7 +127,7 @@ def round_trip_rows(owner: User, requester: User, agent: Agent) -> list[list[str
         ("submission, escrow (task_submit)", twice(submit), True),
         ("submission, channel (task_submit)", twice(lambda: submit("channel")), False),
         ("deposit (deposit_create)", twice(deposit), False),
-        ("worker: task_execute, claim → settled", twice(execute), False),
+        ("worker: task_execute, claim → settled", worker(), False),
     ]
     rows = []
     for label, found, limited in paths:
