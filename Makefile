@@ -55,15 +55,22 @@ typecheck: venv
 migrations-check: venv
 	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
 
+# Both passes run their tests in parallel processes (pytest-xdist), each with a test database
+# of its own; the browser tests stay together on one of them (tests/conftest.py). Much of the
+# PostgreSQL pass waits on real worker processes, so it runs more processes than cores.
+XDIST := --dist loadgroup
+PG_TEST_PROCESSES ?= 3
+SQLITE_TEST_PROCESSES ?= 2
+
 # The whole suite on a throwaway PostgreSQL cluster (started and removed here), browser
 # tests included: they drive the system Chromium, installed here when missing…
 test-postgres: venv
 	sh tests/browser/ensure_chromium.sh
-	$(BIN)/python tests/pgcluster.py -- $(BIN)/pytest -q
+	$(BIN)/python tests/pgcluster.py -- $(BIN)/pytest -q $(XDIST) -n $(PG_TEST_PROCESSES) --durations=15
 
 # …and the fast part of it again on the embedded default (SQLite).
 test-sqlite: venv
-	SQLITE_TEST_PATH= $(BIN)/pytest -q -m "not postgres and not slow and not browser"
+	SQLITE_TEST_PATH= $(BIN)/pytest -q $(XDIST) -n $(SQLITE_TEST_PROCESSES) -m "not postgres and not slow and not browser"
 
 test: lint typecheck migrations-check test-postgres test-sqlite
 

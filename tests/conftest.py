@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from django.db import connection
 
@@ -14,13 +17,31 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+BROWSER_TESTS = Path(__file__).resolve().parent / "browser"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _schedule_for_xdist(items)
     if connection.vendor == "postgresql":
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL (run through make test)")
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+def _schedule_for_xdist(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n N --dist loadgroup`, as `make test` runs): the browser tests
+    form one group, run one after another on one worker so that they share a Chromium
+    (tests/browser/conftest.py); and the long tests (real workers, browsers) come first, so
+    that the workers start on them together and do not end on one of them alone. Every
+    worker collects the same order: the sort is stable and depends only on the items."""
+    for item in items:
+        if Path(item.path).resolve().is_relative_to(BROWSER_TESTS):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+    items.sort(key=lambda item: "slow" not in item.keywords and "browser" not in item.keywords)
 
 
 @pytest.fixture(autouse=True)

@@ -29,37 +29,88 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
 ]
-ROOT = Path(__file__).resolve().parent.parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 AGENTS = ROOT / "agents" / "dist"
 PASSWORD = "a long enough passphrase"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"Chromium is missing at {CHROMIUM}. Install it (as root on Debian) with "
-            "`apt-get install -y chromium`, or run tests/browser/ensure_chromium.sh.",
-            pytrace=False,
-        )
-    from playwright.sync_api import sync_playwright
+class _Chromium:
+    """One Chromium for a run of consecutive browser tests, closed after the last of them.
 
-    # Playwright's sync API keeps an event loop running in this thread; the ORM calls the
-    # tests make alongside it are still synchronous and safe. Only for this module: the
-    # variable must not leak into later tests (or the processes they start).
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    Starting Chromium costs a second or two, so consecutive browser tests share one (each
+    test gets its own context). Playwright's sync API keeps an event loop running in this
+    thread; the ORM calls the tests make alongside it are still synchronous and safe, so
+    DJANGO_ALLOW_ASYNC_UNSAFE is set while it runs, and only then: Chromium is closed (and
+    the variable restored) as soon as the next test is not a browser test, so neither leaks
+    into later tests or the processes they start (see pytest_runtest_teardown below).
+    """
+
+    def __init__(self) -> None:
+        self.playwright: Any = None
+        self.browser: Any = None
+        self.previous_env: str | None = None
+
+    def get(self) -> Any:
+        if self.browser is not None:
+            return self.browser
+        if not CHROMIUM.exists():
+            pytest.fail(
+                f"Chromium is missing at {CHROMIUM}. Install it (as root on Debian) with "
+                "`apt-get install -y chromium`, or run tests/browser/ensure_chromium.sh.",
+                pytrace=False,
+            )
+        from playwright.sync_api import sync_playwright
+
+        self.previous_env = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+        try:
+            self.playwright = sync_playwright().start()
+            self.browser = self.playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self.browser
+
+    def close(self) -> None:
+        try:
+            if self.browser is not None:
+                self.browser.close()
+        finally:
+            self.browser = None
+            try:
+                if self.playwright is not None:
+                    self.playwright.stop()
+            finally:
+                self.playwright = None
+                if self.previous_env is None:
+                    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+                else:
+                    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = self.previous_env
+
+
+_chromium = _Chromium()
+
+
+@pytest.fixture
+def browser() -> Any:
+    return _chromium.get()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # After the test's own fixtures are torn down (its contexts closed): close Chromium
+    # unless the next test is a browser test too. (This conftest's hooks see only the
+    # tests of this directory; under xdist they run one after another on one worker, see
+    # tests/conftest.py.)
     try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
+        return (yield)
     finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+        if nextitem is None or not Path(nextitem.path).resolve().is_relative_to(HERE):
+            _chromium.close()
 
 
 class Screen:
