@@ -66,6 +66,12 @@ def check_shared_configuration(app_configs: Any = None, **kwargs: Any) -> list[c
             )
         )
     try:
+        connection.ensure_connection()
+    except (DatabaseError, RuntimeError):
+        # Unreachable (the command will say so itself), or blocked: a test runner collecting
+        # modules that import the WSGI app.
+        return problems
+    try:
         problems += _secret_key() + _receipt_keys() + _custodial_keys()
     except DatabaseError:
         return problems  # not migrated yet (checks run before `migrate` too)
