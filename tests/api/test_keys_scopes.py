@@ -94,7 +94,7 @@ def key_cases():
     for name, view in sorted(VIEWS.items()):
         if KEY_SCOPES.get(name) == PUBLIC:
             continue
-        for method in served_methods(view):
+        for method in sorted(served_methods(view)):
             yield pytest.param(name, method, id=f"{name}-{method}")
 
 
