@@ -7,13 +7,15 @@ channel task whose channel has not settled yet has no earning: its refund lowers
 channel's redeemed amount and fees instead (and its escrow row's cost), so the requester
 gets it back when the channel settles.
 
-Lock order: channel (when the task was paid by one) → dispute → earning → accounts, the
-same order as settlement. Opening and the sweep decide a held earning by a conditional
-change of the same row, so a task's earning ends frozen or released, never both.
+Lock order: channel (when the task was paid by one) → dispute → (the caller's reputation
+change) → earning → accounts, the same order as settlement. Opening and the sweep decide a
+held earning by a conditional change of the same row, so a task's earning ends frozen or
+released, never both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -101,10 +103,19 @@ def dispute_contest(*, dispute_id: int, statement: str) -> Dispute:
     return Dispute.objects.get(pk=dispute_id)
 
 
-def dispute_refund(*, dispute_id: int, status: str, resolution: str) -> Dispute:
+def dispute_refund(
+    *,
+    dispute_id: int,
+    status: str,
+    resolution: str,
+    on_refund: Callable[[Dispute], None] | None = None,
+) -> Dispute:
     """open|contested → accepted|refunded: the task's cost goes back to its requester.
 
     Must run inside the caller's transaction (which also records the resolution receipt).
+    `on_refund(dispute)` runs once the dispute is won, after the channel's lock and before
+    the earning, the escrow and the accounts are touched: the caller's reputation change
+    goes there, in the lock order.
     """
     assert status in Dispute.REFUNDING
     dispute = Dispute.objects.get(pk=dispute_id)
@@ -115,6 +126,8 @@ def dispute_refund(*, dispute_id: int, status: str, resolution: str) -> Dispute:
     )
     if not won:
         raise DisputeStateError("The dispute is already resolved.")
+    if on_refund is not None:
+        on_refund(dispute)
     if channel is not None and channel.status != PaymentChannel.Status.SETTLED:
         refunded = _refund_in_channel(channel, task_id=dispute.task_id)
     else:

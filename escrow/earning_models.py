@@ -58,6 +58,14 @@ class Dispute(models.Model):
         REFUNDED = "refunded"
         REJECTED = "rejected"
 
+    class Replay(models.TextChoices):
+        """The platform's replay of the task's receipt (see execution/dispute_evidence.py)."""
+
+        PENDING = "pending"
+        MATCHED = "matched"  # the rerun printed the receipt's output, byte for byte
+        MISMATCHED = "mismatched"  # it printed something else, or the task's data changed
+        UNAVAILABLE = "unavailable"  # nothing to replay, or the replay could not run
+
     PENDING = (Status.OPEN, Status.CONTESTED)
     REFUNDING = (Status.ACCEPTED, Status.REFUNDED)
 
@@ -77,10 +85,25 @@ class Dispute(models.Model):
     resolution = models.CharField(max_length=200, blank=True)
     refunded = models.BigIntegerField(default=0, help_text="µCR given back to the requester")
     evidence = models.JSONField(default=dict, blank=True)
+    replay_status = models.CharField(max_length=16, choices=Replay.choices, default=Replay.PENDING)
+    replay_enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="when a worker was last asked to replay the receipt"
+    )
+    replay_attempts = models.PositiveSmallIntegerField(default=0)
+    replayed_at = models.DateTimeField(null=True, blank=True)
+    replay_output_sha256 = models.CharField(max_length=64, blank=True)
+    replay_detail = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-opened_at", "-id"]
-        indexes = [models.Index(fields=["status", "respond_by"], name="dispute_due_idx")]
+        indexes = [
+            models.Index(fields=["status", "respond_by"], name="dispute_due_idx"),
+            models.Index(
+                fields=["replay_enqueued_at"],
+                condition=Q(replay_status="pending"),
+                name="dispute_replay_due_idx",
+            ),
+        ]
         constraints = [
             # One dispute per task that can still move money.
             models.UniqueConstraint(
@@ -89,6 +112,10 @@ class Dispute(models.Model):
                 name="dispute_one_live_per_task",
             ),
             models.CheckConstraint(condition=Q(refunded__gte=0), name="dispute_refund_gte_0"),
+            models.CheckConstraint(
+                condition=Q(replay_status="pending") | Q(replayed_at__isnull=False),
+                name="dispute_replay_done_has_time",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -6,6 +6,7 @@ from collections import defaultdict
 
 from django.db.models import Sum
 
+from escrow.dispute_audit import dispute_task_problems
 from escrow.earning_models import Dispute, Earning
 from escrow.models import Account, Transfer
 
@@ -14,7 +15,8 @@ Kind = Transfer.Kind
 
 def earnings_problems() -> list[str]:
     """Held earnings = the earnings account; what went in came out by release or refund;
-    every refunded dispute gave back exactly its task's share and fee."""
+    every refunded dispute gave back exactly its task's share and fee; every disputed task's
+    money adds up across settlement and dispute (escrow.dispute_audit)."""
     problems: list[str] = []
     balance = (
         Account.objects.filter(kind=Account.Kind.EARNINGS).values_list("balance", flat=True).first()
@@ -57,6 +59,7 @@ def earnings_problems() -> list[str]:
             f"refunded earnings total {by_status.get(Earning.Status.REFUNDED, 0)} µCR"
         )
     problems.extend(_dispute_refunds())
+    problems.extend(dispute_task_problems())
     return problems
 
 

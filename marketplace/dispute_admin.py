@@ -28,8 +28,9 @@ class DisputeAdmin(admin.ModelAdmin):
         "respond_by",
         "refunded_cr",
         "resolved_at",
+        "replay_status",
     ]
-    list_filter = ["status", ("opened_at", admin.DateFieldListFilter)]
+    list_filter = ["status", "replay_status", ("opened_at", admin.DateFieldListFilter)]
     search_fields = ["=id", "task__id", "requester__username", "owner__username"]
     list_select_related = ["task", "requester", "owner"]
     date_hierarchy = "opened_at"
@@ -45,6 +46,11 @@ class DisputeAdmin(admin.ModelAdmin):
         "resolved_at",
         "resolution",
         "refunded",
+        "replay_status",
+        "replayed_at",
+        "replay_output_sha256",
+        "replay_detail",
+        "replay_attempts",
         "evidence",
     ]
     actions = ["refund", "reject"]

@@ -13,17 +13,26 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from escrow import disputes as money
 from escrow.earning_models import Dispute
 from escrow.errors import DomainError
 from execution.engine.receipts import receipt_sign
+from marketplace.dispute_keys import dispute_key_give_back, dispute_key_lock
 from marketplace.exceptions import TaskNotFound
 from marketplace.models import Task
 from marketplace.webhooks.outbox import webhook_event_record
+from reputation.disputes import reputation_apply_dispute
 
 DISPUTE_OPENED = "dispute.opened"
 DISPUTE_RESOLVED = "dispute.resolved"
+# The worker's replay of the task's receipt (execution may not be imported from here).
+REPLAY = "execution.dispute_evidence.dispute_replay"
+
+
+def dispute_replay_enqueue(dispute_id: int) -> None:
+    async_task(REPLAY, dispute_id, task_name=f"dispute {dispute_id} replay")
 
 
 class DisputeNotFound(DomainError):
@@ -55,9 +64,19 @@ def dispute_file(*, task_id: Any, user: Any, reason: str) -> Dispute:
         task_id=task.pk, requester_id=user.pk, owner_id=task.agent.owner_id, reason=reason
     )
     receipt = getattr(task, "receipt", None)
-    if receipt is not None:  # the platform's own evidence; a replay is added by the worker
-        Dispute.objects.filter(pk=dispute.pk).update(evidence={"receipt": receipt.as_dict()})
-        dispute.refresh_from_db()
+    now = timezone.now()
+    if receipt is not None:  # the platform's own evidence; a worker replays it after commit
+        Dispute.objects.filter(pk=dispute.pk).update(
+            evidence={"receipt": receipt.as_dict()}, replay_enqueued_at=now
+        )
+        transaction.on_commit(lambda: dispute_replay_enqueue(dispute.pk))
+    else:
+        Dispute.objects.filter(pk=dispute.pk).update(
+            replay_status=Dispute.Replay.UNAVAILABLE,
+            replayed_at=now,
+            replay_detail="the task has no receipt to replay",
+        )
+    dispute.refresh_from_db()
     _report(dispute, DISPUTE_OPENED)
     return dispute
 
@@ -96,14 +115,39 @@ def _resolved(dispute: Dispute, kind: str) -> Dispute:
     return dispute
 
 
+def _score(dispute: Dispute) -> None:
+    """A refund costs the agent like its own failure (reputation.disputes)."""
+    agent_id = Task.objects.values_list("agent_id", flat=True).get(pk=dispute.task_id)
+    reputation_apply_dispute(
+        agent_id=agent_id,
+        dispute_id=dispute.pk,
+        requester_id=dispute.requester_id,
+        owner_id=dispute.owner_id,
+    )
+
+
+def _refund(*, dispute_id: int, status: str, resolution: str) -> Dispute:
+    """Every refund, in the caller's transaction and the lock order: the API key that paid
+    for the task (if one did), then the channel and the dispute, the agent's reputation,
+    the earning and the accounts; the key gets the refunded cost back, once, as the dispute
+    is won once."""
+    task_id = Dispute.objects.values_list("task_id", flat=True).get(pk=dispute_id)
+    charge = dispute_key_lock(task_id=task_id)
+    dispute = money.dispute_refund(
+        dispute_id=dispute_id, status=status, resolution=resolution, on_refund=_score
+    )
+    if charge is not None:
+        dispute_key_give_back(charge, task_id=task_id, refunded=dispute.refunded)
+    return _resolved(dispute, "dispute_refund")
+
+
 @transaction.atomic(durable=True)
 def dispute_accept(*, dispute_id: int, user: Any) -> Dispute:
     """The owner accepts: the task's whole cost goes back to the requester."""
     _owned(dispute_id, user)
-    dispute = money.dispute_refund(
+    return _refund(
         dispute_id=dispute_id, status=Dispute.Status.ACCEPTED, resolution="accepted by the owner"
     )
-    return _resolved(dispute, "dispute_refund")
 
 
 def dispute_contest(*, dispute_id: int, user: Any, statement: str) -> Dispute:
@@ -115,12 +159,11 @@ def dispute_contest(*, dispute_id: int, user: Any, statement: str) -> Dispute:
 def dispute_decide(*, dispute_id: int, refund: bool, operator: str) -> Dispute:
     """An operator decides a contested dispute: refund, or reject."""
     if refund:
-        dispute = money.dispute_refund(
+        return _refund(
             dispute_id=dispute_id,
             status=Dispute.Status.REFUNDED,
             resolution=f"refunded by operator {operator}",
         )
-        return _resolved(dispute, "dispute_refund")
     dispute = money.dispute_reject(dispute_id=dispute_id, resolution=f"rejected by {operator}")
     return _resolved(dispute, "dispute_rejection")
 
@@ -133,14 +176,13 @@ def disputes_resolve_overdue(*, now: Any = None) -> int:
     for dispute_id in overdue.values_list("pk", flat=True):
         with transaction.atomic(durable=True):
             try:
-                dispute = money.dispute_refund(
+                _refund(
                     dispute_id=dispute_id,
                     status=Dispute.Status.ACCEPTED,
                     resolution="unanswered by the owner: accepted",
                 )
             except money.DisputeStateError:
                 continue  # answered in the meantime
-            _resolved(dispute, "dispute_refund")
             done += 1
     return done
 

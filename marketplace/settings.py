@@ -364,6 +364,9 @@ Q_TIMEOUT = env_int("Q_TIMEOUT", TASK_MAX_TIMEOUT_MS // 1000 + 30)
 Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 30)
 if not TASK_MAX_TIMEOUT_MS // 1000 + 5 <= Q_TIMEOUT < Q_RETRY:
     raise ImproperlyConfigured("need TASK_MAX_TIMEOUT_MS/1000 + 5 <= Q_TIMEOUT < Q_RETRY")
+# A dispute's replay still pending this long is asked again (a lost worker), MAX_ATTEMPTS tries.
+DISPUTE_REPLAY_RETRY_SECONDS = env_int("DISPUTE_REPLAY_RETRY_SECONDS", Q_RETRY)
+DISPUTE_REPLAY_MAX_ATTEMPTS = env_int("DISPUTE_REPLAY_MAX_ATTEMPTS", 3)
 # Every running qcluster writes a heartbeat this often; /healthz answers 503 and staff see a
 # banner once none is fresher than WORKER_STALE_SECONDS.
 WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 10)

@@ -1,5 +1,6 @@
 """Replay every agent's events through the policy that scored them, within the daily cap
-that was in force; compare exactly."""
+that was in force; compare exactly. A refunded dispute's event (reputation.disputes) is
+replayed in its place like any other: a failure the requester caused."""
 
 from __future__ import annotations
 
@@ -99,6 +100,13 @@ def reputation_audit() -> ReputationReport:
         for event in events.get(agent_id, []):
             before = replay.standing.score
             scored = replay.replay(event)
+            if event.dispute_id is not None and (
+                event.task_id is not None or event.outcome == OutcomeKind.SUCCESS
+            ):
+                report.violations.append(
+                    f"agent {agent_id} event {event.pk}: a dispute's event is the task's or "
+                    "scores a success"
+                )
             if event.delta != event.score_after - event.score_before:
                 report.violations.append(
                     f"agent {agent_id} event {event.pk}: delta does not add up"

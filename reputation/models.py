@@ -54,8 +54,9 @@ class AgentReputation(models.Model):
 
 
 class ReputationEvent(models.Model):
-    """Append-only: one per settled task. Carries what the policy and the daily cap need to be
-    replayed: the outcome, who asked for the task, the UTC day and the cap in force."""
+    """Append-only: one per settled task, and one per refunded dispute. Carries what the
+    policy and the daily cap need to be replayed: the outcome, who asked for the task, the
+    UTC day and the cap in force."""
 
     class Outcome(models.TextChoices):
         SUCCESS = "success"
@@ -76,6 +77,10 @@ class ReputationEvent(models.Model):
     agent = models.ForeignKey("marketplace.Agent", models.PROTECT, related_name="reputation_events")
     task = models.OneToOneField(
         "marketplace.Task", models.PROTECT, null=True, blank=True, related_name="reputation_event"
+    )
+    # A refunded dispute's event (the task's own event is the settlement's): at most one.
+    dispute = models.OneToOneField(
+        "escrow.Dispute", models.PROTECT, null=True, blank=True, related_name="reputation_event"
     )
     # Who asked for the task; None for events no requester caused (they are never capped).
     requester = models.ForeignKey(
@@ -111,6 +116,11 @@ class ReputationEvent(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(weight__gte=0, weight__lte=1), name="event_weight_in_range"
+            ),
+            # A dispute's event is not the task's: that one is the settlement's.
+            models.CheckConstraint(
+                condition=Q(dispute__isnull=True) | Q(task__isnull=True),
+                name="event_task_or_dispute",
             ),
         ]
         indexes = [

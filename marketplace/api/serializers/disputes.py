@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from escrow.models import Dispute
@@ -15,11 +17,55 @@ class DisputeContestSerializer(serializers.Serializer):
     statement = serializers.CharField(max_length=2000, help_text="Why the result was right.")
 
 
+class SignedSerializer(serializers.Serializer):
+    payload = serializers.CharField(help_text="Canonical JSON, as signed.")
+    signature = serializers.CharField()
+    key_id = serializers.CharField()
+
+
+class ReplaySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=Dispute.Replay.choices,
+        source="replay_status",
+        help_text="pending until a worker reran the receipt's binary on the task's input: "
+        "matched (same output hash), mismatched, or unavailable (nothing to replay, or it "
+        "could not run).",
+    )
+    replayed_at = serializers.DateTimeField(allow_null=True)
+    output_sha256 = serializers.CharField(
+        source="replay_output_sha256", help_text="The rerun's output hash (empty if none)."
+    )
+    detail = serializers.CharField(source="replay_detail")
+
+
+class EvidenceSerializer(serializers.Serializer):
+    """What the platform gathers itself."""
+
+    receipt = SignedSerializer(
+        allow_null=True, help_text="The task's signed receipt (null if it has none)."
+    )
+    replay = ReplaySerializer(help_text="A rerun of the receipt.")
+    resolution_receipt = SignedSerializer(
+        allow_null=True,
+        help_text="The signed receipt of the resolution (kind dispute_refund or "
+        "dispute_rejection); null while the dispute is pending.",
+    )
+
+    def to_representation(self, instance: Dispute) -> dict[str, Any]:
+        stored = instance.evidence or {}
+        return {
+            "receipt": stored.get("receipt"),
+            "replay": ReplaySerializer(instance).data,
+            "resolution_receipt": stored.get("resolution_receipt"),
+        }
+
+
 class DisputeSerializer(serializers.ModelSerializer):
-    """A dispute; `evidence` holds the task's receipt, a replay of it once the worker ran it,
-    and the signed receipt of the resolution."""
+    """A dispute; `evidence` holds the task's receipt, the platform's replay of it and the
+    signed receipt of the resolution."""
 
     task = serializers.UUIDField(source="task_id")
+    evidence = EvidenceSerializer(source="*")
 
     class Meta:
         model = Dispute

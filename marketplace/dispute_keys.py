@@ -1,0 +1,78 @@
+"""A refunded dispute gives the refunded cost back to the API key that paid for the task.
+
+The key's charge is the task's own, or — for a task paid from a channel the key opened —
+the channel's. Money refunded from the ledger (the task's held share and fee) is given back
+to that charge now, lowering the key's day and month counters only while they still count
+the window it was charged in (see marketplace/apikeys/spending.py). A refund on a channel
+that has not settled lowers the channel's redeemed amount instead, and the key gets it back
+with the rest of the channel's change when the channel settles: nothing to do here.
+
+Exactly once: it runs in the refund's own transaction, which a dispute wins only once.
+Lock order: the key's row is locked before the channel, the reputation and the money.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import BigIntegerField, Case, F, Value, When
+from django.db.models.functions import Least
+from django.utils import timezone
+
+from escrow.earning_models import Earning
+from escrow.models import Escrow, PaymentChannel
+from marketplace.apikey_models import ApiKey, ApiKeyCharge
+
+
+def dispute_key_lock(*, task_id: Any) -> ApiKeyCharge | None:
+    """The charge of the key that paid for the task, its key's row locked; None if no key."""
+    charge = ApiKeyCharge.objects.filter(task_id=task_id).first()
+    if charge is None:
+        channel_id = (
+            Escrow.objects.filter(task_id=task_id).values_list("channel_id", flat=True).first()
+        )
+        if channel_id is None:
+            return None
+        charge = ApiKeyCharge.objects.filter(channel_id=channel_id).first()
+        if charge is None:
+            return None
+    ApiKey.objects.select_for_update(no_key=True).values_list("pk", flat=True).get(pk=charge.key_id)
+    return charge
+
+
+def dispute_key_give_back(charge: ApiKeyCharge, *, task_id: Any, refunded: int) -> int:
+    """After the refund, with the key locked: give `refunded` back to the charge's key when
+    it came from the ledger. Returns what the key's lifetime counter went down by."""
+    from_ledger = Earning.objects.filter(task_id=task_id, status=Earning.Status.REFUNDED)
+    if not refunded or not from_ledger.exists():
+        return 0
+    charge = ApiKeyCharge.objects.select_related("channel").get(pk=charge.pk)
+    amount = refunded
+    channel = charge.channel
+    if charge.settled_at is None and channel and channel.status == PaymentChannel.Status.SETTLED:
+        # The channel's own change had not been given back to the key yet: both go now.
+        amount += channel.deposit - channel.redeemed
+    amount = max(0, min(amount, charge.amount - charge.given_back))
+    if not amount:
+        return 0
+    ApiKeyCharge.objects.filter(pk=charge.pk).update(
+        given_back=F("given_back") + amount, settled_at=charge.settled_at or timezone.now()
+    )
+    back = Value(amount, output_field=BigIntegerField())
+    total = F("spent_total") - back
+    # A window that has moved on keeps its count, which reads as zero once it has passed;
+    # a refund days later must still leave it within the lower total (a constraint).
+    ApiKey.objects.filter(pk=charge.key_id).update(
+        spent_total=total,
+        spent_daily=Case(
+            When(spent_daily_on=charge.day, then=F("spent_daily") - back),
+            default=Least(F("spent_daily"), total),
+            output_field=BigIntegerField(),
+        ),
+        spent_monthly=Case(
+            When(spent_monthly_on=charge.month, then=F("spent_monthly") - back),
+            default=Least(F("spent_monthly"), total),
+            output_field=BigIntegerField(),
+        ),
+    )
+    return amount
