@@ -2,7 +2,8 @@
 
 Besides the users, it lists the sample agents (agents/dist/*.wasm) for the demo owner and
 gives the demo requester some history: a few tasks submitted and run for real, in this
-process, so that the money, the receipts and the reputation curves are the genuine article.
+process, so that the money, the receipts and the reputation curves are the genuine article;
+a paid withdrawal; and a dispute its owner accepted (refunded, with the receipt's replay).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 
 from escrow.channels import channel_open, voucher_sign_custodial
-from escrow.models import Account, Withdrawal
+from escrow.models import Account, Dispute, Earning, Withdrawal
 from escrow.services import deposit_create
+from execution.dispute_evidence import dispute_replay
 from execution.services import task_execute
 from marketplace.binaries import binary_upload
+from marketplace.disputes import dispute_accept, dispute_file
 from marketplace.models import Agent, Task
 from marketplace.services import agent_create, task_submit, user_create
 from marketplace.withdrawals import withdrawal_process, withdrawal_request
@@ -30,6 +33,7 @@ DEMO_REQUESTER = "demo"
 DEMO_OWNER = "demo-owner"
 DEMO_FUNDS = 100 * 1_000_000  # 100 CR
 DEMO_WITHDRAWAL = 5 * 1_000_000  # 5 CR, paid out by the dev provider
+DEMO_DISPUTED_TASK = "demo-task-4"  # the word count, refunded after a dispute
 AGENTS_DIR = Path(settings.BASE_DIR) / "agents" / "dist"
 JSON_OBJECT = {"type": "object"}
 
@@ -140,6 +144,7 @@ class Command(BaseCommand):
         ran = self._history(requester, agents)
         ran += self._channel(requester, agents)
         self._withdrawal(requester)
+        self._dispute(requester, owner)
         admin_password = self._admin()
         self.stdout.write(
             f"demo data ready ({len(agents)} agents, {ran} demo tasks run now): log in as "
@@ -155,6 +160,25 @@ class Command(BaseCommand):
             user=requester, amount=DEMO_WITHDRAWAL, idempotency_key="demo-withdrawal"
         )
         withdrawal_process(withdrawal.pk)
+
+    def _dispute(self, requester: User, owner: User) -> None:
+        """One dispute, refunded by the owner, with the receipt, its replay and the signed
+        resolution: the requester disputes the word count while its earning is held."""
+        if Dispute.objects.filter(requester=requester).exists():
+            return
+        task = Task.objects.filter(
+            requester=requester,
+            idempotency_key=DEMO_DISPUTED_TASK,
+            status=Task.Status.SUCCEEDED,
+            earning__status=Earning.Status.HELD,
+        ).first()
+        if task is None:  # its earning was released before this demo step existed
+            return
+        dispute = dispute_file(
+            task_id=task.pk, user=requester, reason="The count is one line short."
+        )
+        dispute_replay(dispute.pk)  # here, so the demo shows it; the queued one is a no-op
+        dispute_accept(dispute_id=dispute.pk, user=owner)
 
     def _user(self, username: str, password: str) -> User:
         user = User.objects.filter(username=username).first()
