@@ -11,12 +11,17 @@ import pytest
 from django.utils import timezone
 
 from escrow.audit import ledger_audit
+from escrow.channels import channel_close, key_register
 from escrow.disputes import DisputeStateError
 from escrow.models import Account, Transfer
 from escrow.services import deposit_create, wallet_id
 from marketplace.apikey_models import ApiKey, ApiKeyCharge
 from marketplace.apikeys.lifecycle import api_key_create
-from marketplace.apikeys.spending import api_key_spending
+from marketplace.apikeys.spending import (
+    api_key_channel_open,
+    api_key_spending,
+    api_keys_settle_channels,
+)
 from marketplace.disputes import (
     dispute_accept,
     dispute_contest,
@@ -29,11 +34,13 @@ from reputation.audit import reputation_audit
 from reputation.disputes import reputation_apply_dispute
 from reputation.models import AgentReputation, ReputationEvent
 from tests.factories import AgentBinaryFactory, AgentFactory, balance
+from tests.test_channels import KEY, public, sign
 from tests.test_earnings import FEE, SHARE, settled
 
 pytestmark = pytest.mark.postgres
 
 BUDGET = 100_000
+DEPOSIT = 1_000_000
 COST = SHARE + FEE  # 3_470
 START = 10_000_000
 
@@ -212,6 +219,59 @@ def test_a_refund_after_the_charges_day_lowers_the_lifetime_total(requester, age
     # Yesterday's window reads zero today anyway; it stays within the lower total.
     assert (key.spent_total, key.spent_daily, key.spent_daily_on) == (0, 0, yesterday)
     assert api_key_spending(key).daily == 0
+
+
+@pytest.fixture
+def keyed_channel(requester, agent, bob):
+    """A channel the requester's key opened (its deposit counted), with one task paid by it."""
+    key, _ = api_key_create(user=requester, name="bot", scopes=["tasks:write", "channels:write"])
+    key_register(user_id=requester.pk, public_key=public(KEY))
+    channel = api_key_channel_open(
+        key=key,
+        requester_user_id=requester.pk,
+        agent_id=agent.pk,
+        payee_user_id=bob.pk,
+        deposit=DEPOSIT,
+    )
+    task = settled(
+        requester,
+        agent,
+        payment="channel",
+        channel=str(channel.pk),
+        voucher=sign(channel.pk, 1, BUDGET),
+        api_key=key,
+    )
+    assert not ApiKeyCharge.objects.filter(task=task).exists()  # the deposit counted
+    return key, channel, task
+
+
+def test_a_settled_channels_refund_goes_back_to_the_key_that_opened_it(keyed_channel, bob):
+    key, channel, task = keyed_channel
+    channel_close(channel_id=channel.pk, by_user_id=key.user_id)
+    # The channel settled; its change (deposit − cost) is not given back to the key yet.
+    assert ApiKey.objects.get(pk=key.pk).spent_total == DEPOSIT
+    dispute = dispute_file(task_id=task.pk, user=key.user, reason="wrong")
+
+    dispute_accept(dispute_id=dispute.pk, user=bob)
+
+    charge = ApiKeyCharge.objects.get(channel=channel)
+    assert (charge.given_back, charge.settled_at is not None) == (DEPOSIT, True)
+    assert ApiKey.objects.get(pk=key.pk).spent_total == 0
+    api_keys_settle_channels(user=key.user)  # nothing left to give back
+    assert ApiKey.objects.get(pk=key.pk).spent_total == 0
+
+
+def test_an_open_channels_refund_reaches_the_key_when_the_channel_settles(keyed_channel, bob):
+    key, channel, task = keyed_channel
+    dispute = dispute_file(task_id=task.pk, user=key.user, reason="wrong")
+
+    dispute_accept(dispute_id=dispute.pk, user=bob)
+
+    assert ApiKey.objects.get(pk=key.pk).spent_total == DEPOSIT  # the channel still holds it
+    channel_close(channel_id=channel.pk, by_user_id=key.user_id)
+    api_keys_settle_channels(user=key.user)
+    assert ApiKey.objects.get(pk=key.pk).spent_total == 0
+    assert ApiKeyCharge.objects.get(channel=channel).given_back == DEPOSIT
 
 
 # --- the audit's per-task check -----------------------------------------------------------
