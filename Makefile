@@ -86,4 +86,5 @@ bench: venv
 	$(BIN)/python tests/pgcluster.py -- $(BIN)/python benchmarks/channels.py
 	$(BIN)/python tests/pgcluster.py -- $(BIN)/python benchmarks/webhooks.py
 	$(BIN)/python tests/pgcluster.py -- $(BIN)/python benchmarks/statements.py
+	$(BIN)/python tests/pgcluster.py -- $(BIN)/python benchmarks/hosts.py
 	$(BIN)/python tests/pgcluster.py -- $(BIN)/python benchmarks/e2e.py

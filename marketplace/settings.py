@@ -353,8 +353,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * TASK_MAX_INPUT_BYTES
 MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
 # A running task whose lease is older than its timeout plus this margin is presumed lost.
 LEASE_MARGIN_SECONDS = env_int("LEASE_MARGIN_SECONDS", 30)
-# A queued task not picked up for this long is enqueued again (its message may be lost).
-REQUEUE_AFTER_SECONDS = env_int("REQUEUE_AFTER_SECONDS", 120)
+# A queued task not picked up for this long is enqueued again (its message may be lost: the
+# Redis broker drops what a dead host had taken, and everything queued when Redis restarts).
+# Recovery runs once a minute, so a lost message waits up to this plus about 60-90 s (measured
+# with a Redis restart: 161 s at 120, 43 s at 30). A message that was only late costs its
+# duplicate one failed claim.
+REQUEUE_AFTER_SECONDS = env_int("REQUEUE_AFTER_SECONDS", 30)
 
 # --- Sandbox -------------------------------------------------------------------------
 WASM_MAX_UPLOAD_BYTES = env_int("WASM_MAX_UPLOAD_BYTES", 16 * 1024 * 1024)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,15 +45,17 @@ class Host(Cluster):
         database_url: str | None = None,
         netns: str | None = None,
         workers: int = 1,
-        **env: str,
+        short_limits: bool = True,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(workers, short_limits=True, **env)
+        super().__init__(workers, short_limits=short_limits, **(extra_env or {}))
         self.name = name
         self.netns = netns
         data_dir = root / name
         self.env.update(
             {
                 **shared_keys(),
+                **(extra_env or {}),
                 "DATA_DIR": str(data_dir),
                 "MEDIA_ROOT": str(data_dir / "media"),
                 "WASM_CACHE_DIR": str(data_dir / "wasm-cache"),
@@ -77,6 +80,15 @@ class Host(Cluster):
             start_new_session=True,
         )
         return self
+
+    def pause(self) -> None:
+        """SIGSTOP the whole tree: a machine that stalls (swapping, a VM paused)."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGCONT)
 
 
 def database_address() -> tuple[str, int]:

@@ -212,9 +212,18 @@ def test_three_hosts_survive_a_host_kill_and_a_redis_restart(
         # Restart Redis while submissions go on: every queued message is lost, and what is
         # submitted while it is down is committed but not sent (recovery sends it).
         wait_for(lambda: final_count() >= 110, timeout=90, message="110 tasks", cluster=hosts[1])
-        open_at_restart = open_tasks()
-        queued_in_redis = redis_broker.queue_length()
-        redis_broker.restart(down_seconds=1.0)
+        # The hosts keep up with the submissions, so hold them still a moment to let a queue
+        # build up in Redis (stalled machines, which the leases also cover).
+        for host in hosts[1:]:
+            host.pause()
+        try:
+            wait_for(lambda: redis_broker.queue_length() >= 10, timeout=20, message="a queue")
+        finally:
+            open_at_restart = open_tasks()
+            queued_in_redis = redis_broker.queue_length()
+            redis_broker.restart(down_seconds=1.0)
+            for host in hosts[1:]:
+                host.resume()
         watch.watch("redis", open_at_restart)
         hosts[0].start()  # the machine comes back (same data directory)
 
