@@ -17,13 +17,13 @@ class DisputeContestSerializer(serializers.Serializer):
     statement = serializers.CharField(max_length=2000, help_text="Why the result was right.")
 
 
-class SignedSerializer(serializers.Serializer):
+class SignedReceiptSerializer(serializers.Serializer):
     payload = serializers.CharField(help_text="Canonical JSON, as signed.")
     signature = serializers.CharField()
     key_id = serializers.CharField()
 
 
-class ReplaySerializer(serializers.Serializer):
+class DisputeReplaySerializer(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=Dispute.Replay.choices,
         source="replay_status",
@@ -38,14 +38,14 @@ class ReplaySerializer(serializers.Serializer):
     detail = serializers.CharField(source="replay_detail")
 
 
-class EvidenceSerializer(serializers.Serializer):
+class DisputeEvidenceSerializer(serializers.Serializer):
     """What the platform gathers itself."""
 
-    receipt = SignedSerializer(
+    receipt = SignedReceiptSerializer(
         allow_null=True, help_text="The task's signed receipt (null if it has none)."
     )
-    replay = ReplaySerializer(help_text="A rerun of the receipt.")
-    resolution_receipt = SignedSerializer(
+    replay = DisputeReplaySerializer(help_text="A rerun of the receipt.")
+    resolution_receipt = SignedReceiptSerializer(
         allow_null=True,
         help_text="The signed receipt of the resolution (kind dispute_refund or "
         "dispute_rejection); null while the dispute is pending.",
@@ -55,7 +55,7 @@ class EvidenceSerializer(serializers.Serializer):
         stored = instance.evidence or {}
         return {
             "receipt": stored.get("receipt"),
-            "replay": ReplaySerializer(instance).data,
+            "replay": DisputeReplaySerializer(instance).data,
             "resolution_receipt": stored.get("resolution_receipt"),
         }
 
@@ -65,7 +65,7 @@ class DisputeSerializer(serializers.ModelSerializer):
     signed receipt of the resolution."""
 
     task = serializers.UUIDField(source="task_id")
-    evidence = EvidenceSerializer(source="*")
+    evidence = DisputeEvidenceSerializer(source="*")
 
     class Meta:
         model = Dispute
