@@ -61,16 +61,19 @@ migrations-check: venv
 XDIST := --dist loadgroup
 PG_TEST_PROCESSES ?= 3
 SQLITE_TEST_PROCESSES ?= 2
+# pytest keeps the test modules (and its plugins) it rewrites as bytecode: a shell that
+# forbids bytecode would have every test process rewrite and compile them all again.
+PYTEST_ENV := PYTHONDONTWRITEBYTECODE=
 
 # The whole suite on a throwaway PostgreSQL cluster (started and removed here), browser
 # tests included: they drive the system Chromium, installed here when missing…
 test-postgres: venv
 	sh tests/browser/ensure_chromium.sh
-	$(BIN)/python tests/pgcluster.py -- $(BIN)/pytest -q $(XDIST) -n $(PG_TEST_PROCESSES) --durations=15
+	$(PYTEST_ENV) $(BIN)/python tests/pgcluster.py -- $(BIN)/pytest -q $(XDIST) -n $(PG_TEST_PROCESSES) --durations=15
 
 # …and the fast part of it again on the embedded default (SQLite).
 test-sqlite: venv
-	SQLITE_TEST_PATH= $(BIN)/pytest -q $(XDIST) -n $(SQLITE_TEST_PROCESSES) -m "not postgres and not slow and not browser"
+	$(PYTEST_ENV) SQLITE_TEST_PATH= $(BIN)/pytest -q $(XDIST) -n $(SQLITE_TEST_PROCESSES) -m "not postgres and not slow and not browser"
 
 test: lint typecheck migrations-check test-postgres test-sqlite
 

@@ -35,13 +35,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _schedule_for_xdist(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`-n N --dist loadgroup`, as `make test` runs): the browser tests
     form one group, run one after another on one worker so that they share a Chromium
-    (tests/browser/conftest.py); and the long tests (real workers, browsers) come first, so
-    that the workers start on them together and do not end on one of them alone. Every
-    worker collects the same order: the sort is stable and depends only on the items."""
+    (tests/browser/conftest.py); and the long tests come first (real workers and browsers,
+    then PostgreSQL's concurrency tests), so that the processes start on them together and
+    do not end on one of them alone. Every process collects the same order: the sort is
+    stable and depends only on the items."""
     for item in items:
         if Path(item.path).resolve().is_relative_to(BROWSER_TESTS):
             item.add_marker(pytest.mark.xdist_group("browser"))
-    items.sort(key=lambda item: "slow" not in item.keywords and "browser" not in item.keywords)
+
+    def rank(item: pytest.Item) -> int:
+        if "slow" in item.keywords or "browser" in item.keywords:
+            return 0
+        return 1 if "postgres" in item.keywords else 2
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True)
