@@ -188,3 +188,16 @@ def test_the_api_lists_the_replay_with_the_dispute(echo_task, alice, bob, queued
         "detail": f"output hash {echo_task.output_sha256}",
     }
     assert listed["evidence"]["replay"]["replayed_at"] is not None
+
+
+def test_the_admin_shows_the_replay(echo_task, alice, queued, admin_client):
+    dispute = dispute_file(task_id=echo_task.pk, user=alice, reason="wrong")
+    dispute_replay(dispute.pk)
+
+    listing = admin_client.get("/admin/escrow/dispute/?replay_status=matched").content.decode()
+    page = admin_client.get(f"/admin/escrow/dispute/{dispute.pk}/change/").content.decode()
+
+    assert f"/admin/escrow/dispute/{dispute.pk}/change/" in listing
+    assert echo_task.output_sha256 in page and "Matched" in page
+    other = admin_client.get("/admin/escrow/dispute/?replay_status=mismatched").content.decode()
+    assert f"/admin/escrow/dispute/{dispute.pk}/change/" not in other
