@@ -5,14 +5,15 @@ process: any web process on any host answers the same, so scraping one of them i
 nothing needs adding up across processes or hosts. A scrape costs a handful of grouped
 queries, each bounded by an index:
 
-- tasks by status (the status index) and failed tasks by reason (the failed ones only);
-- the latency histograms over the tasks settled in the last METRICS_WINDOW_SECONDS and
-  submitted within twice that (the created_at index bounds the rows read): a *gauge*
-  histogram, the distribution over that window, so `histogram_quantile()` is applied to the
-  buckets as they are, without `rate()`;
-- the queue (queued tasks, the broker's messages), withdrawals and webhook deliveries by
-  status (their status indexes), recovery's counts (one row per action), and each host's
-  freshest worker heartbeat.
+- the open tasks (pending funding, queued, running) by status, with the status index;
+- the tasks that finished in the last METRICS_WINDOW_SECONDS and were submitted within twice
+  that (the created_at index bounds the rows read), by status and failure reason, and their
+  latency histograms. Counting every finished task ever would read the whole table at each
+  scrape (a parallel sequential scan: 0.43 s at a million tasks), so finished work is
+  reported over the window. The histograms are *gauge* histograms, the distribution over
+  that window: apply `histogram_quantile()` to the buckets as they are, without `rate()`;
+- the broker's waiting messages, withdrawals and webhook deliveries by status (their status
+  indexes), recovery's counts (one row per action), and each host's freshest heartbeat.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
-from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -55,6 +55,7 @@ BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 # worker's claim → settled (run, output checks and the settlement transaction).
 STAGES = {"submitted": "created_at", "claimed": "started_at"}
 RECOVERY_ACTIONS = ("requeued", "resent", "failed", "errors")
+OPEN = [Task.Status.PENDING_FUNDING, Task.Status.QUEUED, Task.Status.RUNNING]
 
 
 def recovery_record(counts: dict[str, int]) -> None:
@@ -79,9 +80,8 @@ class ExchangeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
-        yield self.tasks()
-        yield from self.latency(now)
-        yield from self.queue(now)
+        yield from self.tasks(now)
+        yield from self.finished(now)
         yield self.recovery()
         yield self.by_status(
             "withdrawals", "Withdrawals by status.", Withdrawal, Withdrawal.Status.values
@@ -94,79 +94,31 @@ class ExchangeCollector(Collector):
         )
         yield from self.workers(now)
 
-    def tasks(self) -> Metric:
+    def tasks(self, now: Any) -> Iterator[Metric]:
+        """The open tasks now (the status index), and the queue they and the broker make."""
+        found = {
+            status: (number, oldest)
+            for status, number, oldest in Task.objects.filter(status__in=OPEN)
+            .order_by()
+            .values_list("status")
+            .annotate(n=Count("pk"), oldest=Min("enqueued_at"))
+        }
         family = GaugeMetricFamily(
             f"{PREFIX}_tasks",
-            "Tasks by status, and failed tasks by failure reason.",
-            labels=["status", "reason"],
+            "Open tasks by status, now (finished ones: agent_exchange_tasks_finished).",
+            labels=["status"],
         )
-        counts = dict(Task.objects.order_by().values_list("status").annotate(n=Count("pk")))
-        reasons = dict(
-            Task.objects.filter(status=Task.Status.FAILED)
-            .order_by()
-            .values_list("failure_reason")
-            .annotate(n=Count("pk"))
-        )
-        for status in Task.Status.values:
-            if status != Task.Status.FAILED:
-                family.add_metric([status, ""], counts.get(status, 0))
-        for reason in Task.FailureReason.values:
-            family.add_metric([Task.Status.FAILED, reason], reasons.pop(reason, 0))
-        for reason, number in sorted(reasons.items()):  # a failure with no (known) reason
-            family.add_metric([Task.Status.FAILED, reason], number)
-        return family
-
-    def latency(self, now: Any) -> Iterator[Metric]:
-        window = timedelta(seconds=settings.METRICS_WINDOW_SECONDS)
-        settled = Task.objects.filter(
-            created_at__gte=now - 2 * window,
-            finished_at__gte=now - window,
-            started_at__isnull=False,
-            status__in=[Task.Status.SUCCEEDED, Task.Status.FAILED],
-        )
-        aggregates: dict[str, Any] = {}
-        for stage, start in STAGES.items():
-            took = ExpressionWrapper(F("finished_at") - F(start), output_field=DurationField())
-            aggregates[f"{stage}_sum"] = Coalesce(
-                Sum(took), timedelta(0), output_field=DurationField()
-            )
-            aggregates[f"{stage}_count"] = Count("pk")
-            for i, bound in enumerate(BUCKETS):
-                cut = timedelta(seconds=bound)
-                aggregates[f"{stage}_{i}"] = Count(
-                    "pk", filter=Q(finished_at__lte=F(start) + cut)
-                )
-        found = settled.order_by().aggregate(**aggregates)
-        family = GaugeHistogramMetricFamily(
-            f"{PREFIX}_settlement_latency_seconds",
-            "Tasks settled (succeeded or failed) in the last METRICS_WINDOW_SECONDS, by the "
-            "time from submission (stage=submitted) or from the worker's claim "
-            "(stage=claimed) to the settlement; tasks submitted over twice the window ago "
-            "are left out.",
-            labels=["stage"],
-        )
-        for stage in STAGES:
-            total = found[f"{stage}_count"]
-            buckets = [(_le(b), found[f"{stage}_{i}"]) for i, b in enumerate(BUCKETS)]
-            buckets.append(("+Inf", total))
-            family.add_metric([stage], buckets, found[f"{stage}_sum"].total_seconds())
+        for status in OPEN:
+            family.add_metric([status], found.get(status, (0, None))[0])
         yield family
-        yield GaugeMetricFamily(
-            f"{PREFIX}_settlement_latency_window_seconds",
-            "The window the settlement latency histogram covers (METRICS_WINDOW_SECONDS).",
-            value=window.total_seconds(),
-        )
-
-    def queue(self, now: Any) -> Iterator[Metric]:
-        queued = Task.objects.filter(status=Task.Status.QUEUED).order_by()
-        found = queued.aggregate(n=Count("pk"), oldest=Min("enqueued_at"))
+        queued, oldest = found.get(Task.Status.QUEUED, (0, None))
         depth = GaugeMetricFamily(
             f"{PREFIX}_queue_depth",
             "Work waiting: queued tasks in the task table (queue=tasks), and messages the "
             "broker holds for the workers (queue=broker; absent when the broker fails).",
             labels=["queue"],
         )
-        depth.add_metric(["tasks"], found["n"])
+        depth.add_metric(["tasks"], queued)
         broker_up = 1
         try:
             depth.add_metric(["broker"], broker_depth())
@@ -177,11 +129,74 @@ class ExchangeCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_broker_up", "1 when the broker answered this scrape.", value=broker_up
         )
-        oldest = found["oldest"]
         yield GaugeMetricFamily(
             f"{PREFIX}_oldest_queued_task_age_seconds",
             "How long the longest-waiting queued task has been (re-)enqueued; 0 when none.",
             value=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+        )
+
+    def finished(self, now: Any) -> Iterator[Metric]:
+        """The tasks finished in the window, by status and reason, and how long they took:
+        one grouped query over the rows the created_at index bounds."""
+        window = timedelta(seconds=settings.METRICS_WINDOW_SECONDS)
+        ran = Q(started_at__isnull=False)
+        aggregates: dict[str, Any] = {"n": Count("pk")}
+        for stage, start in STAGES.items():
+            took = ExpressionWrapper(F("finished_at") - F(start), output_field=DurationField())
+            aggregates[f"{stage}_sum"] = Sum(took, filter=ran)
+            aggregates[f"{stage}_count"] = Count("pk", filter=ran)
+            for i, bound in enumerate(BUCKETS):
+                cut = ran & Q(finished_at__lte=F(start) + timedelta(seconds=bound))
+                aggregates[f"{stage}_{i}"] = Count("pk", filter=cut)
+        groups: list[dict[str, Any]] = [
+            dict(group)
+            for group in Task.objects.filter(
+                created_at__gte=now - 2 * window,
+                finished_at__gte=now - window,
+                status__in=Task.FINAL_STATUSES,
+            )
+            .order_by()
+            .values("status", "failure_reason")
+            .annotate(**aggregates)
+        ]
+        family = GaugeMetricFamily(
+            f"{PREFIX}_tasks_finished",
+            "Tasks that finished in the last METRICS_WINDOW_SECONDS (submitted within twice "
+            "that), by final status and, for failed ones, failure reason.",
+            labels=["status", "reason"],
+        )
+        counts = {(g["status"], g["failure_reason"]): g["n"] for g in groups}
+        for status in Task.FINAL_STATUSES:
+            reasons = Task.FailureReason.values if status == Task.Status.FAILED else [""]
+            for reason in reasons:
+                family.add_metric([status, reason], counts.pop((status, reason), 0))
+        for (other, reason), number in sorted(counts.items()):  # anything unforeseen
+            family.add_metric([other, reason], number)
+        yield family
+
+        settled = [g for g in groups if g["status"] != Task.Status.CANCELLED]
+        latency = GaugeHistogramMetricFamily(
+            f"{PREFIX}_settlement_latency_seconds",
+            "Tasks settled (succeeded or failed) in the last METRICS_WINDOW_SECONDS, by the "
+            "time from submission (stage=submitted) or from the worker's claim "
+            "(stage=claimed) to the settlement; tasks submitted over twice the window ago "
+            "are left out.",
+            labels=["stage"],
+        )
+        for stage in STAGES:
+            buckets = [
+                (_le(bound), sum(g[f"{stage}_{i}"] for g in settled))
+                for i, bound in enumerate(BUCKETS)
+            ]
+            buckets.append(("+Inf", sum(g[f"{stage}_count"] for g in settled)))
+            total = sum((g[f"{stage}_sum"] or timedelta(0) for g in settled), start=timedelta(0))
+            latency.add_metric([stage], buckets, total.total_seconds())
+        yield latency
+        yield GaugeMetricFamily(
+            f"{PREFIX}_metrics_window_seconds",
+            "The window of the finished-task counts and the latency histogram "
+            "(METRICS_WINDOW_SECONDS).",
+            value=window.total_seconds(),
         )
 
     def recovery(self) -> Metric:

@@ -89,7 +89,7 @@ def known_state(alice, bob):
         queued = task("queued", ago=waited + 1, binary=binary)
         Task.objects.filter(pk=queued.pk).update(enqueued_at=now - timedelta(seconds=waited))
     task("running", ago=3, started=2, binary=binary)
-    task("cancelled", ago=50, binary=binary)
+    task("cancelled", ago=50, finished=49, binary=binary)  # finished, but never ran
     # Settled in the window (the last 300 s) and submitted within 600 s: in the histogram.
     task("succeeded", ago=60, started=59.88, finished=59.8, binary=binary)  # 0.2 s / 0.08 s
     task("succeeded", ago=100, started=98.5, finished=97, binary=binary)  # 3 s / 1.5 s
@@ -131,19 +131,20 @@ def known_state(alice, bob):
 
 
 def assert_known_state(samples: dict[str, dict[tuple, float]]) -> None:
-    tasks = {
-        dict(k)["status"] + "/" + dict(k)["reason"]: v
-        for k, v in samples["agent_exchange_tasks"].items()
+    assert samples["agent_exchange_tasks"] == {
+        (("status", "pending_funding"),): 1,
+        (("status", "queued"),): 2,
+        (("status", "running"),): 1,
     }
-    assert tasks == {
-        "pending_funding/": 1,
-        "queued/": 2,
-        "running/": 1,
-        "succeeded/": 4,
+    finished = {
+        dict(k)["status"] + "/" + dict(k)["reason"]: v
+        for k, v in samples["agent_exchange_tasks_finished"].items()
+    }
+    assert finished == {
+        "succeeded/": 3,
         "cancelled/": 1,
         **{f"failed/{reason}": 0 for reason in Task.FailureReason.values},
-        "failed/timeout": 1,
-        "failed/out_of_fuel": 1,
+        "failed/timeout": 1,  # the out_of_fuel one finished before the window
     }
 
     buckets = samples["agent_exchange_settlement_latency_seconds_bucket"]
@@ -160,7 +161,7 @@ def assert_known_state(samples: dict[str, dict[tuple, float]]) -> None:
     assert gcount == {(("stage", "submitted"),): 4, (("stage", "claimed"),): 4}
     assert gsum[(("stage", "submitted"),)] == pytest.approx(353.23, abs=1e-6)
     assert gsum[(("stage", "claimed"),)] == pytest.approx(51.6, abs=1e-6)
-    assert samples["agent_exchange_settlement_latency_window_seconds"] == {(): 300}
+    assert samples["agent_exchange_metrics_window_seconds"] == {(): 300}
 
     assert samples["agent_exchange_queue_depth"] == {
         (("queue", "tasks"),): 2,
@@ -221,9 +222,9 @@ def test_a_scrape_is_a_fixed_handful_of_queries_whatever_the_rows(client, known_
         beat(f"Process-more-{i}", f"worker-{i + 3}", seconds_ago=i)
     with CaptureQueriesContext(connection) as after:
         samples = scrape(client)
-    # tasks by status, failed by reason, the latency window, the queue, the broker, recovery,
-    # withdrawals, webhook deliveries, heartbeats.
-    assert len(before.captured_queries) == len(after.captured_queries) == 9
+    # open tasks by status, finished ones in the window, the broker, recovery, withdrawals,
+    # webhook deliveries, heartbeats.
+    assert len(before.captured_queries) == len(after.captured_queries) == 7
     assert (
         samples["agent_exchange_settlement_latency_seconds_gcount"][(("stage", "claimed"),)] == 14
     )
@@ -231,7 +232,9 @@ def test_a_scrape_is_a_fixed_handful_of_queries_whatever_the_rows(client, known_
 
 def test_an_empty_exchange_reports_zeros_and_no_hosts(client):
     samples = scrape(client)
-    assert samples["agent_exchange_tasks"][(("reason", ""), ("status", "queued"))] == 0
+    assert samples["agent_exchange_tasks"][(("status", "queued"),)] == 0
+    trap = (("reason", "trap"), ("status", "failed"))
+    assert samples["agent_exchange_tasks_finished"][trap] == 0
     assert samples["agent_exchange_settlement_latency_seconds_gcount"] == {
         (("stage", "submitted"),): 0,
         (("stage", "claimed"),): 0,
