@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Sum
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
@@ -49,7 +50,7 @@ class LedgerAdmin(ReadOnlyAdmin):
 
 @admin.register(Account)
 class AccountAdmin(LedgerAdmin):
-    list_display = ["id", "kind", "user", "balance_cr", "created_at"]
+    list_display = ["id", "kind", "shard", "user", "balance_cr", "created_at"]
     list_filter = ["kind"]
     search_fields = ["user__username"]
     list_select_related = ["user"]
@@ -57,6 +58,19 @@ class AccountAdmin(LedgerAdmin):
     @admin.display(description="balance", ordering="balance")
     def balance_cr(self, obj: Account) -> str:
         return credits(obj.balance)
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):  # type: ignore[override]
+        # A system account is SYSTEM_ACCOUNT_SHARDS rows: above the rows, one figure each.
+        totals = dict(
+            Account.objects.exclude(kind=Account.Kind.WALLET)
+            .values("kind")
+            .annotate(total=Sum("balance"))
+            .values_list("kind", "total")
+        )
+        balances = [(kind, credits_text(totals.get(kind) or 0)) for kind in Account.SYSTEM_KINDS]
+        return super().changelist_view(
+            request, {**(extra_context or {}), "system_balances": balances}
+        )
 
 
 @admin.register(Transfer)

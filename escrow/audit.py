@@ -12,6 +12,7 @@ from django.db.models import Count, Sum
 from escrow.earnings_audit import earnings_problems
 from escrow.funding_audit import funding_problems
 from escrow.models import Account, Escrow, PaymentChannel, Transfer
+from escrow.services import system_balance
 
 Kind = Transfer.Kind
 EXPECTED_LEGS: dict[str, set[str]] = {
@@ -76,7 +77,7 @@ def _audit() -> LedgerReport:
     if bad:
         report.violations.append(f"{bad} transfers with a non-positive amount")
 
-    escrow_balance = 0
+    escrow_balance = 0  # the escrow account's shards, summed
     for account in Account.objects.all().only("pk", "kind", "balance"):
         report.accounts += 1
         report.total_balance += account.balance
@@ -88,7 +89,7 @@ def _audit() -> LedgerReport:
         if account.kind != Account.Kind.EXTERNAL and account.balance < 0:
             report.violations.append(f"account {account.pk} ({account.kind}) is negative")
         if account.kind == Account.Kind.ESCROW:
-            escrow_balance = account.balance
+            escrow_balance += account.balance
     if report.total_balance != 0:
         report.violations.append(f"the balances add up to {report.total_balance} µCR, not 0")
 
@@ -98,10 +99,7 @@ def _audit() -> LedgerReport:
         report.violations.append(
             f"the escrow account holds {escrow_balance} µCR but funded escrows total {funded} µCR"
         )
-    channels_balance = (
-        Account.objects.filter(kind=Account.Kind.CHANNELS).values_list("balance", flat=True).first()
-        or 0
-    )
+    channels_balance = system_balance(Account.Kind.CHANNELS)
     unsettled = PaymentChannel.objects.exclude(status=PaymentChannel.Status.SETTLED)
     held = unsettled.aggregate(s=Sum("deposit"))["s"] or 0
     report.in_channels = held

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -43,7 +43,14 @@ from escrow.holds import Share, earnings_hold, holding
 from escrow.keys import custodial_key, custodial_private_key, voucher_signer
 from escrow.keys import key_register as key_register  # re-exported: callers know it here
 from escrow.models import Account, Escrow, PaymentChannel, Transfer, Voucher
-from escrow.services import Leg, ledger_post, system_account_id, validate_amount, wallet_id
+from escrow.services import (
+    Leg,
+    ledger_post,
+    shard_for,
+    system_account_id,
+    validate_amount,
+    wallet_id,
+)
 
 VOUCHER_DOMAIN = "agent-exchange/voucher/v1"
 Status = PaymentChannel.Status
@@ -158,6 +165,7 @@ def channel_open(
     """Move `deposit` from the requester's wallet into the channels account."""
     validate_amount(deposit)
     now = timezone.now()
+    channel_pk = uuid.uuid4()
     with transaction.atomic():
         if idempotency_key is not None:
             existing = PaymentChannel.objects.filter(
@@ -175,6 +183,8 @@ def channel_open(
                     deposit=deposit,
                     idempotency_key=idempotency_key,
                     expires_at=now + timedelta(seconds=settings.CHANNEL_TTL_SECONDS),
+                    shard=shard_for(channel_pk),
+                    pk=channel_pk,
                 )
         except IntegrityError:
             if idempotency_key is None:
@@ -187,7 +197,7 @@ def channel_open(
             [
                 Leg(
                     channel.payer_id,
-                    system_account_id(Account.Kind.CHANNELS),
+                    system_account_id(Account.Kind.CHANNELS, channel.shard),
                     deposit,
                     Transfer.Kind.CHANNEL_DEPOSIT,
                     channel_id=channel.pk,
@@ -274,20 +284,26 @@ def channel_finish_task(*, channel_id: Any, budget: int, cost: int, fee: int) ->
     validate_amount(fee, allow_zero=True)
     if cost > budget or fee > cost:
         raise InvalidAmount(f"cost {cost} and fee {fee} do not fit the budget {budget}.")
-    with transaction.atomic():
-        channel = _locked(channel_id)
-        if channel.in_flight <= 0 or channel.reserved < budget:
-            raise ChannelNotOpen("The channel has no such task in flight.")
-        channel.redeemed += cost
-        channel.fees += fee
-        channel.reserved -= budget
-        channel.in_flight -= 1
-        if channel.status == Status.CLOSING and channel.in_flight == 0:
-            channel.closes_at = timezone.now() + timedelta(
-                seconds=settings.CHANNEL_CHALLENGE_SECONDS
-            )
-        channel.save(update_fields=["redeemed", "fees", "reserved", "in_flight", "closes_at"])
-        return channel
+    # One conditional UPDATE that returns the row: no lock taken before it, no read after.
+    table = PaymentChannel._meta.db_table
+    closes_at = connection.ops.adapt_datetimefield_value(
+        timezone.now() + timedelta(seconds=settings.CHANNEL_CHALLENGE_SECONDS)
+    )
+    pk = PaymentChannel._meta.pk.get_db_prep_value(uuid.UUID(str(channel_id)), connection)
+    rows = list(
+        PaymentChannel.objects.raw(
+            f"UPDATE {table} SET redeemed = redeemed + %s, fees = fees + %s, "  # noqa: S608
+            "reserved = reserved - %s, in_flight = in_flight - 1, "
+            "closes_at = CASE WHEN status = %s AND in_flight = 1 THEN %s ELSE closes_at END "
+            "WHERE id = %s AND in_flight > 0 AND reserved >= %s RETURNING *",
+            [cost, fee, budget, Status.CLOSING, closes_at, pk, budget],
+        )
+    )
+    if not rows:
+        if not PaymentChannel.objects.filter(pk=channel_id).exists():
+            raise ChannelNotFound()
+        raise ChannelNotOpen("The channel has no such task in flight.")
+    return rows[0]
 
 
 def channel_settle_if_due(*, channel_id: Any) -> bool:
@@ -332,7 +348,7 @@ def channel_is_due(channel: PaymentChannel) -> bool:
 
 def _settle(channel: PaymentChannel) -> None:
     """closing → settled, moving the money once. The channel row must be locked."""
-    channels = system_account_id(Account.Kind.CHANNELS)
+    channels = system_account_id(Account.Kind.CHANNELS, channel.shard)
     payee = channel.payee_id
     if holding() and channel.redeemed:  # the owner's share waits, one earning per task
         shares = [
@@ -342,10 +358,11 @@ def _settle(channel: PaymentChannel) -> None:
             ).values_list("task_id", "cost", "fee")
         ]
         earnings_hold(wallet_id=payee, shares=shares, channel_id=channel.pk)
-        payee = system_account_id(Account.Kind.EARNINGS)
+        payee = system_account_id(Account.Kind.EARNINGS, channel.shard)
+    fees = system_account_id(Account.Kind.PLATFORM_FEES, channel.shard)
     payouts = [
         (payee, channel.redeemed - channel.fees, Transfer.Kind.CHANNEL_PAYOUT),
-        (system_account_id(Account.Kind.PLATFORM_FEES), channel.fees, Transfer.Kind.CHANNEL_FEE),
+        (fees, channel.fees, Transfer.Kind.CHANNEL_FEE),
         (channel.payer_id, channel.deposit - channel.redeemed, Transfer.Kind.CHANNEL_REFUND),
     ]
     ledger_post(

@@ -23,7 +23,14 @@ from escrow.errors import DomainError, FundingUnavailable, IdempotencyConflict, 
 from escrow.funding import funding_provider
 from escrow.models import Account, Transfer
 from escrow.payout_models import Deposit
-from escrow.services import Leg, ledger_post, system_account_id, validate_amount, wallet_id
+from escrow.services import (
+    Leg,
+    ledger_post,
+    shard_for,
+    system_account_id,
+    validate_amount,
+    wallet_id,
+)
 
 Status = Deposit.Status
 
@@ -92,7 +99,7 @@ def deposit_complete(*, deposit_id: int, provider_reference: str) -> Transfer:
     [transfer] = ledger_post(
         [
             Leg(
-                system_account_id(Account.Kind.EXTERNAL),
+                system_account_id(Account.Kind.EXTERNAL, shard_for(deposit.pk)),
                 wallet_id(user_id=deposit.user_id),
                 deposit.amount,
                 Transfer.Kind.DEPOSIT,

@@ -143,9 +143,11 @@ def _refund_earning(dispute: Dispute, *, now: Any) -> int:
         raise DisputeStateError(f"The task's earning is {earning.status}, not frozen.")
     Earning.objects.filter(pk=earning.pk).update(status=Earning.Status.REFUNDED, released_at=now)
     requester = wallet_id(user_id=dispute.requester_id)
+    # The shards the task's settlement paid its share and its fee into.
+    shard = Escrow.objects.values_list("shard", flat=True).get(task_id=dispute.task_id)
     legs = [
         Leg(
-            system_account_id(Account.Kind.EARNINGS),
+            system_account_id(Account.Kind.EARNINGS, shard),
             requester,
             earning.amount,
             Transfer.Kind.DISPUTE_REFUND,
@@ -153,7 +155,7 @@ def _refund_earning(dispute: Dispute, *, now: Any) -> int:
             memo=f"dispute {dispute.pk}",
         ),
         Leg(
-            system_account_id(Account.Kind.PLATFORM_FEES),
+            system_account_id(Account.Kind.PLATFORM_FEES, shard),
             requester,
             earning.fee,
             Transfer.Kind.DISPUTE_FEE_REFUND,

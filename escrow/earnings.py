@@ -33,24 +33,30 @@ def earnings_release_batch(*, now: datetime, batch: int) -> int:
     """
     with transaction.atomic(durable=True):
         rows = list(
-            Earning.objects.select_for_update(no_key=True, skip_locked=True)
+            Earning.objects.select_for_update(no_key=True, skip_locked=True, of=("self",))
             .filter(status=Status.HELD, release_at__lte=now)
             .order_by("pk")
-            .values_list("pk", "wallet_id", "amount")[:batch]
+            .values_list("pk", "wallet_id", "amount", "task__escrow__shard")[:batch]
         )
         if not rows:
             return 0
-        Earning.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+        Earning.objects.filter(pk__in=[pk for pk, _, _, _ in rows]).update(
             status=Status.RELEASED, released_at=now
         )
-        owed: dict[int, int] = defaultdict(int)
-        for _, wallet, amount in rows:
-            owed[wallet] += amount
-        earnings = system_account_id(Account.Kind.EARNINGS)
+        # Each share leaves the earnings shard its task's settlement put it in.
+        owed: dict[tuple[int, int], int] = defaultdict(int)
+        for _, wallet, amount, shard in rows:
+            owed[(wallet, shard or 0)] += amount
         ledger_post(
             [
-                Leg(earnings, wallet, amount, Transfer.Kind.EARNINGS_RELEASE, memo="held earnings")
-                for wallet, amount in sorted(owed.items())
+                Leg(
+                    system_account_id(Account.Kind.EARNINGS, shard),
+                    wallet,
+                    amount,
+                    Transfer.Kind.EARNINGS_RELEASE,
+                    memo="held earnings",
+                )
+                for (wallet, shard), amount in sorted(owed.items())
             ]
         )
         return len(rows)

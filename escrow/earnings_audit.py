@@ -9,6 +9,7 @@ from django.db.models import Sum
 from escrow.dispute_audit import dispute_task_problems
 from escrow.earning_models import Dispute, Earning
 from escrow.models import Account, Transfer
+from escrow.services import system_balance
 
 Kind = Transfer.Kind
 
@@ -18,10 +19,7 @@ def earnings_problems() -> list[str]:
     every refunded dispute gave back exactly its task's share and fee; every disputed task's
     money adds up across settlement and dispute (escrow.dispute_audit)."""
     problems: list[str] = []
-    balance = (
-        Account.objects.filter(kind=Account.Kind.EARNINGS).values_list("balance", flat=True).first()
-        or 0
-    )
+    balance = system_balance(Account.Kind.EARNINGS)
     by_status = {
         row["status"]: row["total"] or 0
         for row in Earning.objects.values("status").annotate(total=Sum("amount"))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from django.db.models import Sum
 
 from escrow.models import Account, Transfer
 from escrow.payout_models import Deposit, Withdrawal
+from escrow.services import system_balance
 
 Kind = Transfer.Kind
 SETTLEMENT: dict[str, str] = {
@@ -22,12 +24,10 @@ def funding_problems() -> list[str]:
     (one hold; one payout when paid, one return when failed or cancelled, none before);
     each completed deposit has its transfer, and no other deposit has one."""
     problems: list[str] = []
-    ids = dict(Account.objects.exclude(kind=Account.Kind.WALLET).values_list("kind", "pk"))
-    payouts_id, external_id = ids.get(Account.Kind.PAYOUTS), ids.get(Account.Kind.EXTERNAL)
-    balance = (
-        Account.objects.filter(kind=Account.Kind.PAYOUTS).values_list("balance", flat=True).first()
-        or 0
-    )
+    # The system accounts are sharded: a leg is checked against the kind it moved through.
+    system = dict(Account.objects.exclude(kind=Account.Kind.WALLET).values_list("pk", "kind"))
+    payouts_id, external_id = Account.Kind.PAYOUTS, Account.Kind.EXTERNAL
+    balance = system_balance(Account.Kind.PAYOUTS)
     in_flight = (
         Withdrawal.objects.filter(status__in=Withdrawal.IN_FLIGHT).aggregate(s=Sum("amount"))["s"]
         or 0
@@ -38,18 +38,18 @@ def funding_problems() -> list[str]:
             f"{in_flight} µCR"
         )
     wallets = dict(Account.objects.filter(kind=Account.Kind.WALLET).values_list("user_id", "pk"))
-    legs: dict[int, list[tuple[str, int, int, int]]] = defaultdict(list)
+    legs: dict[int, list[tuple[str, Any, Any, int]]] = defaultdict(list)
     kinds = (Kind.WITHDRAWAL, Kind.WITHDRAWAL_PAYOUT, Kind.WITHDRAWAL_RETURN)
     for key, kind, debit, credit, amount in Transfer.objects.filter(kind__in=kinds).values_list(
         "idempotency_key", "kind", "debit_account", "credit_account", "amount"
     ):
         withdrawal_id = int((key or "withdrawal:0:").split(":")[1])
-        legs[withdrawal_id].append((kind, debit, credit, amount))
+        legs[withdrawal_id].append(
+            (kind, system.get(debit, debit), system.get(credit, credit), amount)
+        )
     for w in Withdrawal.objects.all().only("pk", "user_id", "status", "amount"):
         wallet = wallets.get(w.user_id)
-        want: list[tuple[str, int | None, int | None, int]] = [
-            (Kind.WITHDRAWAL, wallet, payouts_id, w.amount)
-        ]
+        want: list[tuple[str, Any, Any, int]] = [(Kind.WITHDRAWAL, wallet, payouts_id, w.amount)]
         if w.status in SETTLEMENT:
             target = external_id if w.status == Withdrawal.Status.PAID else wallet
             want.append((SETTLEMENT[w.status], payouts_id, target, w.amount))

@@ -32,19 +32,25 @@ def release_time(now: datetime | None = None) -> datetime:
     return (now or timezone.now()) + timedelta(seconds=settings.EARNINGS_HOLD_SECONDS)
 
 
-def earnings_hold(*, wallet_id: int, shares: list[Share], channel_id: Any = None) -> int:
+def earnings_hold(
+    *, wallet_id: int, shares: list[Share], channel_id: Any = None, disputes: bool = True
+) -> int:
     """Write one held Earning per task that cost something; returns the µCR held.
 
     A task with a dispute already pending (a channel task disputed before its channel
-    closed) starts frozen.
+    closed) starts frozen; `disputes=False` says none can be (a task settling right now).
     """
     shares = [share for share in shares if share.amount or share.fee]
     if not shares:
         return 0
-    disputed = set(
-        Dispute.objects.filter(
-            task_id__in=[share.task_id for share in shares], status__in=Dispute.PENDING
-        ).values_list("task_id", flat=True)
+    disputed = (
+        set(
+            Dispute.objects.filter(
+                task_id__in=[share.task_id for share in shares], status__in=Dispute.PENDING
+            ).values_list("task_id", flat=True)
+        )
+        if disputes
+        else set()
     )
     release_at = release_time()
     Earning.objects.bulk_create(

@@ -39,6 +39,9 @@ class Account(models.Model):
         settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="wallet"
     )
     balance = models.BigIntegerField(default=0)
+    # A system account is split into SYSTEM_ACCOUNT_SHARDS rows of one kind, so that no row
+    # is written by every settlement; its balance is the sum of its shards. Wallets: 0.
+    shard = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -53,14 +56,19 @@ class Account(models.Model):
                 name="account_wallet_has_user",
             ),
             models.UniqueConstraint(
-                fields=["kind"], condition=~Q(kind="wallet"), name="account_one_per_system_kind"
+                fields=["kind", "shard"],
+                condition=~Q(kind="wallet"),
+                name="account_one_per_system_shard",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="wallet") | Q(shard=0), name="account_wallet_unsharded"
             ),
         ]
 
     def __str__(self) -> str:
         if self.kind == self.Kind.WALLET:
             return f"wallet of user {self.user_id}"
-        return f"{self.kind} account"
+        return f"{self.kind} account (shard {self.shard})"
 
 
 class Escrow(models.Model):
@@ -89,6 +97,9 @@ class Escrow(models.Model):
         "PaymentChannel", models.PROTECT, null=True, blank=True, related_name="escrows"
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # The shard of the system accounts (escrow, platform fees, earnings) its money moves
+    # through: fixed at creation, so a change of SYSTEM_ACCOUNT_SHARDS never splits it.
+    shard = models.PositiveSmallIntegerField(default=0)
     cost = models.BigIntegerField(null=True, blank=True)
     fee = models.BigIntegerField(null=True, blank=True)
     refund = models.BigIntegerField(null=True, blank=True)
@@ -228,6 +239,9 @@ class PaymentChannel(models.Model):
     reserved = models.BigIntegerField(default=0)
     in_flight = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    # The shard of the system accounts (channels, platform fees, earnings) it moves money
+    # through, fixed at opening; its tasks' escrow rows carry the same one.
+    shard = models.PositiveSmallIntegerField(default=0)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     expires_at = models.DateTimeField()
     closes_at = models.DateTimeField(null=True, blank=True)

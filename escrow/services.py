@@ -2,8 +2,11 @@
 
 Lock order, shared by every service in the project so that no two transactions can
 wait on each other in a cycle: tasks → channels → agent reputation → escrows → accounts
-(by primary key). Accounts come last because the system accounts are shared by every
-settlement: their locks should be held for as short a time as possible.
+(by primary key). The system accounts are sharded (`escrow.system_accounts`), so no one
+row is shared by every settlement. A task's settlement writes its agent's reputation
+row last instead, after the accounts (every settlement of one agent writes that row, so
+its lock is held for one statement and the commit); the rare deadlock with a dispute's
+refund, which keeps the order, is retried (`execution.settlement`).
 
 Escrow state changes are conditional UPDATEs whose row count says whether this caller
 won; database constraints back every rule up.
@@ -11,24 +14,23 @@ won; database constraints back every rule up.
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, transaction
-from django.db.models import BigIntegerField, Case, F, Value, When
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from escrow.errors import (
-    EscrowStateError,
-    IdempotencyConflict,
-    InsufficientFunds,
-    InvalidAmount,
-)
+from escrow.errors import EscrowStateError, IdempotencyConflict, InsufficientFunds, InvalidAmount
 from escrow.holds import Share, earnings_hold, holding
-from escrow.models import Account, Escrow, Transfer
+from escrow.ledger_sql import apply_balances, post_postgresql
+from escrow.models import Account, Escrow, PaymentChannel, Transfer
+from escrow.system_accounts import shard_for as shard_for
+from escrow.system_accounts import system_account_id as system_account_id
+from escrow.system_accounts import system_accounts_ensure as system_accounts_ensure
+from escrow.system_accounts import system_balance as system_balance
 
 Kind = Transfer.Kind
 
@@ -61,30 +63,6 @@ def validate_amount(amount: object, *, allow_zero: bool = False) -> int:
 # --- accounts --------------------------------------------------------------------------
 
 
-_system_ids: dict[str, int] = {}
-
-
-def system_account_id(kind: str) -> int:
-    """The id of a system account, cached per process.
-
-    The accounts are created by a migration and never inside a caller's transaction: an
-    id cached from a row that later rolled back would point every thread at nothing.
-    """
-    if kind not in _system_ids:
-        account = Account.objects.filter(kind=kind, user=None).first()
-        if account is None:
-            raise ImproperlyConfigured(f"The {kind} account is missing: run `manage.py migrate`.")
-        _system_ids[kind] = account.pk
-    return _system_ids[kind]
-
-
-def system_accounts_ensure() -> None:
-    """Create any missing system account (for databases emptied outside migrations)."""
-    for kind in Account.SYSTEM_KINDS:
-        Account.objects.get_or_create(kind=kind, user=None)
-    _system_ids.clear()
-
-
 def wallet_open(*, user_id: int) -> Account:
     """The user's wallet, created on first use (safe against concurrent first use)."""
     account = Account.objects.filter(kind=Account.Kind.WALLET, user_id=user_id).first()
@@ -105,67 +83,55 @@ def wallet_id(*, user_id: int) -> int:
 
 
 def ledger_post(legs: Sequence[Leg]) -> list[Transfer]:
-    """Post the legs to the ledger: lock every account they touch (in pk order), check that
-    no balance goes negative, update the balances and record one Transfer per leg.
+    """Post the legs to the ledger: change every balance they touch by its net effect and
+    record one Transfer per leg, in one statement on PostgreSQL (two elsewhere).
 
-    Must run inside a transaction. Zero-amount legs are dropped; the rest change the
-    balances by their net effect, so a settlement touches each account once.
+    Must run inside a transaction. Zero-amount legs are dropped. The account rows are
+    locked in primary-key order by the statement itself, and the balances' CHECK
+    constraint is the guard: a balance that would go below zero fails the statement
+    (InsufficientFunds), so nothing is read before it is written.
     """
     legs = [leg for leg in legs if leg.amount]
     if not legs:
         return []
-    ids = sorted({leg.debit_id for leg in legs} | {leg.credit_id for leg in legs})
-    # NO KEY UPDATE: inserting a row that references an account (an escrow, a transfer)
-    # takes KEY SHARE on it, which plain FOR UPDATE would conflict with — a deadlock between
-    # a submission and a settlement. We never change keys, so this is the lock we need.
-    accounts = {
-        a.pk: a
-        for a in Account.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("pk")
-    }
-    if len(accounts) != len(ids):
-        raise InvalidAmount("Unknown account in transfer.")
     delta: dict[int, int] = defaultdict(int)
     for leg in legs:
         delta[leg.debit_id] -= leg.amount
         delta[leg.credit_id] += leg.amount
-    for account_id, change in delta.items():
-        account = accounts[account_id]
-        if account.kind != Account.Kind.EXTERNAL and account.balance + change < 0:
-            raise InsufficientFunds(
-                f"Needs {-change} µCR, the account holds {account.balance} µCR."
-                if account.kind == Account.Kind.WALLET
-                else f"The {account.kind} account cannot go below zero."
-            )
-    changed = {account_id: change for account_id, change in delta.items() if change}
-    if changed:
-        # One statement for every balance (a settlement moves up to four).
-        Account.objects.filter(pk__in=changed).update(
-            balance=F("balance")
-            + Case(
-                *(
-                    When(pk=account_id, then=Value(change))
-                    for account_id, change in changed.items()
-                ),
-                default=Value(0),
-                output_field=BigIntegerField(),
-            )
+    changed = {account_id: change for account_id, change in sorted(delta.items()) if change}
+    now = timezone.now()
+    transfers = [
+        Transfer(
+            debit_account_id=leg.debit_id,
+            credit_account_id=leg.credit_id,
+            amount=leg.amount,
+            kind=leg.kind,
+            escrow_id=leg.escrow_id,
+            channel_id=leg.channel_id,
+            task_id=leg.task_id,
+            idempotency_key=leg.idempotency_key,
+            memo=leg.memo,
+            created_at=now,
         )
-    return Transfer.objects.bulk_create(
-        [
-            Transfer(
-                debit_account_id=leg.debit_id,
-                credit_account_id=leg.credit_id,
-                amount=leg.amount,
-                kind=leg.kind,
-                escrow_id=leg.escrow_id,
-                channel_id=leg.channel_id,
-                task_id=leg.task_id,
-                idempotency_key=leg.idempotency_key,
-                memo=leg.memo,
-            )
-            for leg in legs
-        ]
-    )
+        for leg in legs
+    ]
+    try:
+        if connection.vendor == "postgresql":
+            ids = post_postgresql(changed, transfers)
+            if ids is None:
+                raise InvalidAmount("Unknown account in transfer.")
+            for transfer, pk in zip(transfers, ids, strict=True):
+                transfer.pk = pk
+                transfer._state.adding = False
+            return transfers
+        apply_balances(changed)
+        return Transfer.objects.bulk_create(transfers)
+    except IntegrityError as exc:
+        if "account_balance_gte_0" not in str(exc):
+            raise
+        raise InsufficientFunds(
+            "Not enough money: an account this payment draws on holds less than it needs."
+        ) from exc
 
 
 def _existing_transfer(
@@ -232,21 +198,58 @@ def deposit_create(
 
 
 def _transition(
-    escrow_id: int, *, source: str, target: str, payment: str, **fields: object
-) -> Escrow:
-    """Conditional UPDATE: exactly one caller moves the escrow out of `source`."""
+    escrow_id: int,
+    *,
+    source: str,
+    target: str,
+    payment: str,
+    escrow: Escrow | None = None,
+    **fields: Any,
+) -> Escrow | None:
+    """Conditional UPDATE: exactly one caller moves the escrow out of `source`; None for
+    the others (see `_state_error`).
+
+    With `escrow` (the row as read before, whose parties and amount never change) nothing
+    is read back: the returned row is that one, with the new state.
+    """
     now = timezone.now()
     stamp = {"funded_at": now} if target == Escrow.Status.FUNDED else {"resolved_at": now}
     won = Escrow.objects.filter(pk=escrow_id, status=source, payment=payment).update(
         status=target, **stamp, **fields
     )
-    escrow = Escrow.objects.get(pk=escrow_id)
     if won != 1:
-        raise EscrowStateError(
-            f"Escrow {escrow_id} is {escrow.status} ({escrow.payment}); "
-            f"cannot go {source} → {target}."
-        )
+        return None
+    if escrow is None:
+        return Escrow.objects.get(pk=escrow_id)
+    for name, value in {"status": target, **stamp, **fields}.items():
+        setattr(escrow, name, value)
     return escrow
+
+
+def _state_error(escrow_id: int, *, source: str, target: str) -> EscrowStateError:
+    """Raised outside the atomic block: a lost transition broke nothing, and the caller's
+    transaction (entered without a savepoint) stays usable."""
+    current = Escrow.objects.get(pk=escrow_id)
+    return EscrowStateError(
+        f"Escrow {escrow_id} is {current.status} ({current.payment}); "
+        f"cannot go {source} → {target}."
+    )
+
+
+def _escrow_row(escrow_id: int, escrow: Escrow | None) -> Escrow:
+    if escrow is not None and escrow.pk == escrow_id:
+        return escrow
+    return Escrow.objects.get(pk=escrow_id)
+
+
+def _escrow_shard(task_id: Any, channel_id: Any) -> int:
+    if channel_id:
+        channel_shard = (
+            PaymentChannel.objects.filter(pk=channel_id).values_list("shard", flat=True).first()
+        )
+        if channel_shard is not None:
+            return channel_shard
+    return shard_for(task_id if task_id is not None else uuid.uuid4())
 
 
 def escrow_create(
@@ -256,125 +259,192 @@ def escrow_create(
     amount: int,
     task_id: Any = None,
     channel_id: Any = None,
+    shard: int | None = None,
+    payer_id: int | None = None,
+    payee_id: int | None = None,
 ) -> Escrow:
-    """A pending escrow; with a channel it holds nothing (the channel deposit is the hold)."""
+    """A pending escrow; with a channel it holds nothing (the channel deposit is the hold).
+
+    Its shard is the channel's (given as `shard`, or read) or follows from the task id.
+    """
     validate_amount(amount)
     return Escrow.objects.create(
-        payer_id=wallet_id(user_id=payer_user_id),
-        payee_id=wallet_id(user_id=payee_user_id),
+        payer_id=payer_id or wallet_id(user_id=payer_user_id),
+        payee_id=payee_id or wallet_id(user_id=payee_user_id),
         amount=amount,
         task_id=task_id,
         payment=Escrow.Payment.CHANNEL if channel_id else Escrow.Payment.ESCROW,
         channel_id=channel_id,
+        shard=_escrow_shard(task_id, channel_id) if shard is None else shard,
     )
+
+
+def _hold_leg(escrow: Escrow) -> Leg:
+    return Leg(
+        escrow.payer_id,
+        system_account_id(Account.Kind.ESCROW, escrow.shard),
+        escrow.amount,
+        Kind.ESCROW_HOLD,
+        escrow_id=escrow.pk,
+        task_id=escrow.task_id,
+    )
+
+
+def escrow_open_funded(*, payer_id: int, payee_id: int, amount: int, task_id: Any) -> Escrow:
+    """A new escrow for a new task, funded at once: the payer's wallet → the escrow account
+    (402 if the wallet is short). Two statements: nobody else can know of the row yet, so
+    it needs no pending state and no transition."""
+    validate_amount(amount)
+    with transaction.atomic(savepoint=False):
+        escrow = Escrow.objects.create(
+            payer_id=payer_id,
+            payee_id=payee_id,
+            amount=amount,
+            task_id=task_id,
+            status=Escrow.Status.FUNDED,
+            funded_at=timezone.now(),
+            shard=shard_for(task_id),
+        )
+        ledger_post([_hold_leg(escrow)])
+        return escrow
 
 
 def escrow_fund(*, escrow_id: int) -> Escrow:
     """pending → funded: the payer's wallet → the escrow account. 402 if the wallet is short."""
+    # With a savepoint: a short wallet (402) must leave a caller's transaction usable.
     with transaction.atomic():
         escrow = _transition(
             escrow_id, source=Escrow.Status.PENDING, target=Escrow.Status.FUNDED, payment="escrow"
         )
-        ledger_post(
-            [
-                Leg(
-                    escrow.payer_id,
-                    system_account_id(Account.Kind.ESCROW),
-                    escrow.amount,
-                    Kind.ESCROW_HOLD,
-                    escrow_id=escrow.pk,
-                    task_id=escrow.task_id,
-                )
-            ]
-        )
-        return escrow
+        if escrow is not None:
+            ledger_post([_hold_leg(escrow)])
+    if escrow is None:
+        raise _state_error(escrow_id, source=Escrow.Status.PENDING, target=Escrow.Status.FUNDED)
+    return escrow
 
 
-def escrow_release(*, escrow_id: int, cost: int, fee: int) -> Escrow:
-    """funded → released: cost − fee to the payee, fee to the platform, the rest back."""
+def escrow_release(*, escrow_id: int, cost: int, fee: int, escrow: Escrow | None = None) -> Escrow:
+    """funded → released: cost − fee to the payee, fee to the platform, the rest back.
+
+    `escrow`, the row its caller already read (before the transaction), saves reading it.
+    """
     validate_amount(cost, allow_zero=True)
     validate_amount(fee, allow_zero=True)
     if fee > cost:
         raise InvalidAmount(f"The fee ({fee}) cannot exceed the cost ({cost}).")
-    with transaction.atomic():
-        amount = Escrow.objects.values_list("amount", flat=True).get(pk=escrow_id)
-        if cost > amount:
-            raise InvalidAmount(f"The cost ({cost}) cannot exceed the escrowed amount ({amount}).")
-        escrow = _transition(
+    row = _escrow_row(escrow_id, escrow)  # its amount and parties never change
+    amount = row.amount
+    if cost > amount:
+        raise InvalidAmount(f"The cost ({cost}) cannot exceed the escrowed amount ({amount}).")
+    # No savepoint: every refusal is raised outside the block, which leaves a caller's
+    # transaction usable; anything raised inside is a failure of the whole transaction.
+    with transaction.atomic(savepoint=False):
+        released = _transition(
             escrow_id,
             source=Escrow.Status.FUNDED,
             target=Escrow.Status.RELEASED,
             payment="escrow",
+            escrow=row,
             cost=cost,
             fee=fee,
             refund=amount - cost,
         )
-        hold = system_account_id(Account.Kind.ESCROW)
-        platform = system_account_id(Account.Kind.PLATFORM_FEES)
-        payee = escrow.payee_id
-        if holding() and escrow.task_id is not None and cost:  # the owner's share waits
-            earnings_hold(wallet_id=payee, shares=[Share(escrow.task_id, cost - fee, fee)])
-            payee = system_account_id(Account.Kind.EARNINGS)
-        payouts = [
-            (payee, cost - fee, Kind.ESCROW_PAYOUT),
-            (platform, fee, Kind.ESCROW_FEE),
-            (escrow.payer_id, amount - cost, Kind.ESCROW_REFUND),
+        if released is not None:
+            _release_post(released, cost=cost, fee=fee)
+    if released is None:
+        raise _state_error(escrow_id, source=Escrow.Status.FUNDED, target=Escrow.Status.RELEASED)
+    return released
+
+
+def _release_post(row: Escrow, *, cost: int, fee: int) -> None:
+    """The released escrow's money: the owner's share (held, or to the wallet), the fee,
+    the refund — one ledger posting on the escrow's shard."""
+    amount = row.amount
+    hold = system_account_id(Account.Kind.ESCROW, row.shard)
+    platform = system_account_id(Account.Kind.PLATFORM_FEES, row.shard)
+    payee = row.payee_id
+    if holding() and row.task_id is not None and cost:  # the owner's share waits
+        # Nobody can dispute a task before it settles: no pending dispute to look for.
+        earnings_hold(wallet_id=payee, shares=[Share(row.task_id, cost - fee, fee)], disputes=False)
+        payee = system_account_id(Account.Kind.EARNINGS, row.shard)
+    payouts = [
+        (payee, cost - fee, Kind.ESCROW_PAYOUT),
+        (platform, fee, Kind.ESCROW_FEE),
+        (row.payer_id, amount - cost, Kind.ESCROW_REFUND),
+    ]
+    ledger_post(
+        [
+            Leg(hold, to, share, kind, escrow_id=row.pk, task_id=row.task_id)
+            for to, share, kind in payouts
         ]
-        ledger_post(
-            [
-                Leg(hold, to, share, kind, escrow_id=escrow.pk, task_id=escrow.task_id)
-                for to, share, kind in payouts
-            ]
-        )
-        return escrow
+    )
 
 
-def escrow_refund(*, escrow_id: int) -> Escrow:
+def escrow_refund(*, escrow_id: int, escrow: Escrow | None = None) -> Escrow:
     """funded → refunded: the whole amount back to the payer."""
-    with transaction.atomic():
-        amount = Escrow.objects.values_list("amount", flat=True).get(pk=escrow_id)
-        escrow = _transition(
+    row = _escrow_row(escrow_id, escrow)
+    with transaction.atomic(savepoint=False):
+        refunded = _transition(
             escrow_id,
             source=Escrow.Status.FUNDED,
             target=Escrow.Status.REFUNDED,
             payment="escrow",
+            escrow=row,
             cost=0,
             fee=0,
-            refund=amount,
+            refund=row.amount,
         )
-        ledger_post(
-            [
-                Leg(
-                    system_account_id(Account.Kind.ESCROW),
-                    escrow.payer_id,
-                    amount,
-                    Kind.ESCROW_REFUND,
-                    escrow_id=escrow.pk,
-                    task_id=escrow.task_id,
-                )
-            ]
-        )
-        return escrow
+        if refunded is not None:
+            ledger_post(
+                [
+                    Leg(
+                        system_account_id(Account.Kind.ESCROW, row.shard),
+                        row.payer_id,
+                        row.amount,
+                        Kind.ESCROW_REFUND,
+                        escrow_id=row.pk,
+                        task_id=row.task_id,
+                    )
+                ]
+            )
+    if refunded is None:
+        raise _state_error(escrow_id, source=Escrow.Status.FUNDED, target=Escrow.Status.REFUNDED)
+    return refunded
 
 
-def escrow_cancel(*, escrow_id: int) -> Escrow:
+def escrow_cancel(*, escrow_id: int, escrow: Escrow | None = None) -> Escrow:
     """pending → cancelled: nothing was held, nothing moves."""
-    payment = Escrow.objects.values_list("payment", flat=True).get(pk=escrow_id)
-    return _transition(
-        escrow_id, source=Escrow.Status.PENDING, target=Escrow.Status.CANCELLED, payment=payment
+    payment = (
+        escrow.payment
+        if escrow is not None and escrow.pk == escrow_id
+        else Escrow.objects.values_list("payment", flat=True).get(pk=escrow_id)
     )
+    cancelled = _transition(
+        escrow_id,
+        source=Escrow.Status.PENDING,
+        target=Escrow.Status.CANCELLED,
+        payment=payment,
+        escrow=escrow,
+    )
+    if cancelled is None:
+        raise _state_error(escrow_id, source=Escrow.Status.PENDING, target=Escrow.Status.CANCELLED)
+    return cancelled
 
 
-def escrow_complete(*, escrow_id: int, cost: int, fee: int) -> Escrow:
+def escrow_complete(*, escrow_id: int, cost: int, fee: int, escrow: Escrow | None = None) -> Escrow:
     """pending → completed for a channel-paid task: the channel redemption is the payment."""
     validate_amount(cost, allow_zero=True)
     validate_amount(fee, allow_zero=True)
-    return _transition(
+    completed = _transition(
         escrow_id,
         source=Escrow.Status.PENDING,
         target=Escrow.Status.COMPLETED,
         payment="channel",
+        escrow=escrow,
         cost=cost,
         fee=fee,
         refund=0,
     )
+    if completed is None:
+        raise _state_error(escrow_id, source=Escrow.Status.PENDING, target=Escrow.Status.COMPLETED)
+    return completed

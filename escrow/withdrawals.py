@@ -27,7 +27,14 @@ from django.utils import timezone
 from escrow.errors import DomainError, IdempotencyConflict
 from escrow.models import Account, Transfer
 from escrow.payout_models import Withdrawal
-from escrow.services import Leg, ledger_post, system_account_id, validate_amount, wallet_id
+from escrow.services import (
+    Leg,
+    ledger_post,
+    shard_for,
+    system_account_id,
+    validate_amount,
+    wallet_id,
+)
 
 Kind = Transfer.Kind
 Status = Withdrawal.Status
@@ -63,7 +70,6 @@ def withdrawal_open(
             fields={"amount": [f"Must be at least {settings.WITHDRAWAL_MIN} µCR."]},
         )
     wallet = wallet_id(user_id=user_id)
-    payouts = system_account_id(Account.Kind.PAYOUTS)
     with transaction.atomic():
         if idempotency_key is not None:
             # Lock the wallet first: a concurrent twin waits here, then sees the first row.
@@ -78,6 +84,7 @@ def withdrawal_open(
         withdrawal = Withdrawal.objects.create(
             user_id=user_id, amount=amount, idempotency_key=idempotency_key, provider=provider
         )
+        payouts = system_account_id(Account.Kind.PAYOUTS, shard_for(withdrawal.pk))
         [hold] = ledger_post(
             [
                 Leg(
@@ -150,9 +157,12 @@ def _settle(
     withdrawal = candidates.select_for_update(no_key=True).first()
     if withdrawal is None:
         return None
-    payouts = system_account_id(Account.Kind.PAYOUTS)
+    # The payouts shard its hold went to (SYSTEM_ACCOUNT_SHARDS may have grown since).
+    payouts = Transfer.objects.values_list("credit_account_id", flat=True).get(
+        pk=withdrawal.hold_id or 0
+    )
     target = (
-        system_account_id(Account.Kind.EXTERNAL)
+        system_account_id(Account.Kind.EXTERNAL, shard_for(withdrawal.pk))
         if to_external
         else wallet_id(user_id=withdrawal.user_id)
     )

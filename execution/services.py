@@ -18,23 +18,14 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from escrow.channels import channel_finish_task, channel_is_due, channel_settle_if_due
 from escrow.models import Escrow, Voucher
-from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
 from execution.engine import outputs, sandbox
-from execution.engine.receipts import receipt_sign
 from execution.metrics import recovery_record
-from execution.models import Receipt
-from execution.scoring import task_outcome
-from marketplace.apikeys import api_key_give_back
 from marketplace.binaries import binary_read
 from marketplace.errors import TaskStateConflict
 from marketplace.models import Agent, Task
-from marketplace.quotes import fuel_sample_record
 from marketplace.services import task_cancel, task_enqueue
-from marketplace.webhooks.outbox import webhook_event_record
 from reputation.models import AgentReputation
-from reputation.services import reputation_apply
 
 log = logging.getLogger(__name__)
 Reason = Task.FailureReason
@@ -100,9 +91,12 @@ def task_claim(*, task_id: Any) -> tuple[Task, int] | None:
     return task, task.attempts + 1
 
 
-def task_refusal(task: Task) -> str | None:
-    """Why this task must not run, or None when it may. A refusal refunds, no penalty."""
-    escrow = Escrow.objects.filter(task_id=task.pk).first()
+def task_refusal(task: Task, *, escrow: Escrow | None = None) -> str | None:
+    """Why this task must not run, or None when it may. A refusal refunds, no penalty.
+
+    `escrow`: the task's escrow row, when the caller read it already."""
+    if escrow is None or escrow.task_id != task.pk:
+        escrow = Escrow.objects.filter(task_id=task.pk).first()
     if escrow is None:
         return "the task has no escrow"
     if escrow.channel_id is None and escrow.status != Escrow.Status.FUNDED:
@@ -189,7 +183,9 @@ def task_execute(*, task_id: Any) -> str:
     if claim is None:
         return "not queued: nothing to do"
     task, attempt = claim
-    refusal = task_refusal(task)
+    # Read once: checked before the run, and handed to the settlement after it.
+    escrow = Escrow.objects.filter(task_id=task.pk).first()
+    refusal = task_refusal(task, escrow=escrow)
     if refusal is not None:
         execution = Execution(reason=Reason.VALIDATION_FAILED, detail=refusal)
     else:
@@ -201,114 +197,10 @@ def task_execute(*, task_id: Any) -> str:
             execution = Execution(
                 reason=Reason.PLATFORM_ERROR, detail="the platform failed to run the task"
             )
-    settled = task_settle(task_id=task.pk, attempt=attempt, execution=execution)
+    settled = task_settle(
+        task_id=task.pk, attempt=attempt, execution=execution, task=task, escrow=escrow
+    )
     return f"attempt {attempt}: {execution.reason or 'succeeded'}" + ("" if settled else " (stale)")
-
-
-@transaction.atomic(durable=True)
-def task_settle(*, task_id: Any, attempt: int, execution: Execution) -> bool:
-    """Result, money, reputation and receipt in one transaction, once per task.
-
-    False (and nothing written) when this attempt no longer holds the task.
-    """
-    task = Task.objects.select_related("agent", "binary").get(pk=task_id)
-    succeeded = execution.succeeded
-    cost = (
-        cost_for(
-            base_fee=task.base_fee,
-            fuel_price=task.fuel_price,
-            fuel_used=execution.fuel_used,
-            budget=task.budget,
-        )
-        if succeeded
-        else 0
-    )
-    fee = fee_for(cost)
-    now = timezone.now()
-    result = {
-        "status": Task.Status.SUCCEEDED if succeeded else Task.Status.FAILED,
-        "exit_code": execution.exit_code,
-        "stdout": execution.stdout,
-        "stderr": execution.stderr,
-        "output_sha256": hashlib.sha256(execution.stdout).hexdigest(),
-        "fuel_used": execution.fuel_used,
-        "elapsed_ms": execution.elapsed_ms,
-        "failure_reason": execution.reason,
-        "failure_detail": execution.detail[:2000],
-        "cost": cost,
-        "fee": fee,
-        "refund": task.budget - cost,
-        "finished_at": now,
-        "lease_expires_at": None,
-    }
-    # The compare-and-set that makes settlement exactly-once per task.
-    won = Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING, attempts=attempt).update(
-        **result
-    )
-    if won != 1:
-        return False
-    if task.api_key_id is not None:  # lock order: tasks, API keys, then channels and money
-        api_key_give_back(task_id=task.pk, amount=task.budget - cost)
-    escrow_id, channel_id = Escrow.objects.values_list("pk", "channel_id").get(task_id=task.pk)
-    channel = None
-    if channel_id is not None:
-        # One channel row changes; the money moves when the channel settles.
-        channel = channel_finish_task(channel_id=channel_id, budget=task.budget, cost=cost, fee=fee)
-    # The fuel judged is what the run got (the budget may have capped the task's limit).
-    fuel = execution.fuel_limit or affordable_fuel(task)
-    event = reputation_apply(
-        agent_id=task.agent_id,
-        task_id=task.pk,
-        requester_id=task.requester_id,
-        outcome=task_outcome(task, execution, cost=cost, fuel=fuel),
-    )
-    signed = receipt_sign(
-        {
-            "task_id": str(task.pk),
-            "agent": task.agent.slug,
-            "binary_sha256": task.binary.sha256,
-            "input_sha256": hashlib.sha256(task.input.encode()).hexdigest(),
-            "output_sha256": result["output_sha256"],
-            "status": result["status"],
-            "failure_reason": execution.reason or None,
-            "fuel_used": execution.fuel_used,
-            "fuel_limit": execution.fuel_limit or task.fuel_limit,
-            "elapsed_ms": execution.elapsed_ms,
-            "cost": cost,
-            "fee": fee,
-            "refund": task.budget - cost,
-            "payment": task.payment,
-            "reputation_delta": str(event.delta),
-            "settled_at": now.isoformat(),
-        }
-    )
-    Receipt.objects.create(task_id=task.pk, **signed)
-    # Small rows only: the event's data is rendered at delivery, outside any transaction.
-    webhook_event_record(
-        owner_id=task.requester_id,
-        type="task.succeeded" if succeeded else "task.failed",
-        object_id=str(task.pk),
-    )
-    if succeeded:  # what quotes are computed from (the reputation row above is locked)
-        fuel_sample_record(
-            binary_id=task.binary_id,
-            fuel_used=execution.fuel_used,
-            input_bytes=len(task.input.encode()),
-        )
-    # Money last: every escrow settlement shares the escrow and platform-fee account rows,
-    # so their locks are taken as late as possible and held only until the commit.
-    if channel is not None:
-        if succeeded:
-            escrow_complete(escrow_id=escrow_id, cost=cost, fee=fee)
-        else:
-            escrow_cancel(escrow_id=escrow_id)
-        if channel_is_due(channel):
-            channel_settle_if_due(channel_id=channel.pk)
-    elif succeeded:
-        escrow_release(escrow_id=escrow_id, cost=cost, fee=fee)
-    else:
-        escrow_refund(escrow_id=escrow_id)
-    return True
 
 
 # --- recovery ------------------------------------------------------------------------------------
@@ -418,3 +310,7 @@ def task_refund(*, task_id: Any, detail: str = "refunded by an operator") -> Tas
     raise TaskStateConflict(
         f"Only a queued or running task can be refunded; this one is {task.status}."
     )
+
+
+# Settlement has a module of its own; it builds on the definitions above.
+from execution.settlement import task_settle  # noqa: E402

@@ -196,6 +196,9 @@ class Task(models.Model):
     binary = models.ForeignKey(AgentBinary, models.PROTECT, related_name="tasks")
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     input = models.TextField(blank=True)
+    # Hex SHA-256 of the input's UTF-8 bytes, computed at submission (outside its
+    # transaction) for the receipt; blank for tasks submitted before it was stored.
+    input_sha256 = models.CharField(max_length=64, blank=True)
     budget = models.BigIntegerField()
     # The price is pinned at submission, like the binary: a later change applies to later tasks.
     base_fee = models.BigIntegerField(default=0)

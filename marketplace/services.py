@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -16,8 +18,14 @@ from escrow.channels import (
     voucher_verify,
 )
 from escrow.errors import IdempotencyConflict, InvalidAmount
-from escrow.models import Escrow
-from escrow.services import escrow_cancel, escrow_create, escrow_fund, escrow_refund, wallet_open
+from escrow.models import Account, Escrow
+from escrow.services import (
+    escrow_cancel,
+    escrow_create,
+    escrow_open_funded,
+    escrow_refund,
+    wallet_open,
+)
 from marketplace.apikeys import api_key_charge_task, api_key_give_back
 from marketplace.errors import (
     AgentHasNoBinary,
@@ -120,7 +128,6 @@ def _limit(name: str, value: int | None, maximum: int) -> int | None:
     return value
 
 
-@transaction.atomic(durable=True)
 def task_submit(
     *,
     requester: User,
@@ -142,6 +149,10 @@ def task_submit(
 
     With `payment="channel"`, the task's budget is held against a payment channel by the
     voucher instead: the escrow row records the task but holds no money of its own.
+
+    Everything that can be is done before the transaction: the checks, the voucher's
+    signature, the input's hash, one read of the agent and both wallets. The transaction
+    then writes the task (already queued), its escrow (already funded) and the money.
     """
     if payment not in Task.Payment.values:
         raise PaymentUnavailable(f"Payment method {payment!r} is not available.")
@@ -154,7 +165,8 @@ def task_submit(
         raise InvalidAmount(
             "budget must be a positive integer of µCR.", fields={"budget": ["positive integer"]}
         )
-    size = len(input.encode())
+    encoded = input.encode()
+    size = len(encoded)
     if size > settings.TASK_MAX_INPUT_BYTES:
         raise InputTooLarge(
             f"The input is {size} bytes; the limit is {settings.TASK_MAX_INPUT_BYTES}."
@@ -172,18 +184,16 @@ def task_submit(
             "min_reputation is between 0 and 100.", fields={"min_reputation": ["0..100"]}
         )
     output_schema_check(output_schema)
-
-    if idempotency_key is not None:
-        existing = Task.objects.filter(requester=requester, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return _same_submission(existing, agent=agent, input=input, budget=budget)
     if payment == Task.Payment.CHANNEL:
         # Before any row is written or locked: a forged voucher never holds a lock.
         voucher = voucher_verify(
             channel_id=channel, requester_user_id=requester.pk, voucher=voucher
         )
-
-    agent = Agent.objects.get(pk=agent.pk)
+    input_sha256 = hashlib.sha256(encoded).hexdigest()
+    # One statement: the agent as it is now, with its owner's and the requester's wallets.
+    agent = Agent.objects.annotate(
+        owner_wallet=_wallet_of(OuterRef("owner_id")), requester_wallet=_wallet_of(requester.pk)
+    ).get(pk=agent.pk)
     if agent.status != Agent.Status.ACTIVE:
         raise AgentUnavailable()
     if agent.current_binary_id is None:
@@ -206,62 +216,78 @@ def task_submit(
         "recommended_timeout_ms": recommended["timeout_ms"],
         "requester_schema": output_schema is not None and output_schema != agent.output_schema,
     }
-    now = timezone.now()
+    payer = getattr(agent, "requester_wallet", None) or wallet_open(user_id=requester.pk).pk
+    payee = getattr(agent, "owner_wallet", None) or wallet_open(user_id=agent.owner_id).pk
+    task = Task(
+        requester=requester,
+        agent=agent,
+        binary_id=agent.current_binary_id,
+        idempotency_key=idempotency_key,
+        input=input,
+        input_sha256=input_sha256,
+        budget=budget,
+        base_fee=agent.base_fee,
+        fuel_price=agent.fuel_price,
+        min_reputation=threshold,
+        output_schema=output_schema,
+        payment=payment,
+        api_key=api_key,
+        **limits,
+        **pinned,
+    )
     try:
-        # A concurrent twin with the same key waits on the unique index, then fails here.
-        with transaction.atomic():
-            task = Task.objects.create(
-                requester=requester,
-                agent=agent,
-                binary_id=agent.current_binary_id,
-                idempotency_key=idempotency_key,
-                input=input,
-                budget=budget,
-                base_fee=agent.base_fee,
-                fuel_price=agent.fuel_price,
-                min_reputation=threshold,
-                output_schema=output_schema,
-                payment=payment,
-                api_key=api_key,
-                status=Task.Status.PENDING_FUNDING,
-                **limits,
-                **pinned,
-            )
-    except IntegrityError:
-        if idempotency_key is None:
+        return _task_open(task, payer=payer, payee=payee, channel=channel, voucher=voucher)
+    except IntegrityError as exc:
+        # A twin with the same key won the unique index: the task is that one's.
+        if idempotency_key is None or not _key_taken(exc):
             raise
-        existing = Task.objects.get(requester=requester, idempotency_key=idempotency_key)
-        return _same_submission(existing, agent=agent, input=input, budget=budget)
-    if api_key is not None:
+    existing = Task.objects.get(requester=requester, idempotency_key=idempotency_key)
+    return _same_submission(existing, agent=agent, input=input, budget=budget)
+
+
+def _key_taken(exc: IntegrityError) -> bool:
+    # PostgreSQL names the constraint; SQLite names its columns.
+    text = str(exc)
+    return "task_idempotency_key_unique" in text or "marketplace_task.idempotency_key" in text
+
+
+def _wallet_of(user: Any) -> Subquery:
+    wallets = Account.objects.filter(kind=Account.Kind.WALLET, user_id=user)
+    return Subquery(wallets.values("pk")[:1])
+
+
+@transaction.atomic(durable=True)
+def _task_open(task: Task, *, payer: int, payee: int, channel: Any, voucher: Any) -> Task:
+    """The submission's transaction: the task, already queued (a concurrent twin with the
+    same key waits on the unique index, then fails the insert), then in the lock order its
+    API key, its channel and its escrow with the money."""
+    task.status, task.enqueued_at = Task.Status.QUEUED, timezone.now()
+    task.save(force_insert=True)
+    if task.api_key is not None:
         # The key's spending caps: its row is locked before any channel, escrow or account.
-        api_key_charge_task(key=api_key, task=task, channel=channel)
-    if payment == Task.Payment.CHANNEL:
+        api_key_charge_task(key=task.api_key, task=task, channel=channel)
+    if task.payment == Task.Payment.CHANNEL:
         # The channel row is locked before the escrow row that references it is written.
         reserved = channel_reserve(
             channel_id=channel,
-            requester_user_id=requester.pk,
-            agent_id=agent.pk,
+            requester_user_id=task.requester_id,
+            agent_id=task.agent_id,
             voucher=voucher,
-            budget=budget,
+            budget=task.budget,
             task_id=task.pk,
         )
         escrow_create(
-            payer_user_id=requester.pk,
-            payee_user_id=agent.owner_id,
-            amount=budget,
+            payer_user_id=task.requester_id,
+            payee_user_id=task.agent.owner_id,
+            payer_id=payer,
+            payee_id=payee,
+            amount=task.budget,
             task_id=task.pk,
             channel_id=reserved.pk,
+            shard=reserved.shard,
         )
     else:
-        escrow = escrow_create(
-            payer_user_id=requester.pk,
-            payee_user_id=agent.owner_id,
-            amount=budget,
-            task_id=task.pk,
-        )
-        escrow_fund(escrow_id=escrow.pk)
-    Task.objects.filter(pk=task.pk).update(status=Task.Status.QUEUED, enqueued_at=now)
-    task.status, task.enqueued_at = Task.Status.QUEUED, now
+        escrow_open_funded(payer_id=payer, payee_id=payee, amount=task.budget, task_id=task.pk)
     task_enqueue(task_id=task.pk)
     return task
 

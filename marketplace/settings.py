@@ -285,6 +285,8 @@ X_FRAME_OPTIONS = "DENY"
 PLATFORM_FEE_BPS = env_int("PLATFORM_FEE_BPS", 500)
 if not 0 <= PLATFORM_FEE_BPS <= 10_000:
     raise ImproperlyConfigured("PLATFORM_FEE_BPS must be between 0 and 10000")
+# Rows each system account (escrow, platform fees, ...) is split into; may only grow.
+SYSTEM_ACCOUNT_SHARDS = max(1, env_int("SYSTEM_ACCOUNT_SHARDS", 16))
 # The `dev` funding provider credits deposits instantly; on in development only.
 DEV_FUNDING_ENABLED = env_bool("DEV_FUNDING_ENABLED", DEBUG)
 MAX_DEPOSIT = env_int("MAX_DEPOSIT", 1_000_000 * 1_000_000)

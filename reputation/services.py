@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, Subquery, Sum, Value
 from django.db.models.functions import Abs, Coalesce
 from django.utils import timezone
@@ -153,3 +153,168 @@ def reputation_apply(
             score_before=before,
             score_after=scored.score,
         )
+
+
+# --- settlement: scored before the transaction, written by one conditional statement ------
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """An outcome scored against the agent's standing as read before the settlement's
+    transaction. `version` is that standing's event counts (successes, failures, neutral):
+    every event adds one, so an unchanged version means an unchanged standing and record."""
+
+    agent_id: int
+    version: tuple[int, int, int]
+    changes: dict[str, Any]
+    event: dict[str, Any]
+
+    @property
+    def delta(self) -> Decimal:
+        return self.event["delta"]
+
+
+STANDING_FIELDS = (
+    "score",
+    "successes",
+    "failures",
+    "neutral",
+    "evidence_successes",
+    "evidence_failures",
+    "requesters",
+)
+
+
+def _validate(outcome: Outcome) -> None:
+    if outcome.kind not in OutcomeKind.values:
+        raise ValueError(f"unknown outcome {outcome.kind!r}")
+    if outcome.neutral_reason and (
+        outcome.kind != OutcomeKind.NEUTRAL or outcome.neutral_reason not in NeutralReason.values
+    ):
+        raise ValueError(
+            f"a {outcome.kind} outcome has no neutral reason {outcome.neutral_reason!r}"
+        )
+
+
+def reputation_score(
+    *, agent_id: int, task_id: Any, outcome: Outcome, requester_id: Any = None
+) -> Scoring:
+    """Score an outcome against the standing as it is now: one statement, no lock, outside
+    any transaction (the policy's work is done before the row is touched)."""
+    _validate(outcome)
+    day = timezone.now().astimezone(datetime.UTC).date()
+    theirs = ReputationEvent.objects.filter(agent_id=agent_id, requester_id=requester_id)
+    today = (
+        theirs.filter(settled_on=day)
+        .order_by()
+        .values("agent_id")
+        .annotate(total=Sum(Abs("delta")))
+        .values("total")
+    )
+    no = Value(False)
+    read = AgentReputation.objects.filter(agent_id=agent_id).values(
+        *STANDING_FIELDS,
+        moved_today=Coalesce(Subquery(today), Value(Decimal(0)), output_field=score_field()),
+        requester_known=Exists(theirs.exclude(outcome=OutcomeKind.NEUTRAL))
+        if requester_id is not None
+        else no,
+    )
+    row = read.first()
+    if row is None:  # agents get their row when created; this is for older data
+        reputation_open(agent_id=agent_id)
+        row = read.get()
+    rep = AgentReputation(agent_id=agent_id, **{name: row[name] for name in STANDING_FIELDS})
+    cap = allowance = None
+    if requester_id is not None:
+        cap = quantize(Decimal(settings.REPUTATION_DAILY_CAP_PER_REQUESTER))
+        allowance = cap - row["moved_today"]
+    path = current_policy_path()
+    before = rep.score
+    scored = score_outcome(policy_for(path), standing_of(rep), outcome, allowance)
+    changes: dict[str, Any] = {"score": scored.score, "updated_at": timezone.now()}
+    counter = COUNTERS[scored.kind]
+    changes[counter] = getattr(rep, counter) + 1
+    if scored.kind in EVIDENCE:
+        evidence = EVIDENCE[scored.kind]
+        changes[evidence] = getattr(rep, evidence) + scored.weight
+        if requester_id is not None and not row["requester_known"]:
+            changes["requesters"] = rep.requesters + 1
+    event = {
+        "agent_id": agent_id,
+        "task_id": task_id,
+        "requester_id": requester_id,
+        "outcome": scored.kind,
+        "reason": outcome.reason,
+        "neutral_reason": scored.neutral_reason,
+        "policy": path,
+        "settled_on": day,
+        "daily_cap": cap,
+        "weight": scored.weight,
+        "fuel_used": outcome.fuel_used,
+        "fuel_limit": outcome.fuel_limit,
+        "elapsed_ms": outcome.elapsed_ms,
+        "delta": scored.score - before,
+        "score_before": before,
+        "score_after": scored.score,
+        "created_at": timezone.now(),
+    }
+    return Scoring(agent_id, (rep.successes, rep.failures, rep.neutral), changes, event)
+
+
+def reputation_record(scoring: Scoring) -> ReputationEvent | None:
+    """Write a Scoring if the standing is still the one it was scored against: a conditional
+    UPDATE of the agent's row and the event's INSERT — one statement on PostgreSQL.
+
+    The row lock this takes is held only until the caller commits, so a settlement does
+    this last. None when another event came first (nothing written): the caller then
+    scores under the row lock with `reputation_apply`.
+    """
+    successes, failures, neutral = scoring.version
+    if connection.vendor != "postgresql":
+        won = AgentReputation.objects.filter(
+            agent_id=scoring.agent_id, successes=successes, failures=failures, neutral=neutral
+        ).update(**scoring.changes)
+        if not won:
+            return None
+        return ReputationEvent.objects.create(**scoring.event)
+    rep, events = AgentReputation._meta, ReputationEvent._meta
+    changed = [_field(rep, name) for name in scoring.changes]
+    sets = ", ".join(f"{field.column} = %s::{_cast(field)}" for field in changed)
+    fields = [_field(events, name.removesuffix("_id")) for name in scoring.event]
+    columns = ", ".join(str(field.column) for field in fields)
+    values = ", ".join(f"%s::{_cast(field)}" for field in fields)
+    sql = f"""
+        WITH scored AS (
+            UPDATE {rep.db_table} SET {sets}
+            WHERE agent_id = %s AND successes = %s AND failures = %s AND neutral = %s
+            RETURNING agent_id
+        )
+        INSERT INTO {events.db_table} ({columns}) SELECT {values} FROM scored RETURNING id
+    """  # noqa: S608
+    params = [
+        *scoring.changes.values(),
+        scoring.agent_id,
+        successes,
+        failures,
+        neutral,
+        *scoring.event.values(),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    event = ReputationEvent(pk=row[0], **scoring.event)
+    event._state.adding = False
+    return event
+
+
+def _field(meta: Any, name: str) -> Any:
+    return meta.get_field(name)
+
+
+def _cast(field: Any) -> str:
+    # Never a varchar(n): a cast to it would cut a longer string instead of refusing it.
+    if field.get_internal_type() == "CharField":
+        return "text"
+    return str(field.cast_db_type(connection))

@@ -22,7 +22,7 @@ from escrow.channels import (
 )
 from escrow.errors import InsufficientFunds
 from escrow.models import Account, PaymentChannel, Transfer, Voucher
-from escrow.services import deposit_create, system_account_id
+from escrow.services import deposit_create, system_balance
 from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, Task
 from marketplace.services import task_cancel, task_submit
@@ -91,7 +91,7 @@ def state(channel) -> tuple[int, int, int, int, int]:
 
 def test_opening_moves_the_deposit_into_the_channels_account(channel, alice):
     assert balance(alice) == 9_000_000
-    assert Account.objects.get(pk=system_account_id("channels")).balance == 1_000_000
+    assert system_balance("channels") == 1_000_000
     assert (channel.status, channel.deposit, channel.redeemed) == ("open", 1_000_000, 0)
 
 
@@ -253,8 +253,8 @@ def test_closing_an_idle_channel_settles_exact_amounts_at_once(channel, alice, a
     assert (channel.status, channel.redeemed, channel.fees) == ("settled", 6_940, 346)
     assert (balance(bob), held_for(bob)) == (0, 6_940 - 346)  # the owner's share is held
     assert balance(alice) == 10_000_000 - 6_940
-    assert Account.objects.get(pk=system_account_id("platform_fees")).balance == 346
-    assert Account.objects.get(pk=system_account_id("channels")).balance == 0
+    assert system_balance("platform_fees") == 346
+    assert system_balance("channels") == 0
     with pytest.raises(errors.ChannelNotOpen):
         channel_close(channel_id=channel.pk, by_user_id=bob.pk)
 

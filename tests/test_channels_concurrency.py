@@ -15,7 +15,7 @@ from escrow import errors
 from escrow.audit import ledger_audit
 from escrow.channels import channel_close, channel_open, key_register
 from escrow.models import Account, Escrow, PaymentChannel
-from escrow.services import deposit_create, system_account_id
+from escrow.services import deposit_create, system_balance
 from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, Task
 from marketplace.services import task_submit
@@ -135,7 +135,7 @@ def test_concurrent_submissions_and_settlements_never_redeem_more_than_authorize
     # The owner's share waits as held earnings until the hold ends.
     assert Account.objects.get(user=bob).balance + held_for(bob) == channel.redeemed - channel.fees
     assert Account.objects.get(user=alice).balance == DEPOSIT - channel.redeemed
-    assert Account.objects.get(pk=system_account_id("channels")).balance == 0
+    assert system_balance("channels") == 0
 
 
 def test_one_voucher_sent_by_twelve_threads_at_once_is_accepted_once(setup):
@@ -207,4 +207,4 @@ def test_closing_while_submissions_race_it_settles_once_with_every_task_counted(
     )
     assert Account.objects.get(user=bob).balance + held_for(bob) == costs["cost"] - costs["fee"]
     assert Account.objects.get(user=alice).balance == DEPOSIT - costs["cost"]
-    assert Account.objects.get(pk=system_account_id("channels")).balance == 0
+    assert system_balance("channels") == 0

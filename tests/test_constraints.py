@@ -33,7 +33,9 @@ def test_a_wallet_cannot_go_negative(alice):
 
 def test_system_holding_accounts_cannot_go_negative(db):
     with pytest.raises(IntegrityError):
-        sql("UPDATE escrow_account SET balance = -1 WHERE id = %s", [system_account_id("escrow")])
+        sql(
+            "UPDATE escrow_account SET balance = -1 WHERE id = %s", [system_account_id("escrow", 0)]
+        )
 
 
 def test_an_escrow_cannot_be_settled_twice(alice, bob):
@@ -41,7 +43,7 @@ def test_an_escrow_cannot_be_settled_twice(alice, bob):
     escrow = escrow_create(payer_user_id=alice.pk, payee_user_id=bob.pk, amount=1_000)
     escrow_fund(escrow_id=escrow.pk)
     escrow_release(escrow_id=escrow.pk, cost=400, fee=0)
-    hold = system_account_id("escrow")
+    hold = system_account_id("escrow", escrow.shard)
     payer = Account.objects.get(user=alice).pk
     with pytest.raises(IntegrityError):
         sql(
@@ -53,7 +55,7 @@ def test_an_escrow_cannot_be_settled_twice(alice, bob):
 
 
 def test_a_transfer_amount_must_be_positive(alice):
-    external, wallet = system_account_id("external"), Account.objects.get(user=alice).pk
+    external, wallet = system_account_id("external", 0), Account.objects.get(user=alice).pk
     with pytest.raises(IntegrityError):
         sql(
             "INSERT INTO escrow_transfer (debit_account_id, credit_account_id, amount, kind, memo, "

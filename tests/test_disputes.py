@@ -10,8 +10,8 @@ from django.utils import timezone
 from escrow.channels import channel_close, channel_open, key_register
 from escrow.disputes import DisputeAlreadyOpen, DisputeStateError, DisputeWindowClosed
 from escrow.earnings import earnings_release_due
-from escrow.models import Account, Dispute, Earning, PaymentChannel, Transfer
-from escrow.services import deposit_create, system_account_id
+from escrow.models import Dispute, Earning, PaymentChannel, Transfer
+from escrow.services import deposit_create, system_balance
 from execution.engine.receipts import receipt_verify
 from marketplace.disputes import (
     DisputeNotFound,
@@ -47,11 +47,11 @@ def requester(alice):
 
 
 def fees() -> int:
-    return Account.objects.get(pk=system_account_id("platform_fees")).balance
+    return system_balance("platform_fees")
 
 
 def earnings_account() -> int:
-    return Account.objects.get(pk=system_account_id("earnings")).balance
+    return system_balance("earnings")
 
 
 def refund_lines(task) -> list[tuple[str, str, str, int]]:

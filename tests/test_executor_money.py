@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from escrow.errors import IdempotencyConflict, InsufficientFunds
 from escrow.models import Account, Escrow, Transfer
-from escrow.services import deposit_create, system_account_id
+from escrow.services import deposit_create, system_balance
 from execution.engine.receipts import receipt_verify
 from execution.services import (
     Execution,
@@ -189,7 +189,7 @@ def test_success_pays_for_what_was_used_and_refunds_the_rest(requester, agent, b
     assert (task.status, task.cost, task.fee, task.refund) == ("succeeded", 1_247, 62, 248_753)
     assert balance(requester) == 10_000_000 - 1_247
     assert (balance(bob), held_for(bob)) == (0, 1_247 - 62)  # the owner's share is held
-    assert Account.objects.get(pk=system_account_id("platform_fees")).balance == 62
+    assert system_balance("platform_fees") == 62
     event = ReputationEvent.objects.get(task=task)
     # +2.0, + (1 − 123457/1e6) = 0.876543 → 0.8765, + 0.5 under a second
     assert event.delta == D("3.3765")

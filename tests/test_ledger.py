@@ -12,7 +12,7 @@ from escrow.services import (
     escrow_fund,
     escrow_refund,
     escrow_release,
-    system_account_id,
+    system_balance,
     transfer_create,
     wallet_id,
 )
@@ -20,10 +20,6 @@ from escrow.services import (
 
 def balance(user) -> int:
     return Account.objects.get(user=user).balance
-
-
-def system_balance(kind: str) -> int:
-    return Account.objects.get(pk=system_account_id(kind)).balance
 
 
 @pytest.fixture

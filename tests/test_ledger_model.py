@@ -25,7 +25,7 @@ from escrow.services import (
     escrow_fund,
     escrow_refund,
     escrow_release,
-    system_account_id,
+    system_balance,
 )
 from marketplace.services import user_create
 
@@ -49,7 +49,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.keys: dict[tuple[int, str], int] = {}
 
     def _system(self, kind: str) -> int:
-        return Account.objects.get(pk=system_account_id(kind)).balance
+        return system_balance(kind)
 
     users_index = st.integers(min_value=0, max_value=2)
 

@@ -10,7 +10,7 @@ from django.db import connections
 from escrow.audit import ledger_audit
 from escrow.errors import IdempotencyConflict, InsufficientFunds
 from escrow.models import Account, Deposit, Transfer, Withdrawal
-from escrow.services import deposit_create, system_account_id, wallet_id
+from escrow.services import deposit_create, shard_for, system_account_id, system_balance, wallet_id
 from escrow.withdrawals import WithdrawalStateError, WithdrawalTooSmall
 from marketplace.withdrawals import (
     funding_recover,
@@ -35,7 +35,7 @@ def balance_of(account_id: int) -> int:
 
 
 def payouts() -> int:
-    return balance_of(system_account_id(Account.Kind.PAYOUTS))
+    return system_balance(Account.Kind.PAYOUTS)
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_a_withdrawal_takes_the_money_out_of_the_wallet_at_once(rich_alice):
     assert (hold.amount, hold.debit_account_id, hold.credit_account_id) == (
         3 * CR,
         wallet_id(user_id=rich_alice.pk),
-        system_account_id(Account.Kind.PAYOUTS),
+        system_account_id(Account.Kind.PAYOUTS, shard_for(withdrawal.pk)),
     )
 
 
@@ -91,7 +91,7 @@ def test_a_repeated_key_returns_the_first_withdrawal_and_another_amount_conflict
 
 def test_the_dev_provider_pays_at_once_and_payouts_go_to_the_outside_world(rich_alice):
     withdrawal, _ = withdrawal_request(user=rich_alice, amount=4 * CR)
-    external_before = balance_of(system_account_id(Account.Kind.EXTERNAL))
+    external_before = system_balance(Account.Kind.EXTERNAL)
 
     assert withdrawal_process(withdrawal.pk) == "paid"
 
@@ -99,7 +99,7 @@ def test_the_dev_provider_pays_at_once_and_payouts_go_to_the_outside_world(rich_
     assert withdrawal.status == "paid" and withdrawal.paid_at is not None
     assert withdrawal.provider_reference == f"dev:withdrawal:{withdrawal.pk}"
     assert payouts() == 0
-    assert balance_of(system_account_id(Account.Kind.EXTERNAL)) == external_before + 4 * CR
+    assert system_balance(Account.Kind.EXTERNAL) == external_before + 4 * CR
     assert balance_of(wallet_id(user_id=rich_alice.pk)) == 6 * CR
     assert getattr(withdrawal.settlement, "kind", None) == "withdrawal_payout"
     # A second message for it is a no-op.

@@ -7,7 +7,7 @@ import pytest
 
 from escrow.audit import ledger_audit
 from escrow.models import Account, Transfer, Withdrawal
-from escrow.services import deposit_create, system_account_id, wallet_id
+from escrow.services import deposit_create, system_balance, wallet_id
 from marketplace.withdrawals import funding_recover, withdrawal_request
 from tests.factories import UserFactory
 from tests.funding_provider import funding_mode_set, funding_ops
@@ -56,6 +56,6 @@ def test_a_worker_killed_after_the_payout_is_recovered_as_paid_without_paying_ag
     assert funding_ops() == [(key, "payout", 6 * CR, "paid", 1)]
     assert Transfer.objects.filter(kind="withdrawal_payout").count() == 1
     assert Account.objects.get(pk=wallet_id(user_id=alice.pk)).balance == 4 * CR
-    assert Account.objects.get(pk=system_account_id(Account.Kind.PAYOUTS)).balance == 0
+    assert system_balance(Account.Kind.PAYOUTS) == 0
     assert getattr(Withdrawal.objects.get().settlement, "amount", None) == 6 * CR
     assert ledger_audit().ok

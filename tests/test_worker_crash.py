@@ -170,7 +170,8 @@ def test_a_worker_killed_inside_the_settlement_transaction_settles_once_after_re
     slow_agent_tasks,
 ):
     [task] = slow_agent_tasks(1, iterations=1_000)
-    hold = system_account_id("escrow")
+    # The escrow account shard this task's money sits in.
+    hold = system_account_id("escrow", Escrow.objects.get(task_id=task.pk).shard)
     # Hold the escrow account's row lock: the worker's settlement blocks on it, midway
     # through its transaction (the task row is already updated), and dies there.
     with psycopg.connect(database_url(), autocommit=False) as blocker:

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django_q.tasks import async_task
 
 from escrow.models import Account, Escrow
-from escrow.services import deposit_create, system_account_id
+from escrow.services import deposit_create, system_balance
 from execution.engine import modules
 from execution.engine.receipts import receipt_verify
 from execution.services import affordable_fuel
@@ -76,7 +76,7 @@ def test_a_task_runs_and_settles_through_a_real_worker(people, tmp_path):
     assert (task.cost, task.fee, task.refund) == (cost, fee, 100_000 - cost)
     assert balance(alice) == FUNDS - cost
     assert (balance(bob), held_for(bob)) == (0, cost - fee)  # held until the hold ends
-    assert Account.objects.get(pk=system_account_id("platform_fees")).balance == fee
+    assert system_balance("platform_fees") == fee
     event = ReputationEvent.objects.get(task=task)
     bonus = quantize(Decimal(fuel_limit - task.fuel_used) / Decimal(fuel_limit))
     assert event.delta == Decimal("2.0") + bonus + Decimal("0.5")

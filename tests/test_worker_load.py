@@ -12,7 +12,7 @@ from django.db.models import Sum
 from escrow.audit import ledger_audit
 from escrow.channels import channel_close, channel_open, key_register
 from escrow.models import Account
-from escrow.services import deposit_create, system_account_id
+from escrow.services import deposit_create, system_balance
 from execution.models import Receipt
 from marketplace.binaries import binary_upload
 from marketplace.models import Task
@@ -101,12 +101,12 @@ def test_four_workers_settle_every_task_once_while_submissions_race_them(capsys)
     costs = Task.objects.aggregate(cost=Sum("cost"), fee=Sum("fee"))
     lost_by_requesters = sum(FUNDS - Account.objects.get(user=u).balance for u in requesters)
     earned_by_owners = sum(Account.objects.get(user=u).balance + held_for(u) for u in owners)
-    platform = Account.objects.get(pk=system_account_id("platform_fees")).balance
+    platform = system_balance("platform_fees")
     assert lost_by_requesters == costs["cost"]
     assert earned_by_owners + platform == costs["cost"]
     assert platform == costs["fee"]
     for kind in ("escrow", "channels"):
-        assert Account.objects.get(pk=system_account_id(kind)).balance == 0
+        assert system_balance(kind) == 0
     report = ledger_audit()
     assert report.ok, report.violations
     with capsys.disabled():

@@ -34,8 +34,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import transaction
-from django.db.models import BigIntegerField, Case, F, Value, When
+from django.db import connection, transaction
+from django.db.models import BigIntegerField, Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
 from escrow.channels import channel_open
@@ -107,11 +107,31 @@ def api_key_spending(key: ApiKey, *, now: datetime | None = None) -> Spending:
 # --- counting and giving back -----------------------------------------------------------------
 
 
-def _locked(key_id: int) -> ApiKey:
+def _locked(key_id: int, *, agent_id: int | None = None) -> ApiKey:
     """The key's row, locked for the rest of the transaction, after giving back what the
-    key's settled channels returned."""
-    key = ApiKey.objects.select_for_update(no_key=True).get(pk=key_id)
-    if _give_back_settled_channels(key.pk):
+    key's settled channels returned; with `agent_id`, checked to be allowed that agent.
+
+    One statement when there is nothing to give back and the agent is allowed: what the
+    checks need is read by the locking SELECT itself.
+    """
+    through = ApiKey.agents.through.objects.filter(apikey_id=OuterRef("pk"))
+    settled = ApiKeyCharge.objects.filter(
+        key_id=OuterRef("pk"),
+        settled_at__isnull=True,
+        channel__status=PaymentChannel.Status.SETTLED,
+    )
+    key = (
+        ApiKey.objects.select_for_update(no_key=True, of=("self",))
+        .annotate(
+            gives_back=Exists(settled),
+            restricted=Exists(through),
+            allowed=Exists(through.filter(agent_id=agent_id or 0)),
+        )
+        .get(pk=key_id)
+    )
+    if agent_id is not None and key.restricted and not key.allowed:  # type: ignore[attr-defined]
+        api_key_check_agent(key, agent_id)  # raises, naming the agents it may use
+    if key.gives_back and _give_back_settled_channels(key.pk):  # type: ignore[attr-defined]
         key.refresh_from_db()
     now = timezone.now()
     # Revocation takes effect at once, even for a request that authenticated just before.
@@ -169,8 +189,7 @@ def _count(key: ApiKey, amount: int, *, counted: bool, per_task: bool) -> Window
 def api_key_charge_task(*, key: ApiKey, task: Task, channel: Any = None) -> None:
     """Count a new task's budget against its key. Runs inside the submission's transaction,
     after the task row is written and before its channel or escrow is touched."""
-    locked = _locked(key.pk)
-    api_key_check_agent(locked, task.agent_id)
+    locked = _locked(key.pk, agent_id=task.agent_id)
     # A channel this key opened counted its whole deposit already.
     counted = not (
         task.payment == Task.Payment.CHANNEL
@@ -257,7 +276,31 @@ def _give_back(charge: ApiKeyCharge, amount: int) -> bool:
 
 def api_key_give_back(*, task_id: Any, amount: int) -> None:
     """A key's task finished: give back what it did not spend. Runs inside the settlement
-    (or cancellation), after the task's compare-and-set and before channels and money."""
+    (or cancellation), after the task's compare-and-set and before channels and money.
+
+    On PostgreSQL one statement closes the charge and gives back to its key, in the order
+    `_give_back` takes them (the charge's row, then the key's)."""
+    if connection.vendor == "postgresql":
+        charges, keys = ApiKeyCharge._meta.db_table, ApiKey._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                WITH charge AS (
+                    UPDATE {charges} SET settled_at = %s,
+                        given_back = LEAST(amount, GREATEST(0, %s::bigint))
+                    WHERE task_id = %s AND settled_at IS NULL
+                    RETURNING key_id, given_back, day, month
+                )
+                UPDATE {keys} AS k SET spent_total = k.spent_total - c.given_back,
+                    spent_daily = CASE WHEN k.spent_daily_on = c.day
+                        THEN k.spent_daily - c.given_back ELSE k.spent_daily END,
+                    spent_monthly = CASE WHEN k.spent_monthly_on = c.month
+                        THEN k.spent_monthly - c.given_back ELSE k.spent_monthly END
+                FROM charge AS c WHERE k.id = c.key_id AND c.given_back > 0
+                """,  # noqa: S608
+                [timezone.now(), amount, task_id],
+            )
+        return
     charge = ApiKeyCharge.objects.filter(task_id=task_id, settled_at__isnull=True).first()
     if charge is not None:
         _give_back(charge, amount)

@@ -10,8 +10,8 @@ from django.test import Client
 from django.urls import reverse
 
 from escrow.audit import ledger_audit
-from escrow.models import Account, Dispute, Earning, Transfer
-from escrow.services import system_account_id
+from escrow.models import Dispute, Earning, Transfer
+from escrow.services import system_balance
 from marketplace.disputes import dispute_contest, dispute_file
 from tests.views.conftest import balance, client_for, settle, submit
 from tests.views.test_admin import action, changelist, messages_of
@@ -39,7 +39,7 @@ def cost_of(dispute: Dispute) -> int:
 
 
 def fees() -> int:
-    return Account.objects.get(pk=system_account_id("platform_fees")).balance
+    return system_balance("platform_fees")
 
 
 def text(response) -> str:

@@ -1,0 +1,257 @@
+"""Settling a run: result, money, reputation and receipt in one short transaction.
+
+Everything that can be is done before the transaction: the cost, the outcome scored
+against the agent's standing, the receipt signed over all of it. Inside it, each row
+is written by one statement, in the lock order (tasks, API keys, channels, escrows,
+accounts) — except the agent's reputation row, written last: every settlement of one
+agent writes it, so its lock is held for one statement and the commit.
+
+Round trips (PostgreSQL): an escrow settlement takes at most 10 counting the standing's
+read before BEGIN (tests/test_round_trips.py holds every path to its budget).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import OperationalError, connection, transaction
+from django.db.models.sql.subqueries import UpdateQuery
+from django.utils import timezone
+
+from escrow.channels import channel_finish_task, channel_is_due, channel_settle_if_due
+from escrow.models import Escrow
+from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
+from execution.engine.receipts import receipt_sign
+from execution.models import Receipt
+from execution.scoring import task_outcome
+from execution.services import Execution, affordable_fuel, cost_for, fee_for
+from marketplace.apikeys import api_key_give_back
+from marketplace.models import Task
+from marketplace.quotes import fuel_sample_record
+from marketplace.webhooks.outbox import webhook_event_record
+from reputation.policies import Outcome
+from reputation.services import Scoring, reputation_apply, reputation_record, reputation_score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What settling a run writes, all of it worked out before the transaction begins."""
+
+    task: Task
+    escrow: Escrow
+    execution: Execution
+    cost: int
+    fee: int
+    result: dict[str, Any]
+    outcome: Outcome
+    input_sha256: str
+
+    @property
+    def succeeded(self) -> bool:
+        return self.execution.succeeded
+
+    def receipt(self, reputation_delta: Decimal) -> dict[str, str]:
+        task, execution = self.task, self.execution
+        return receipt_sign(
+            {
+                "task_id": str(task.pk),
+                "agent": task.agent.slug,
+                "binary_sha256": task.binary.sha256,
+                "input_sha256": self.input_sha256,
+                "output_sha256": self.result["output_sha256"],
+                "status": self.result["status"],
+                "failure_reason": execution.reason or None,
+                "fuel_used": execution.fuel_used,
+                "fuel_limit": execution.fuel_limit or task.fuel_limit,
+                "elapsed_ms": execution.elapsed_ms,
+                "cost": self.cost,
+                "fee": self.fee,
+                "refund": task.budget - self.cost,
+                "payment": task.payment,
+                "reputation_delta": str(reputation_delta),
+                "settled_at": self.result["finished_at"].isoformat(),
+            }
+        )
+
+
+def settlement_plan(task: Task, escrow: Escrow, execution: Execution) -> Settlement:
+    succeeded = execution.succeeded
+    cost = (
+        cost_for(
+            base_fee=task.base_fee,
+            fuel_price=task.fuel_price,
+            fuel_used=execution.fuel_used,
+            budget=task.budget,
+        )
+        if succeeded
+        else 0
+    )
+    fee = fee_for(cost)
+    result = {
+        "status": Task.Status.SUCCEEDED if succeeded else Task.Status.FAILED,
+        "exit_code": execution.exit_code,
+        "stdout": execution.stdout,
+        "stderr": execution.stderr,
+        "output_sha256": hashlib.sha256(execution.stdout).hexdigest(),
+        "fuel_used": execution.fuel_used,
+        "elapsed_ms": execution.elapsed_ms,
+        "failure_reason": execution.reason,
+        "failure_detail": execution.detail[:2000],
+        "cost": cost,
+        "fee": fee,
+        "refund": task.budget - cost,
+        "finished_at": timezone.now(),
+        "lease_expires_at": None,
+    }
+    # The fuel judged is what the run got (the budget may have capped the task's limit).
+    fuel = execution.fuel_limit or affordable_fuel(task)
+    return Settlement(
+        task=task,
+        escrow=escrow,
+        execution=execution,
+        cost=cost,
+        fee=fee,
+        result=result,
+        outcome=task_outcome(task, execution, cost=cost, fuel=fuel),
+        input_sha256=task.input_sha256 or hashlib.sha256(task.input.encode()).hexdigest(),
+    )
+
+
+SETTLE_TRIES = 5
+
+
+def task_settle(
+    *,
+    task_id: Any,
+    attempt: int,
+    execution: Execution,
+    task: Task | None = None,
+    escrow: Escrow | None = None,
+) -> bool:
+    """Result, money, reputation and receipt in one transaction, once per task.
+
+    Everything that can be is done before it begins: the task and its escrow are the rows
+    the worker already holds (or are read once, the task without its output), the cost,
+    the outcome scored against the agent's standing, and the receipt, signed. False (and
+    nothing written) when this attempt no longer holds the task.
+    """
+    if task is None or task.pk != task_id:
+        task = (
+            Task.objects.select_related("agent", "binary").defer("stdout", "stderr").get(pk=task_id)
+        )
+    if escrow is None or escrow.task_id != task.pk:
+        escrow = Escrow.objects.get(task_id=task.pk)
+    plan = settlement_plan(task, escrow, execution)
+    for tries in range(1, SETTLE_TRIES + 1):
+        scoring = reputation_score(
+            agent_id=task.agent_id,
+            task_id=task.pk,
+            requester_id=task.requester_id,
+            outcome=plan.outcome,
+        )
+        try:
+            return _settle(plan, attempt=attempt, scoring=scoring)
+        except OperationalError as exc:
+            # Reputation is taken last (see _settle), against the lock order a dispute's
+            # refund keeps: the rare deadlock between them is resolved by trying again.
+            if getattr(exc.__cause__, "sqlstate", None) != "40P01" or tries == SETTLE_TRIES:
+                raise
+            log.warning("task %s: settlement deadlocked, trying again", task.pk)
+    return False  # not reached
+
+
+@transaction.atomic(durable=True)
+def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
+    task, escrow = plan.task, plan.escrow
+    cost, fee = plan.cost, plan.fee
+    signed = plan.receipt(scoring.delta)
+    # The compare-and-set that makes settlement exactly-once per task, with its receipt.
+    if not task_result_record(task.pk, attempt=attempt, result=plan.result, receipt=signed):
+        return False
+    if task.api_key_id is not None:  # lock order: tasks, API keys, then channels and money
+        api_key_give_back(task_id=task.pk, amount=task.budget - cost)
+    channel = None
+    if escrow.channel_id is not None:
+        # One channel row changes; the money moves when the channel settles.
+        channel = channel_finish_task(
+            channel_id=escrow.channel_id, budget=task.budget, cost=cost, fee=fee
+        )
+    # Small rows only: the event's data is rendered at delivery, outside any transaction.
+    webhook_event_record(
+        owner_id=task.requester_id,
+        type="task.succeeded" if plan.succeeded else "task.failed",
+        object_id=str(task.pk),
+    )
+    if channel is not None:
+        if plan.succeeded:
+            escrow_complete(escrow_id=escrow.pk, cost=cost, fee=fee, escrow=escrow)
+        else:
+            escrow_cancel(escrow_id=escrow.pk, escrow=escrow)
+        if channel_is_due(channel):
+            channel_settle_if_due(channel_id=channel.pk)
+    elif plan.succeeded:
+        escrow_release(escrow_id=escrow.pk, cost=cost, fee=fee, escrow=escrow)
+    else:
+        escrow_refund(escrow_id=escrow.pk, escrow=escrow)
+    # Reputation last: every settlement of one agent writes its row, so its lock is held
+    # for one statement and the commit. Scored before the transaction; if another event
+    # came first, scored again under the lock and the receipt signed again.
+    event = reputation_record(scoring)
+    if event is None:
+        event = reputation_apply(
+            agent_id=task.agent_id,
+            task_id=task.pk,
+            requester_id=task.requester_id,
+            outcome=plan.outcome,
+        )
+        Receipt.objects.filter(task_id=task.pk).update(**plan.receipt(event.delta))
+    if plan.succeeded:  # what quotes are computed from; under the reputation row's lock
+        fuel_sample_record(
+            binary_id=task.binary_id,
+            fuel_used=plan.execution.fuel_used,
+            input_bytes=len(task.input.encode()),
+        )
+    return True
+
+
+def task_result_record(
+    task_id: Any, *, attempt: int, result: dict[str, Any], receipt: dict[str, str]
+) -> bool:
+    """running (this attempt) → final, and the receipt: one statement on PostgreSQL.
+
+    True for the one caller whose attempt held the task; nothing is written for another.
+    """
+    running = Task.objects.filter(pk=task_id, status=Task.Status.RUNNING, attempts=attempt)
+    if connection.vendor != "postgresql":
+        if running.update(**result) != 1:
+            return False
+        Receipt.objects.create(task_id=task_id, **receipt)
+        return True
+    query: Any = running.query.chain(UpdateQuery)
+    query.add_update_values(result)
+    update, params = query.get_compiler(running.db).as_sql()
+    table = Task._meta.db_table
+    receipts = Receipt._meta.db_table
+    sql = (
+        f"WITH settled AS ({update} RETURNING {table}.id) "  # noqa: S608
+        f"INSERT INTO {receipts} (task_id, payload, signature, key_id, created_at) "
+        "SELECT id, %s, %s, %s, %s FROM settled RETURNING task_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [
+                *params,
+                receipt["payload"],
+                receipt["signature"],
+                receipt["key_id"],
+                timezone.now(),
+            ],
+        )
+        return cursor.fetchone() is not None

@@ -1,0 +1,111 @@
+"""One popular agent: many workers settle its tasks at once (SPEC §16), on real PostgreSQL.
+
+Every settlement writes the agent's reputation row. Scored before its transaction and
+written last by one conditional statement, a settlement that finds the standing moved
+on scores again under the row's lock; either way each task gets exactly one event, the
+receipt signs the delta that event recorded, and both audits replay exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connections
+
+from escrow.audit import ledger_audit
+from escrow.models import Escrow
+from escrow.services import deposit_create, system_balance
+from execution.engine.receipts import receipt_verify
+from execution.models import Receipt
+from execution.services import Execution, task_claim, task_settle
+from marketplace.models import Agent, Task
+from marketplace.services import task_submit
+from reputation.audit import reputation_audit
+from reputation.models import AgentReputation, ReputationEvent
+from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+THREADS = 4
+TASKS_EACH = 200
+BUDGET = 50_000
+
+
+def outcome(index: int) -> Execution:
+    if index % 5 == 4:  # one in five fails, by the agent's fault
+        return Execution(reason=Task.FailureReason.TRAP, fuel_limit=10_000)
+    return Execution(exit_code=0, stdout=b"ok", fuel_used=1_000 + index, fuel_limit=10_000)
+
+
+def test_four_workers_settling_one_agent_keep_both_audits_exact(bob):
+    agent = AgentFactory.create(owner=bob, slug="popular", base_fee=1_000, fuel_price=2_000)
+    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
+    agent.refresh_from_db()
+    requesters = [UserFactory.create(username=f"r{i}") for i in range(THREADS)]
+    for requester in requesters:
+        deposit_create(user_id=requester.pk, amount=TASKS_EACH * BUDGET)
+    tasks = {
+        worker: [
+            task_submit(requester=requester, agent=agent, input=str(i), budget=BUDGET).pk
+            for i in range(TASKS_EACH)
+        ]
+        for worker, requester in enumerate(requesters)
+    }
+    errors: list[BaseException] = []
+    settled: list[bool] = []
+    barrier = threading.Barrier(THREADS)
+
+    def work(worker: int) -> None:
+        try:
+            barrier.wait()
+            for index, task_id in enumerate(tasks[worker]):
+                claim = task_claim(task_id=task_id)
+                assert claim is not None
+                task, attempt = claim
+                escrow = Escrow.objects.get(task_id=task_id)
+                settled.append(
+                    task_settle(
+                        task_id=task_id,
+                        attempt=attempt,
+                        execution=outcome(index),
+                        task=task,
+                        escrow=escrow,
+                    )
+                )
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+
+    assert errors == []
+    total = THREADS * TASKS_EACH
+    assert settled == [True] * total
+    failures = THREADS * (TASKS_EACH // 5)
+    assert Task.objects.filter(status="succeeded").count() == total - failures
+    assert Task.objects.filter(status="failed").count() == failures
+    rep = AgentReputation.objects.get(agent=agent)
+    assert ReputationEvent.objects.filter(agent=agent).count() == total
+    assert rep.successes + rep.failures + rep.neutral == total
+    assert Escrow.objects.filter(status="funded").count() == 0
+    assert system_balance("escrow") == 0
+    # Every receipt signs the delta its task's event recorded, however it was scored.
+    deltas = dict(ReputationEvent.objects.values_list("task_id", "delta"))
+    receipts = list(Receipt.objects.all())
+    assert len(receipts) == total
+    for receipt in receipts:
+        assert receipt_verify(receipt.as_dict())
+        payload = json.loads(receipt.payload)
+        assert Decimal(payload["reputation_delta"]) == deltas[receipt.task_id]
+    ledger = ledger_audit()
+    assert ledger.ok, ledger.violations
+    reputation = reputation_audit()
+    assert reputation.ok, reputation.violations
