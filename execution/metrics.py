@@ -277,4 +277,12 @@ def metrics(request: HttpRequest) -> HttpResponse:
             envelope("metrics_disabled", "/metrics is off: set METRICS_TOKEN to turn it on."),
             status=403,
         )
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    try:
+        body = generate_latest(REGISTRY)
+    except Exception as exc:  # the database is away: say so, as /healthz would, not a 500
+        log.warning("/metrics could not read the state", exc_info=True)
+        return JsonResponse(
+            envelope("metrics_unavailable", f"The state could not be read: {type(exc).__name__}."),
+            status=503,
+        )
+    return HttpResponse(body, content_type=CONTENT_TYPE_PLAIN_0_0_4)

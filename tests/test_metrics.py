@@ -255,6 +255,20 @@ def test_a_broken_broker_leaves_its_depth_out_and_says_so(client, monkeypatch):
     assert samples["agent_exchange_broker_up"] == {(): 0}
 
 
+def test_a_scrape_while_the_database_is_away_is_a_503_with_the_error_envelope(client, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(WorkerHeartbeat.objects, "order_by", broken)
+    response = client.get("/metrics", headers=BEARER)
+    assert response.status_code == 503
+    assert response.json()["error"] == {
+        "code": "metrics_unavailable",
+        "message": "The state could not be read: ConnectionError.",
+        "fields": {},
+    }
+
+
 def test_recovery_adds_what_it_resent_to_the_counter(client, settings):
     settings.REQUEUE_AFTER_SECONDS = 60
     stale = task("queued", ago=300)
