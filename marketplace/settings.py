@@ -79,20 +79,16 @@ def database_from_url(url: str) -> dict:
         "PORT": str(parts.port or ""),
         "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60),
         "CONN_HEALTH_CHECKS": env_bool("DB_CONN_HEALTH_CHECKS", True),
-        "OPTIONS": {**statement_options(), **query},
+        # Server-side binding lets psycopg prepare a statement a connection has run
+        # DB_PREPARE_THRESHOLD times (benchmarks/statements.py); off behind a pooler that
+        # cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
+        "OPTIONS": (
+            {"server_side_binding": True, "prepare_threshold": env_int("DB_PREPARE_THRESHOLD", 5)}
+            if env_bool("DB_SERVER_SIDE_BINDING", True)
+            else {}
+        )
+        | query,
     }
-
-
-def statement_options() -> dict:
-    """Parameters bound by the server, and a statement a connection has run
-    DB_PREPARE_THRESHOLD times prepared there: parsed and planned once, not every time
-    (`benchmarks/statements.py`). Set DB_SERVER_SIDE_BINDING=false (or the threshold to 0)
-    behind a pooler that cannot keep prepared statements, such as PgBouncer in transaction
-    mode before 1.21."""
-    if not env_bool("DB_SERVER_SIDE_BINDING", True):
-        return {}
-    threshold = env_int("DB_PREPARE_THRESHOLD", 5)
-    return {"server_side_binding": True, "prepare_threshold": threshold or None}
 
 
 # Production is the default: development mode (generated keys, plain-HTTP cookies, the dev
@@ -403,9 +399,8 @@ Q_CLUSTER: dict = {
     # The task table (status, attempts, lease) decides retries, not q2.
     "max_attempts": 1,
     "ack_failures": True,
-    # Successful results are not kept (-1): q2 would write a row a task and, with a positive
-    # limit, lock and read every kept row to prune one, in its single monitor process. The
-    # Task table is the record; failures (an exception in the worker) are always kept.
+    # No successful result kept (the Task table is the record): a positive limit makes q2's
+    # monitor lock and read every kept row to prune one, for every task. Failures are kept.
     "save_limit": env_int("Q_SAVE_LIMIT", -1),
     # Messages a cluster takes ahead of its workers stay locked for `retry` seconds if it
     # dies; keep that hoard small so other machines pick the work up.

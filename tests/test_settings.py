@@ -71,9 +71,23 @@ def test_database_url_selects_postgresql():
         "db.internal",
         "6543",
     )
-    assert db["OPTIONS"] == {"sslmode": "require"}
+    assert db["OPTIONS"] == {
+        "server_side_binding": True,
+        "prepare_threshold": 5,
+        "sslmode": "require",
+    }
     with pytest.raises(ImproperlyConfigured):
         database_from_url("mysql://x@y/z")
+
+
+def test_statements_are_bound_client_side_and_never_prepared_when_turned_off(monkeypatch):
+    monkeypatch.setenv("DB_PREPARE_THRESHOLD", "1")
+    assert database_from_url("postgresql://app@db/exchange")["OPTIONS"] == {
+        "server_side_binding": True,
+        "prepare_threshold": 1,
+    }
+    monkeypatch.setenv("DB_SERVER_SIDE_BINDING", "false")
+    assert database_from_url("postgresql://app@db/exchange")["OPTIONS"] == {}
 
 
 def test_production_settings_pass_the_deploy_check(tmp_path):
