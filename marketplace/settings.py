@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from marketplace.storage_config import binary_storage_backend
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -237,29 +239,10 @@ STORAGES = {
 }
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = "media/"
-# Agent binaries: in storage every host can read once the database is shared (SPEC §17).
+# Agent binaries in storage every host can read (SPEC §17): file (MEDIA_ROOT), database (the
+# default with PostgreSQL) or s3 (django-storages; the AWS_* variables in storage_config.py).
 BINARY_STORAGE = env_str("BINARY_STORAGE", "database" if env_optional("DATABASE_URL") else "file")
-BINARY_STORAGE_BACKENDS: dict[str, dict] = {
-    "file": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "database": {"BACKEND": "marketplace.storage.DatabaseStorage"},
-    # django-storages (`pip install "django-storages[s3]"`); boto3 reads AWS_ACCESS_KEY_ID
-    # and AWS_SECRET_ACCESS_KEY (or an instance role) from the environment itself.
-    "s3": {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": env_optional("AWS_STORAGE_BUCKET_NAME"),
-            "region_name": env_optional("AWS_S3_REGION_NAME"),
-            "endpoint_url": env_optional("AWS_S3_ENDPOINT_URL"),
-            "location": env_str("AWS_LOCATION", "binaries"),
-            "file_overwrite": True,
-        },
-    },
-}
-if BINARY_STORAGE not in BINARY_STORAGE_BACKENDS:
-    raise ImproperlyConfigured(
-        f"BINARY_STORAGE must be one of {', '.join(BINARY_STORAGE_BACKENDS)}, got {BINARY_STORAGE!r}"
-    )
-STORAGES["binaries"] = BINARY_STORAGE_BACKENDS[BINARY_STORAGE]
+STORAGES["binaries"] = binary_storage_backend(BINARY_STORAGE)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
@@ -351,11 +334,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * TASK_MAX_INPUT_BYTES
 MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
 # A running task whose lease is older than its timeout plus this margin is presumed lost.
 LEASE_MARGIN_SECONDS = env_int("LEASE_MARGIN_SECONDS", 30)
-# A queued task not picked up for this long is enqueued again (its message may be lost: the
-# Redis broker drops what a dead host had taken, and everything queued when Redis restarts).
-# Recovery runs once a minute, so a lost message waits up to this plus about 60-90 s (measured
-# with a Redis restart: 161 s at 120, 43 s at 30). A message that was only late costs its
-# duplicate one failed claim.
+# A queued task not picked up for this long is enqueued again (its message may be lost, as
+# Redis loses them); recovery runs once a minute: a lost message waits this plus up to ~90 s.
 REQUEUE_AFTER_SECONDS = env_int("REQUEUE_AFTER_SECONDS", 30)
 
 # --- Sandbox -------------------------------------------------------------------------

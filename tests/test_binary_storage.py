@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
 
 from execution.engine import modules, sandbox
 from marketplace.binaries import binary_read, binary_storage_name, binary_upload
 from marketplace.models import StoredBinary
 from marketplace.storage import DatabaseStorage, binary_storage
+from marketplace.storage_config import binary_storage_backend
 from tests import wasm_modules as wasm
 from tests.factories import AgentFactory
 
@@ -29,7 +34,7 @@ def use_host(settings, root: Path, store: str) -> None:
     settings.DATA_DIR = root
     settings.MEDIA_ROOT = root / "media"
     settings.WASM_CACHE_DIR = root / "wasm-cache"
-    settings.STORAGES = {**settings.STORAGES, "binaries": settings.BINARY_STORAGE_BACKENDS[store]}
+    settings.STORAGES = {**settings.STORAGES, "binaries": binary_storage_backend(store)}
     modules.reset()
 
 
@@ -132,3 +137,31 @@ def test_the_migration_copies_binaries_from_disk_into_the_database(settings, tmp
 
     assert list(StoredBinary.objects.values_list("name", flat=True)) == [kept.storage_name]
     assert bytes(StoredBinary.objects.get().data) == ECHO.read_bytes()
+
+
+def test_binary_storage_names_its_backend_and_refuses_others():
+    assert binary_storage_backend("database") == {"BACKEND": "marketplace.storage.DatabaseStorage"}
+    assert binary_storage_backend("s3")["BACKEND"] == "storages.backends.s3.S3Storage"
+    with pytest.raises(ImproperlyConfigured, match="BINARY_STORAGE must be file, database or s3"):
+        binary_storage_backend("ftp")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "file"),
+        ({"DATABASE_URL": "postgresql://u@db.internal/x"}, "database"),
+        ({"DATABASE_URL": "postgresql://u@db.internal/x", "BINARY_STORAGE": "s3"}, "s3"),
+    ],
+)
+def test_binaries_go_to_the_database_by_default_once_it_is_postgresql(tmp_path, env, expected):
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BINARY_STORAGE")}
+    shown = subprocess.run(
+        [sys.executable, "-c", "from marketplace import settings as s; print(s.BINARY_STORAGE)"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**base, **env, "DEBUG": "true", "DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.stdout.strip() == expected, shown.stderr

@@ -10,6 +10,7 @@ from execution.engine.validation import WasmNoStart, WasmTooLarge
 from marketplace.binaries import binary_read, binary_storage_name, binary_upload
 from marketplace.models import AgentBinary
 from marketplace.storage import binary_storage
+from marketplace.storage_config import binary_storage_backend
 from tests.factories import AgentFactory
 
 from .conftest import sha256, wasm
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.django_db
 def media_root(settings, tmp_path: Path) -> Path:
     settings.MEDIA_ROOT = tmp_path / "media"
     # The file store (the embedded default); tests/test_binary_storage.py has the database's.
-    settings.STORAGES = {**settings.STORAGES, "binaries": settings.BINARY_STORAGE_BACKENDS["file"]}
+    settings.STORAGES = {**settings.STORAGES, "binaries": binary_storage_backend("file")}
     return settings.MEDIA_ROOT
 
 
