@@ -9,9 +9,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from escrow.channels import channel_close, channel_open, key_register
 from escrow.earnings import earnings_release_due
 from escrow.models import Dispute, Earning
 from marketplace.disputes import dispute_file
+from tests.test_channels import KEY, public, sign
 from tests.views.conftest import (
     FUNDS,
     HTMX,
@@ -90,6 +92,26 @@ def test_once_the_earnings_are_released_there_is_no_button(as_alice, done):
 
     assert f'hx-post="{dispute_url(done)}"' not in body
     assert "The window to dispute this task has closed" in body
+
+
+def test_a_channel_task_is_disputable_until_its_share_is_released(
+    as_alice, funded_alice, echo, bob
+):
+    key_register(user_id=funded_alice.pk, public_key=public(KEY))
+    channel = channel_open(
+        requester_user_id=funded_alice.pk, agent_id=echo.pk, payee_user_id=bob.pk, deposit=500_000
+    )
+    paid = dict(payment="channel", channel=str(channel.pk), voucher=sign(channel.pk, 1, 100_000))
+    task = settle(submit(funded_alice, echo, budget=100_000, **paid))
+    detail = reverse("task-detail", args=[task.pk])
+
+    # The channel is open: nothing is held yet, but the task cost something.
+    assert f'hx-post="{dispute_url(task)}"' in page(as_alice.get(detail))
+    channel_close(channel_id=channel.pk, by_user_id=funded_alice.pk)
+    assert Earning.objects.get(task=task).status == "held"
+    assert f'hx-post="{dispute_url(task)}"' in page(as_alice.get(detail))
+    release_everything()
+    assert f'hx-post="{dispute_url(task)}"' not in page(as_alice.get(detail))
 
 
 def test_a_dispute_racing_the_release_shows_the_services_409(as_alice, done):
@@ -193,6 +215,14 @@ def test_answering_a_resolved_dispute_shows_the_services_refusal(as_bob, dispute
     assert "Only an open dispute can be contested." in body
     assert "HX-Trigger" not in response
     assert Dispute.objects.get().status == "accepted"
+
+
+def test_without_javascript_accepting_redirects_to_the_dashboard(as_bob, alice, dispute):
+    response = as_bob.post(reverse("dispute-accept", args=[dispute.pk]))
+
+    assert (response.status_code, response["Location"]) == (302, DASHBOARD)
+    assert Dispute.objects.get().status == "accepted"
+    assert balance(alice) == FUNDS
 
 
 @pytest.mark.parametrize("who", ["as_alice", "as_charlie"])
