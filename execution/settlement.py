@@ -34,7 +34,12 @@ from marketplace.models import Task
 from marketplace.quotes import fuel_sample_record
 from marketplace.webhooks.outbox import webhook_event_record
 from reputation.policies import Outcome
-from reputation.services import Scoring, reputation_apply, reputation_record, reputation_score
+from reputation.services import (
+    Scoring,
+    reputation_record,
+    reputation_score,
+    reputation_score_locked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,13 +209,14 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
     # came first, scored again under the lock and the receipt signed again.
     event = reputation_record(scoring)
     if event is None:
-        event = reputation_apply(
+        _, event = reputation_score_locked(
             agent_id=task.agent_id,
             task_id=task.pk,
             requester_id=task.requester_id,
             outcome=plan.outcome,
         )
-        Receipt.objects.filter(task_id=task.pk).update(**plan.receipt(event.delta))
+        if event.delta != scoring.delta:
+            Receipt.objects.filter(task_id=task.pk).update(**plan.receipt(event.delta))
     if plan.succeeded:  # what quotes are computed from; under the reputation row's lock
         fuel_sample_record(
             binary_id=task.binary_id,

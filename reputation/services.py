@@ -318,3 +318,22 @@ def _cast(field: Any) -> str:
     if field.get_internal_type() == "CharField":
         return "text"
     return str(field.cast_db_type(connection))
+
+
+def reputation_score_locked(
+    *, agent_id: int, task_id: Any, outcome: Outcome, requester_id: Any = None
+) -> tuple[Scoring, ReputationEvent]:
+    """When `reputation_record` found the standing moved on: take the agent's row lock
+    (queueing behind the settlement that holds it until its commit), score against the
+    standing read after it, and write — three statements, the row locked from the first."""
+    locked = AgentReputation.objects.select_for_update(no_key=True).filter(agent_id=agent_id)
+    list(locked.values_list("agent_id", flat=True))
+    # Read in a statement of its own: the locking one's snapshot may predate the commit it
+    # waited for, and every event of this agent is written under this lock.
+    scoring = reputation_score(
+        agent_id=agent_id, task_id=task_id, outcome=outcome, requester_id=requester_id
+    )
+    event = reputation_record(scoring)
+    if event is None:  # nothing else writes the row without its lock
+        raise RuntimeError(f"the reputation of agent {agent_id} changed under its lock")
+    return scoring, event

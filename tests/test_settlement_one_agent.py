@@ -18,6 +18,7 @@ from django.db import connections
 from escrow.audit import ledger_audit
 from escrow.models import Escrow
 from escrow.services import deposit_create, system_balance
+from execution import settlement
 from execution.engine.receipts import receipt_verify
 from execution.models import Receipt
 from execution.services import Execution, task_claim, task_settle
@@ -40,7 +41,15 @@ def outcome(index: int) -> Execution:
     return Execution(exit_code=0, stdout=b"ok", fuel_used=1_000 + index, fuel_limit=10_000)
 
 
-def test_four_workers_settling_one_agent_keep_both_audits_exact(bob):
+def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, monkeypatch, capsys):
+    rescored: list[int] = []
+    under_lock = settlement.reputation_score_locked
+
+    def counted(**kwargs):
+        rescored.append(1)
+        return under_lock(**kwargs)
+
+    monkeypatch.setattr(settlement, "reputation_score_locked", counted)
     agent = AgentFactory.create(owner=bob, slug="popular", base_fee=1_000, fuel_price=2_000)
     Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
     agent.refresh_from_db()
@@ -105,6 +114,8 @@ def test_four_workers_settling_one_agent_keep_both_audits_exact(bob):
         assert receipt_verify(receipt.as_dict())
         payload = json.loads(receipt.payload)
         assert Decimal(payload["reputation_delta"]) == deltas[receipt.task_id]
+    with capsys.disabled():
+        print(f"\none agent, {THREADS} workers: {len(rescored)} of {total} scored again")
     ledger = ledger_audit()
     assert ledger.ok, ledger.violations
     reputation = reputation_audit()
