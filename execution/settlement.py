@@ -147,9 +147,10 @@ def task_settle(
     nothing written) when this attempt no longer holds the task.
     """
     if task is None or task.pk != task_id:
-        task = (
-            Task.objects.select_related("agent", "binary").defer("stdout", "stderr").get(pk=task_id)
-        )
+        # Never the output; the input (up to TASK_MAX_INPUT_BYTES) only when a success's
+        # fuel sample needs its size (a failure's receipt uses the hash stored with it).
+        large = ("stdout", "stderr") if execution.succeeded else ("stdout", "stderr", "input")
+        task = Task.objects.select_related("agent", "binary").defer(*large).get(pk=task_id)
     if escrow is None or escrow.task_id != task.pk:
         escrow = Escrow.objects.get(task_id=task.pk)
     plan = settlement_plan(task, escrow, execution)

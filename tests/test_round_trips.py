@@ -107,6 +107,14 @@ def test_a_settlement_from_the_task_id_alone_reads_the_task_and_escrow_first(req
     assert "marketplace_task" in statements[0] and "escrow_escrow" in statements[1]
 
 
+def test_a_failure_settled_from_the_task_id_never_reads_the_input(requester, agent):
+    _submit(requester, agent)
+    count, statements = _settle(_submit(requester, agent), FAILURE, held=False)
+    assert '"marketplace_task"."input",' not in statements[0]
+    assert '"marketplace_task"."stdout"' not in statements[0]
+    assert count <= ESCROW_BUDGET
+
+
 def test_a_failed_escrow_settlement_takes_at_most_ten_round_trips(requester, agent):
     count, statements = settlement_round_trips(requester, agent, FAILURE)
     _show("escrow settlement (failure)", count, statements)
