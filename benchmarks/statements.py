@@ -115,7 +115,7 @@ def connect_batch(alias: str, pk: int) -> Callable[[int], None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=2000, help="statements per batch (2000)")
+    parser.add_argument("--n", type=int, default=1000, help="statements per batch (1000)")
     args = parser.parse_args()
     database_prepare()
     print(platform())
