@@ -58,7 +58,7 @@ migrations-check: venv
 # Both passes run their tests in parallel processes (pytest-xdist), each with a test database
 # of its own; the browser tests stay together on one of them (tests/conftest.py). Much of the
 # PostgreSQL pass waits on real worker processes, so it runs more processes than cores.
-XDIST := --dist loadgroup
+XDIST := --dist loadgroup --no-loadscope-reorder
 PG_TEST_PROCESSES ?= 3
 SQLITE_TEST_PROCESSES ?= 2
 # pytest keeps the test modules (and its plugins) it rewrites as bytecode: a shell that

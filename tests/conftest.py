@@ -15,15 +15,33 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "corrupts_ledger: tampers with money rows on purpose; skip the closing audit"
     )
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        config.pluginmanager.register(_XdistSchedule(), "xdist-schedule")
 
 
 BROWSER_TESTS = Path(__file__).resolve().parent / "browser"
+# The longest tests (measured on 2 cores, a minute or more each), longest first: started
+# before everything else under pytest-xdist, so that none of them is left running alone at
+# the end. A test missing here is only scheduled less well.
+LONGEST_TESTS = (
+    "tests/test_distributed.py::",
+    "tests/test_worker_load.py::",
+    "tests/test_earnings_postgres.py::test_the_sweep_releases_a_thousand_tasks",
+    "tests/test_worker_crash.py::test_random_sigkills",
+    "tests/test_webhooks_worker.py::test_the_first_retry_comes_within_a_minute",
+    "tests/test_production_defaults.py::test_the_dev_funding_provider_is_off",
+    "tests/test_ledger_model.py::test_ledger_matches_a_simple_model",
+    "tests/test_reputation_migration.py::",
+    "tests/test_withdrawals.py::test_withdrawal_throughput_under_concurrency",
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        _schedule_for_xdist(items)
+        for item in items:
+            if Path(item.path).resolve().is_relative_to(BROWSER_TESTS):
+                item.add_marker(pytest.mark.xdist_group("browser"))
     if connection.vendor == "postgresql":
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL (run through make test)")
@@ -32,23 +50,55 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _schedule_for_xdist(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n N --dist loadgroup`, as `make test` runs): the browser tests
-    form one group, run one after another on one worker so that they share a Chromium
-    (tests/browser/conftest.py); and the long tests come first (real workers and browsers,
-    then PostgreSQL's concurrency tests), so that the processes start on them together and
-    do not end on one of them alone. Every process collects the same order: the sort is
-    stable and depends only on the items."""
-    for item in items:
-        if Path(item.path).resolve().is_relative_to(BROWSER_TESTS):
-            item.add_marker(pytest.mark.xdist_group("browser"))
+class _XdistSchedule:
+    """Under pytest-xdist (`-n N --dist loadgroup --no-loadscope-reorder`, as `make test`
+    runs): the browser tests form one group (marked above), run one after another on one
+    process so that they share a Chromium (tests/browser/conftest.py); and within each of
+    pytest-django's blocks (database tests, then transactional ones, then the rest: every
+    process still runs them in that order) the long tests come first, LONGEST_TESTS then real
+    workers and browsers then PostgreSQL's, so that the processes start on them together and
+    none is left running one alone at the end. xdist gives a process its next tests while it
+    still has up to 3 to run and never takes them back: two short tests after each long one
+    keep two long ones from queueing on one process while another is free. Every process
+    collects the same order: it depends only on the items."""
 
-    def rank(item: pytest.Item) -> int:
-        if "slow" in item.keywords or "browser" in item.keywords:
-            return 0
-        return 1 if "postgres" in item.keywords else 2
+    @pytest.hookimpl(trylast=True)  # after pytest-django has put them in its blocks
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        blocks: dict[int, list[pytest.Item]] = {}
+        for item in items:
+            blocks.setdefault(_django_block(item), []).append(item)
+        order: list[pytest.Item] = []
+        for block in sorted(blocks):
+            ranked = sorted(blocks[block], key=_rank)
+            long = [item for item in ranked if _rank(item)[0] < 2]
+            rest = [item for item in ranked if _rank(item)[0] >= 2]
+            for item in long:
+                order.append(item)
+                order.extend(rest[:2])
+                del rest[:2]
+            order.extend(rest)
+        items[:] = order
 
-    items.sort(key=rank)
+
+def _django_block(item: pytest.Item) -> int:
+    """pytest-django's order: database tests (0), transactional ones (1), the rest (2)."""
+    marker = item.get_closest_marker("django_db")
+    names = getattr(item, "fixturenames", ())
+    transactional = bool(
+        marker and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences"))
+    )
+    if transactional or "transactional_db" in names or "live_server" in names:
+        return 1
+    return 0 if marker or "db" in names else 2
+
+
+def _rank(item: pytest.Item) -> tuple[int, int]:
+    for position, prefix in enumerate(LONGEST_TESTS):
+        if item.nodeid.startswith(prefix):
+            return (0, position)
+    if "slow" in item.keywords or "browser" in item.keywords:
+        return (1, 0)
+    return (2, 0) if "postgres" in item.keywords else (3, 0)
 
 
 @pytest.fixture(autouse=True)
