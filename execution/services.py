@@ -106,11 +106,13 @@ def task_refusal(task: Task, *, escrow: Escrow | None = None) -> str | None:
         or not Voucher.objects.filter(task_id=task.pk, channel_id=escrow.channel_id).exists()
     ):
         return "the task holds no voucher on its channel"
-    agent = Agent.objects.get(pk=task.agent_id)
-    if agent.status != Agent.Status.ACTIVE:
+    # The agent came with the task (the claim read them together a moment ago).
+    if task.agent.status != Agent.Status.ACTIVE:
         return "the agent is suspended"
     score = (
-        AgentReputation.objects.filter(agent_id=agent.pk).values_list("score", flat=True).first()
+        AgentReputation.objects.filter(agent_id=task.agent_id)
+        .values_list("score", flat=True)
+        .first()
     )
     if score is None or score < task.min_reputation:
         return (
