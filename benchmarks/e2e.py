@@ -430,7 +430,8 @@ def main() -> None:
     # 4. Round trips per money path.
     table(
         "Round trips to the database per path (statements counted with "
-        "CaptureQueriesContext, plus BEGIN and COMMIT of each transaction)",
+        "CaptureQueriesContext, BEGIN and COMMIT included; settlements as the worker "
+        "makes them, with the task and escrow it read, unless said otherwise)",
         ROUND_TRIP_HEADERS,
         round_trip_rows(world.owner, world.requester, world.agent),
     )
