@@ -140,6 +140,9 @@ LEDGER_LABELS = {
     "withdrawal": "Withdrawal (paying out)",
     "withdrawal_payout": "Withdrawal paid out",
     "withdrawal_return": "Withdrawal returned",
+    "earnings_release": "Earnings released from hold",
+    "dispute_refund": "Dispute refund",
+    "dispute_fee_refund": "Dispute refund of the platform fee",
 }
 
 
