@@ -22,7 +22,6 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from escrow.errors import (
@@ -124,7 +123,7 @@ def voucher_verify(*, channel_id: Any, requester_user_id: int, voucher: Any) -> 
     Call it before locking or writing anything: a forged voucher is then refused after a
     few reads and at most `MAX_REQUESTER_KEYS` + 1 signature checks, with no lock held.
     The channel's requester never changes, so what is checked here stays true;
-    `channel_reserve` checks the rest under the channel's lock.
+    `channel_reserve` checks the rest in its conditional UPDATE.
     """
     parsed = SignedVoucher.parse(voucher)
     try:
@@ -234,43 +233,77 @@ def channel_reserve(
     if voucher.channel_id != uuid.UUID(str(channel_id)):
         raise ValueError("the voucher was verified for another channel")
     parsed = voucher.voucher
-    with transaction.atomic():
-        channel = _locked(voucher.channel_id)
-        if channel.requester_id != requester_user_id:
-            raise ChannelNotFound()
-        if channel.status != Status.OPEN:
-            raise ChannelNotOpen()
-        if channel.expires_at <= timezone.now():
-            raise ChannelExpired()
-        if channel.agent_id != agent_id:
-            raise ChannelAgentMismatch()
-        if parsed.nonce == channel.nonce:
-            raise VoucherReplayed()
-        if parsed.nonce < channel.nonce:
-            raise VoucherStale(f"The channel's latest nonce is {channel.nonce}.")
-        if parsed.cumulative_amount > channel.deposit:
-            raise VoucherExceedsDeposit(f"The deposit is {channel.deposit} µCR.")
-        needed = channel.redeemed + channel.reserved + budget
-        if parsed.cumulative_amount < needed:
-            raise VoucherInsufficient(
-                f"The voucher must authorize at least {needed} µCR "
-                f"(redeemed {channel.redeemed} + in flight {channel.reserved} + budget {budget})."
-            )
+    with transaction.atomic(savepoint=False):
+        # One conditional UPDATE that returns the row: every check below is in its WHERE
+        # (and the constraints guard the amounts); only a refusal reads the row to say why.
+        channel = _reserve(voucher.channel_id, requester_user_id, agent_id, parsed, budget)
+        if channel is None:
+            channel = _locked(voucher.channel_id)
+            _reserve_check(channel, requester_user_id, agent_id, parsed, budget)
+            # It changed between the two statements; under the lock it cannot.
+            channel = _reserve(voucher.channel_id, requester_user_id, agent_id, parsed, budget)
+            assert channel is not None
         Voucher.objects.create(
-            channel=channel,
+            channel_id=channel.pk,
             nonce=parsed.nonce,
             cumulative_amount=parsed.cumulative_amount,
             signature=parsed.signature,
             task_id=task_id,
         )
-        PaymentChannel.objects.filter(pk=channel.pk).update(
-            nonce=parsed.nonce,
-            authorized=parsed.cumulative_amount,
-            reserved=F("reserved") + budget,
-            in_flight=F("in_flight") + 1,
-        )
-        channel.refresh_from_db()
         return channel
+
+
+def _reserve(
+    channel_id: Any, requester_user_id: int, agent_id: int, parsed: SignedVoucher, budget: int
+) -> PaymentChannel | None:
+    table = PaymentChannel._meta.db_table
+    pk = PaymentChannel._meta.pk.get_db_prep_value(uuid.UUID(str(channel_id)), connection)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    amount = parsed.cumulative_amount
+    rows = list(
+        PaymentChannel.objects.raw(
+            f"UPDATE {table} SET nonce = %s, authorized = %s, "  # noqa: S608
+            "reserved = reserved + %s, in_flight = in_flight + 1 "
+            "WHERE id = %s AND requester_id = %s AND agent_id = %s AND status = %s "
+            "AND expires_at > %s AND nonce < %s AND deposit >= %s "
+            "AND redeemed + reserved + %s <= %s RETURNING *",
+            [
+                *(parsed.nonce, amount, budget, pk, requester_user_id, agent_id, Status.OPEN),
+                *(now, parsed.nonce, amount, budget, amount),
+            ],
+        )
+    )
+    return rows[0] if rows else None
+
+
+def _reserve_check(
+    channel: PaymentChannel,
+    requester_user_id: int,
+    agent_id: int,
+    parsed: SignedVoucher,
+    budget: int,
+) -> None:
+    """Why the voucher cannot be accepted: raises the first reason. The row is locked."""
+    if channel.requester_id != requester_user_id:
+        raise ChannelNotFound()
+    if channel.status != Status.OPEN:
+        raise ChannelNotOpen()
+    if channel.expires_at <= timezone.now():
+        raise ChannelExpired()
+    if channel.agent_id != agent_id:
+        raise ChannelAgentMismatch()
+    if parsed.nonce == channel.nonce:
+        raise VoucherReplayed()
+    if parsed.nonce < channel.nonce:
+        raise VoucherStale(f"The channel's latest nonce is {channel.nonce}.")
+    if parsed.cumulative_amount > channel.deposit:
+        raise VoucherExceedsDeposit(f"The deposit is {channel.deposit} µCR.")
+    needed = channel.redeemed + channel.reserved + budget
+    if parsed.cumulative_amount < needed:
+        raise VoucherInsufficient(
+            f"The voucher must authorize at least {needed} µCR "
+            f"(redeemed {channel.redeemed} + in flight {channel.reserved} + budget {budget})."
+        )
 
 
 def channel_finish_task(*, channel_id: Any, budget: int, cost: int, fee: int) -> PaymentChannel:

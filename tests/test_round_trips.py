@@ -172,6 +172,30 @@ def channel_settlement_round_trips(requester, agent, bob) -> tuple[int, list[str
     return _settle(tasks[1], SUCCESS)
 
 
+def test_a_submission_paid_by_a_channel_takes_at_most_ten_round_trips(requester, agent, bob):
+    key_register(user_id=requester.pk, public_key=_public(KEY))
+    channel = channel_open(
+        requester_user_id=requester.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=1_000_000
+    )
+
+    def submit(nonce: int) -> Task:
+        return _submit(
+            requester,
+            agent,
+            payment="channel",
+            channel=str(channel.pk),
+            voucher=_voucher(channel.pk, nonce, 100_000 * nonce),
+        )
+
+    submit(1)
+    count, statements = round_trips(lambda: submit(2))
+    _show("submission (channel voucher)", count, statements)
+    assert count <= ESCROW_BUDGET
+    channel.refresh_from_db()
+    assert (channel.nonce, channel.reserved, channel.in_flight) == (2, 200_000, 2)
+    assert channel.authorized == 200_000
+
+
 def test_a_channel_settlement_takes_fewer_round_trips_than_an_escrow_one(requester, agent, bob):
     escrow_count, _ = settlement_round_trips(requester, agent, SUCCESS)
     count, statements = channel_settlement_round_trips(requester, agent, bob)
