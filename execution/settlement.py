@@ -32,7 +32,7 @@ from execution.services import Execution, affordable_fuel, cost_for, fee_for
 from marketplace.apikeys import api_key_give_back
 from marketplace.models import Task
 from marketplace.quotes import fuel_sample_record
-from marketplace.webhooks.outbox import webhook_event_record
+from marketplace.webhooks.outbox import EventInsert, webhook_event_insert, webhook_event_send
 from reputation.policies import Outcome
 from reputation.services import (
     Scoring,
@@ -177,8 +177,17 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
     task, escrow = plan.task, plan.escrow
     cost, fee = plan.cost, plan.fee
     signed = plan.receipt(scoring.delta)
-    # The compare-and-set that makes settlement exactly-once per task, with its receipt.
-    if not task_result_record(task.pk, attempt=attempt, result=plan.result, receipt=signed):
+    # Small rows only: the event's data is rendered at delivery, outside any transaction.
+    webhook = webhook_event_insert(
+        owner_id=task.requester_id,
+        type="task.succeeded" if plan.succeeded else "task.failed",
+        object_id=str(task.pk),
+    )
+    # The compare-and-set that makes settlement exactly-once per task, with its receipt
+    # and its event.
+    if not task_result_record(
+        task.pk, attempt=attempt, result=plan.result, receipt=signed, event=webhook
+    ):
         return False
     if task.api_key_id is not None:  # lock order: tasks, API keys, then channels and money
         api_key_give_back(task_id=task.pk, amount=task.budget - cost)
@@ -188,12 +197,6 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
         channel = channel_finish_task(
             channel_id=escrow.channel_id, budget=task.budget, cost=cost, fee=fee
         )
-    # Small rows only: the event's data is rendered at delivery, outside any transaction.
-    webhook_event_record(
-        owner_id=task.requester_id,
-        type="task.succeeded" if plan.succeeded else "task.failed",
-        object_id=str(task.pk),
-    )
     if channel is not None:
         if plan.succeeded:
             escrow_complete(escrow_id=escrow.pk, cost=cost, fee=fee, escrow=escrow)
@@ -228,9 +231,15 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
 
 
 def task_result_record(
-    task_id: Any, *, attempt: int, result: dict[str, Any], receipt: dict[str, str]
+    task_id: Any,
+    *,
+    attempt: int,
+    result: dict[str, Any],
+    receipt: dict[str, str],
+    event: EventInsert | None = None,
 ) -> bool:
-    """running (this attempt) → final, and the receipt: one statement on PostgreSQL.
+    """running (this attempt) → final, the receipt and the webhook event: one statement on
+    PostgreSQL.
 
     True for the one caller whose attempt held the task; nothing is written for another.
     """
@@ -239,16 +248,33 @@ def task_result_record(
         if running.update(**result) != 1:
             return False
         Receipt.objects.create(task_id=task_id, **receipt)
+        if event is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(f"{event.into} {event.select}", event.params)
+                if cursor.rowcount > 0:
+                    webhook_event_send(event.event_id)
         return True
     query: Any = running.query.chain(UpdateQuery)
     query.add_update_values(result)
     update, params = query.get_compiler(running.db).as_sql()
     table = Task._meta.db_table
     receipts = Receipt._meta.db_table
+    # The event only with the result: its rows are inserted if the task was settled here.
+    events, event_params = (
+        (
+            f", events AS ({event.into} SELECT * FROM ({event.select}) AS event "  # noqa: S608
+            "WHERE EXISTS (SELECT 1 FROM settled) RETURNING 1)",
+            event.params,
+        )
+        if event is not None
+        else ("", [])
+    )
+    counted = "(SELECT count(*) FROM events)" if event is not None else "0"
     sql = (
-        f"WITH settled AS ({update} RETURNING {table}.id) "  # noqa: S608
-        f"INSERT INTO {receipts} (task_id, payload, signature, key_id, created_at) "
-        "SELECT id, %s, %s, %s, %s FROM settled RETURNING task_id"
+        f"WITH settled AS ({update} RETURNING {table}.id), "  # noqa: S608
+        f"receipt AS (INSERT INTO {receipts} (task_id, payload, signature, key_id, created_at) "
+        f"SELECT id, %s, %s, %s, %s FROM settled RETURNING task_id){events} "
+        f"SELECT task_id, {counted} FROM receipt"
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -259,6 +285,12 @@ def task_result_record(
                 receipt["signature"],
                 receipt["key_id"],
                 timezone.now(),
+                *event_params,
             ],
         )
-        return cursor.fetchone() is not None
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    if event is not None and row[1] > 0:
+        webhook_event_send(event.event_id)
+    return True

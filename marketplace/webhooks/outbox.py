@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.contrib.auth.models import User
 from django.db import connection, models, transaction
@@ -60,6 +60,34 @@ def webhook_event_record(
     `type` (or of `endpoint_id` alone), in the caller's transaction, and have it delivered
     after the commit. Returns the event id, or None when no endpoint takes it.
     """
+    event = webhook_event_insert(
+        owner_id=owner_id, type=type, object_id=object_id, endpoint_id=endpoint_id
+    )
+    # One statement, so that reporting a change never costs its transaction a round trip
+    # to find out who listens first.
+    with connection.cursor() as cursor:
+        cursor.execute(f"{event.into} {event.select}", event.params)
+        written = cursor.rowcount
+    if written <= 0:
+        return None
+    webhook_event_send(event.event_id)
+    return event.event_id
+
+
+class EventInsert(NamedTuple):
+    """An event's id and its INSERT (`into`) … SELECT (`select`, with `params`)."""
+
+    event_id: str
+    into: str
+    select: str
+    params: list[Any]
+
+
+def webhook_event_insert(
+    *, owner_id: int, type: str, object_id: str, endpoint_id: Any = None
+) -> EventInsert:
+    """The statement that records the event, for a caller that runs it within a statement
+    of its own (then calls `webhook_event_send` if it wrote rows)."""
     event_id = event_id_new()
     now = timezone.now()
     endpoints = WebhookEndpoint.objects.filter(owner_id=owner_id, disabled_at__isnull=True)
@@ -94,17 +122,14 @@ def webhook_event_record(
         )
     )
     table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
-    # One statement, so that reporting a change never costs its transaction a round trip
-    # to find out who listens first.
-    with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {table} ({columns}) {select}", params)
-        written = cursor.rowcount
-    if written <= 0:
-        return None
+    return EventInsert(event_id, f"INSERT INTO {table} ({columns})", select, list(params))
+
+
+def webhook_event_send(event_id: str) -> None:
+    """Deliver a recorded event once the caller's transaction commits."""
     transaction.on_commit(
         lambda: async_task(DELIVER_EVENT, event_id, task_name=f"webhook {event_id}")
     )
-    return event_id
 
 
 def event_types_clean(events: list[str]) -> str:
