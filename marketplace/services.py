@@ -7,7 +7,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -18,7 +17,7 @@ from escrow.channels import (
     voucher_verify,
 )
 from escrow.errors import IdempotencyConflict, InvalidAmount
-from escrow.models import Account, Escrow
+from escrow.models import Escrow
 from escrow.services import (
     escrow_cancel,
     escrow_create,
@@ -38,6 +37,7 @@ from marketplace.errors import (
 )
 from marketplace.models import Agent, ApiKey, Task
 from marketplace.schemas import output_schema_check
+from marketplace.selectors.agents import agents_with_wallets
 from marketplace.webhooks.outbox import webhook_event_record
 from reputation.services import reputation_open
 
@@ -190,10 +190,9 @@ def task_submit(
             channel_id=channel, requester_user_id=requester.pk, voucher=voucher
         )
     input_sha256 = hashlib.sha256(encoded).hexdigest()
-    # One statement: the agent as it is now, with its owner's and the requester's wallets.
-    agent = Agent.objects.annotate(
-        owner_wallet=_wallet_of(OuterRef("owner_id")), requester_wallet=_wallet_of(requester.pk)
-    ).get(pk=agent.pk)
+    if getattr(agent, "wallets_for", None) != requester.pk:
+        # One statement: the agent as it is now, with its owner's and the requester's wallets.
+        agent = agents_with_wallets(requester_id=requester.pk).get(pk=agent.pk)
     if agent.status != Agent.Status.ACTIVE:
         raise AgentUnavailable()
     if agent.current_binary_id is None:
@@ -241,7 +240,9 @@ def task_submit(
         # A twin with the same key won the unique index: the task is that one's.
         if idempotency_key is None or not _key_taken(exc):
             raise
-    existing = Task.objects.get(requester=requester, idempotency_key=idempotency_key)
+    existing = Task.objects.select_related("agent", "escrow").get(
+        requester=requester, idempotency_key=idempotency_key
+    )
     return _same_submission(existing, agent=agent, input=input, budget=budget)
 
 
@@ -249,11 +250,6 @@ def _key_taken(exc: IntegrityError) -> bool:
     # PostgreSQL names the constraint; SQLite names its columns.
     text = str(exc)
     return "task_idempotency_key_unique" in text or "marketplace_task.idempotency_key" in text
-
-
-def _wallet_of(user: Any) -> Subquery:
-    wallets = Account.objects.filter(kind=Account.Kind.WALLET, user_id=user)
-    return Subquery(wallets.values("pk")[:1])
 
 
 @transaction.atomic(durable=True)
@@ -276,7 +272,7 @@ def _task_open(task: Task, *, payer: int, payee: int, channel: Any, voucher: Any
             budget=task.budget,
             task_id=task.pk,
         )
-        escrow_create(
+        escrow = escrow_create(
             payer_user_id=task.requester_id,
             payee_user_id=task.agent.owner_id,
             payer_id=payer,
@@ -287,7 +283,10 @@ def _task_open(task: Task, *, payer: int, payee: int, channel: Any, voucher: Any
             shard=reserved.shard,
         )
     else:
-        escrow_open_funded(payer_id=payer, payee_id=payee, amount=task.budget, task_id=task.pk)
+        escrow = escrow_open_funded(
+            payer_id=payer, payee_id=payee, amount=task.budget, task_id=task.pk
+        )
+    task.opened_escrow = escrow  # type: ignore[attr-defined]  # for the response: no read back
     task_enqueue(task_id=task.pk)
     return task
 

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from escrow.channels import channel_open, key_register, voucher_message
 from escrow.models import Escrow
@@ -249,3 +250,21 @@ def test_the_settlement_that_loses_the_task_writes_no_webhook_event(requester, a
     assert list(WebhookDelivery.objects.values_list("type", "object_id")) == [
         ("task.succeeded", str(task.pk))
     ]
+
+
+def test_an_api_submission_reads_its_agent_once_and_never_reads_its_task_back(requester, agent):
+    client = APIClient()
+    client.force_authenticate(requester)
+    body = {"agent": agent.slug, "input": "hi", "budget": 100_000}
+    assert client.post("/api/v1/tasks/", body, format="json").status_code == 201
+    with CaptureQueriesContext(connection) as captured:
+        response = client.post("/api/v1/tasks/", body, format="json")
+    assert response.status_code == 201
+    statements = [query["sql"] for query in captured.captured_queries]
+    _show("API submission (escrow)", len(statements), statements)
+    reads = [sql for sql in statements if sql.startswith("SELECT")]
+    assert sum('FROM "marketplace_agent"' in sql for sql in reads) == 1
+    assert not any('FROM "marketplace_task"' in sql for sql in reads)
+    task = Task.objects.select_related("escrow").get(pk=response.json()["id"])
+    assert response.json()["escrow"] == {"id": task.escrow.pk, "status": "funded"}
+    assert (response.json()["status"], response.json()["agent"]) == ("queued", "echo")

@@ -34,14 +34,15 @@ def tasks(request: Request) -> Response:
     if request.method == "POST":
 
         def run(key: str | None) -> Response:
-            data = valid(TaskSubmitSerializer, request.data)
+            data = valid(TaskSubmitSerializer, request.data, context={"requester": user})
             if "channel" in data:
                 data["channel"] = str(data["channel"])
             submitted = task_submit(
                 requester=user, idempotency_key=key, api_key=api_key_of(request), **data
             )
-            task = selectors.task_of(user, submitted.pk, missing=TaskNotFound)
-            return Response(TaskSerializer(task).data, status=201)
+            # The task in hand (with its agent and escrow) is what the response shows.
+            opened = {"escrow": getattr(submitted, "opened_escrow", None)}
+            return Response(TaskSerializer(submitted, context=opened).data, status=201)
 
         return idempotent(request, user, run)
     query = valid(TaskQuerySerializer, request.query_params)

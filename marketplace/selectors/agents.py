@@ -21,7 +21,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from escrow.models import Transfer
+from escrow.models import Account, Transfer
 from marketplace.models import Agent, Task
 from marketplace.selectors.access import NO_SUCH_AGENT, Refusal
 from reputation.models import INITIAL_SCORE, AgentReputation, ReputationEvent
@@ -208,3 +208,26 @@ def agent_recent_tasks(agent: Agent, *, limit: int = 10) -> list[Task]:
         )
         .order_by("-created_at")[:limit]
     )
+
+
+def agents_with_wallets(*, requester_id: int) -> QuerySet[Agent]:
+    """Agents, each with its owner's wallet id (`owner_wallet`) and the requester's
+    (`requester_wallet`): what a submission reads of its agent, in one statement."""
+    return Agent.objects.annotate(
+        owner_wallet=_wallet_of(OuterRef("owner_id")), requester_wallet=_wallet_of(requester_id)
+    )
+
+
+def agent_for_submission(*, requester_id: int, slug: str) -> Agent | None:
+    """The agent a submission names, read once with the wallets `task_submit` needs: an
+    API request reads it to validate its input and hands this very row to the service,
+    which then does not read it again (`wallets_for`)."""
+    agent = agents_with_wallets(requester_id=requester_id).filter(slug=slug).first()
+    if agent is not None:
+        agent.wallets_for = requester_id  # type: ignore[attr-defined]
+    return agent
+
+
+def _wallet_of(user: Any) -> Subquery:
+    wallets = Account.objects.filter(kind=Account.Kind.WALLET, user_id=user)
+    return Subquery(wallets.values("pk")[:1])

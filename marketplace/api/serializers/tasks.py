@@ -21,6 +21,7 @@ from marketplace.api.serializers.fields import (
 )
 from marketplace.errors import InputTooLarge
 from marketplace.models import Agent, Task
+from marketplace.selectors.agents import agent_for_submission
 
 
 class VoucherSerializer(serializers.Serializer):
@@ -81,7 +82,14 @@ class TaskSubmitSerializer(serializers.Serializer):
         return value
 
     def validate_agent(self, value: str) -> Agent:
-        return existing_agent(value)
+        requester = self.context.get("requester")
+        if requester is None:
+            return existing_agent(value)
+        # Read once, with what the submission needs (the service does not read it again).
+        agent = agent_for_submission(requester_id=requester.pk, slug=value)
+        if agent is None:
+            raise serializers.ValidationError("No such agent.")
+        return agent
 
     def validate_output_schema(self, value: Any) -> Any:
         return checked_output_schema(value)
@@ -161,7 +169,8 @@ class TaskSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(TaskEscrowSerializer(allow_null=True))
     def get_escrow(self, task: Task) -> dict[str, Any] | None:
-        escrow = getattr(task, "escrow", None)
+        # A submission's response passes the escrow it opened (`context["escrow"]`).
+        escrow = self.context.get("escrow") or getattr(task, "escrow", None)
         return None if escrow is None else TaskEscrowSerializer(escrow).data
 
 
