@@ -14,11 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from escrow.models import Escrow, Voucher
+from execution.claiming import task_claim_returning
 from execution.engine import outputs, sandbox
 from execution.metrics import recovery_record
 from marketplace.binaries import binary_read
@@ -74,7 +75,14 @@ def affordable_fuel(task: Task) -> int:
 
 
 def task_claim(*, task_id: Any) -> tuple[Task, int] | None:
-    """queued → running with a lease. Returns the task and the attempt this caller holds."""
+    """queued → running with a lease. Returns the task and the attempt this caller holds.
+
+    On PostgreSQL one conditional UPDATE … RETURNING (the task as claimed, its agent and
+    binary); elsewhere a read, then the compare-and-set."""
+    if connection.vendor == "postgresql":
+        return task_claim_returning(
+            task_id, now=timezone.now(), margin_seconds=settings.LEASE_MARGIN_SECONDS
+        )
     task = Task.objects.filter(pk=task_id).select_related("agent", "binary").first()
     if task is None or task.status != Task.Status.QUEUED:
         return None
@@ -88,7 +96,10 @@ def task_claim(*, task_id: Any) -> tuple[Task, int] | None:
     )
     if won != 1:
         return None
-    return task, task.attempts + 1
+    # The task as claimed, as PostgreSQL's UPDATE … RETURNING gives it.
+    task.status, task.attempts = Task.Status.RUNNING, task.attempts + 1
+    task.lease_expires_at, task.started_at = lease, now
+    return task, task.attempts
 
 
 def task_refusal(task: Task, *, escrow: Escrow | None = None) -> str | None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
@@ -268,3 +270,22 @@ def test_an_api_submission_reads_its_agent_once_and_never_reads_its_task_back(re
     task = Task.objects.select_related("escrow").get(pk=response.json()["id"])
     assert response.json()["escrow"] == {"id": task.escrow.pk, "status": "funded"}
     assert (response.json()["status"], response.json()["agent"]) == ("queued", "echo")
+
+
+def test_a_claim_is_one_statement_returning_the_task_its_agent_and_binary(requester, agent):
+    task = _submit(requester, agent)
+    claims: list[Any] = []
+    count, statements = round_trips(lambda: claims.append(task_claim(task_id=task.pk)))
+    _show("claim", count, statements)
+    assert count == 1 and statements[0].startswith("UPDATE")
+    [(claimed, attempt)] = claims
+    assert (claimed.status, claimed.attempts, attempt) == ("running", 1, 1)
+    assert (claimed.agent.slug, claimed.binary.pk) == ("echo", agent.current_binary_id)
+    assert claimed.input == "hi" and claimed.min_reputation == task.min_reputation
+    stored = Task.objects.get(pk=task.pk)
+    assert (stored.status, stored.attempts, stored.started_at) == ("running", 1, claimed.started_at)
+    assert stored.lease_expires_at == claimed.lease_expires_at
+    lease = timedelta(milliseconds=task.timeout_ms, seconds=settings.LEASE_MARGIN_SECONDS)
+    assert claimed.lease_expires_at - claimed.started_at == lease
+    assert round_trips(lambda: claims.append(task_claim(task_id=task.pk)))[0] == 1
+    assert claims[-1] is None  # claimed once
