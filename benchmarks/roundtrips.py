@@ -140,7 +140,7 @@ def round_trip_rows(owner: User, requester: User, agent: Agent) -> list[list[str
         ("escrow settlement, failure (trap)", settlement(Task.Payment.ESCROW, failed), True),
         ("channel settlement, success", settlement(Task.Payment.CHANNEL, execution), False),
         ("submission, escrow (task_submit)", twice(submit), True),
-        ("submission, channel (task_submit)", twice(lambda: submit("channel")), False),
+        ("submission, channel (task_submit)", twice(lambda: submit("channel")), True),
         ("deposit (deposit_create)", twice(deposit), False),
         ("worker: task_execute, claim → settled", worker(), False),
     ]
