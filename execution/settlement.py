@@ -25,6 +25,7 @@ from django.utils import timezone
 from escrow.channels import channel_finish_task, channel_is_due, channel_settle_if_due
 from escrow.models import Escrow
 from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
+from execution.channel_finish import ChannelFinish, Recorded, channel_finish_sql, channel_finished
 from execution.engine.receipts import receipt_sign
 from execution.models import Receipt
 from execution.scoring import task_outcome
@@ -183,21 +184,34 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
         type="task.succeeded" if plan.succeeded else "task.failed",
         object_id=str(task.pk),
     )
+    # A channel task's channel and escrow rows go in the same statement on PostgreSQL (in
+    # the lock order: the task, the channel, the escrow), unless an API key comes between.
+    finish = (
+        ChannelFinish(escrow.channel_id, escrow.pk, task.budget, cost, fee, plan.succeeded)
+        if escrow.channel_id is not None
+        and task.api_key_id is None
+        and connection.vendor == "postgresql"
+        else None
+    )
     # The compare-and-set that makes settlement exactly-once per task, with its receipt
     # and its event.
-    if not task_result_record(
-        task.pk, attempt=attempt, result=plan.result, receipt=signed, event=webhook
-    ):
+    recorded = task_result_record(
+        task.pk, attempt=attempt, result=plan.result, receipt=signed, event=webhook, channel=finish
+    )
+    if recorded is None:
         return False
     if task.api_key_id is not None:  # lock order: tasks, API keys, then channels and money
         api_key_give_back(task_id=task.pk, amount=task.budget - cost)
     channel = None
-    if escrow.channel_id is not None:
+    if escrow.channel_id is not None and finish is None:
         # One channel row changes; the money moves when the channel settles.
         channel = channel_finish_task(
             channel_id=escrow.channel_id, budget=task.budget, cost=cost, fee=fee
         )
-    if channel is not None:
+    if finish is not None:  # its channel and escrow rows are written
+        if recorded.channel_due:  # the last task of a closing channel
+            channel_settle_if_due(channel_id=finish.channel_id)
+    elif channel is not None:
         if plan.succeeded:
             escrow_complete(escrow_id=escrow.pk, cost=cost, fee=fee, escrow=escrow)
         else:
@@ -237,23 +251,26 @@ def task_result_record(
     result: dict[str, Any],
     receipt: dict[str, str],
     event: EventInsert | None = None,
-) -> bool:
-    """running (this attempt) → final, the receipt and the webhook event: one statement on
-    PostgreSQL.
+    channel: ChannelFinish | None = None,
+) -> Recorded | None:
+    """running (this attempt) → final, the receipt and the webhook event (and with `channel`,
+    a channel task's channel and escrow rows): one statement on PostgreSQL.
 
-    True for the one caller whose attempt held the task; nothing is written for another.
+    Recorded for the one caller whose attempt held the task; None, and nothing written,
+    for another.
     """
     running = Task.objects.filter(pk=task_id, status=Task.Status.RUNNING, attempts=attempt)
     if connection.vendor != "postgresql":
+        assert channel is None, "PostgreSQL only"
         if running.update(**result) != 1:
-            return False
+            return None
         Receipt.objects.create(task_id=task_id, **receipt)
         if event is not None:
             with connection.cursor() as cursor:
                 cursor.execute(f"{event.into} {event.select}", event.params)
                 if cursor.rowcount > 0:
                     webhook_event_send(event.event_id)
-        return True
+        return Recorded()
     query: Any = running.query.chain(UpdateQuery)
     query.add_update_values(result)
     update, params = query.get_compiler(running.db).as_sql()
@@ -270,11 +287,14 @@ def task_result_record(
         else ("", [])
     )
     counted = "(SELECT count(*) FROM events)" if event is not None else "0"
+    finished, finish_params, finish_columns = (
+        channel_finish_sql(channel) if channel is not None else ("", [], "")
+    )
     sql = (
         f"WITH settled AS ({update} RETURNING {table}.id), "  # noqa: S608
         f"receipt AS (INSERT INTO {receipts} (task_id, payload, signature, key_id, created_at) "
-        f"SELECT id, %s, %s, %s, %s FROM settled RETURNING task_id){events} "
-        f"SELECT task_id, {counted} FROM receipt"
+        f"SELECT id, %s, %s, %s, %s FROM settled RETURNING task_id){events}{finished} "
+        f"SELECT task_id, {counted}{finish_columns} FROM receipt"
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -286,11 +306,13 @@ def task_result_record(
                 receipt["key_id"],
                 timezone.now(),
                 *event_params,
+                *finish_params,
             ],
         )
         row = cursor.fetchone()
     if row is None:
-        return False
+        return None
+    recorded = Recorded() if channel is None else channel_finished(channel, row[2:])
     if event is not None and row[1] > 0:
         webhook_event_send(event.event_id)
-    return True
+    return recorded
