@@ -21,17 +21,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from reputation.models import AgentReputation, ReputationEvent
+from reputation.models import ReputationEvent
 from reputation.policies import (
     NeutralReason,
     Outcome,
     OutcomeKind,
-    current_policy_path,
-    policy_for,
     quantize,
-    score_outcome,
 )
-from reputation.services import COUNTERS, EVIDENCE, record_of, reputation_open, standing_of
+from reputation.services import record_of, reputation_lock, reputation_write_locked
 
 DISPUTE_REFUNDED = "dispute_refunded"
 
@@ -50,12 +47,7 @@ def reputation_apply_dispute(
     else:
         outcome = Outcome(kind=OutcomeKind.FAILURE, reason=DISPUTE_REFUNDED)
     with transaction.atomic():
-        rep = (
-            AgentReputation.objects.select_for_update(no_key=True).filter(agent_id=agent_id).first()
-        )
-        if rep is None:  # agents get their row when created; this is for older data
-            reputation_open(agent_id=agent_id)
-            rep = AgentReputation.objects.select_for_update(no_key=True).get(agent_id=agent_id)
+        rep = reputation_lock(agent_id=agent_id)
         existing = ReputationEvent.objects.filter(dispute_id=dispute_id).first()
         if existing is not None:
             return existing
@@ -63,36 +55,15 @@ def reputation_apply_dispute(
         # Read under the reputation row lock, as settlement does: the day's sum is exact.
         record = record_of(agent_id=agent_id, task_id=None, requester_id=requester_id, day=day)
         cap = quantize(Decimal(settings.REPUTATION_DAILY_CAP_PER_REQUESTER))
-        path = current_policy_path()
-        before = rep.score
-        scored = score_outcome(
-            policy_for(path), standing_of(rep), outcome, cap - record.moved_today
-        )
-        changed = ["score", COUNTERS[scored.kind], "updated_at"]
-        setattr(rep, COUNTERS[scored.kind], getattr(rep, COUNTERS[scored.kind]) + 1)
-        if scored.kind in EVIDENCE:
-            evidence = EVIDENCE[scored.kind]
-            setattr(rep, evidence, getattr(rep, evidence) + scored.weight)
-            changed.append(evidence)
-            if not record.requester_known:
-                rep.requesters += 1
-                changed.append("requesters")
-        rep.score = scored.score
-        rep.save(update_fields=changed)
-        return ReputationEvent.objects.create(
-            agent_id=agent_id,
-            dispute_id=dispute_id,
+        return reputation_write_locked(
+            rep,
+            record=record,
+            outcome=outcome,
             requester_id=requester_id,
-            outcome=scored.kind,
-            reason=outcome.reason,
-            neutral_reason=scored.neutral_reason,
-            policy=path,
-            settled_on=day,
-            daily_cap=cap,
-            weight=scored.weight,
-            delta=scored.score - before,
-            score_before=before,
-            score_after=scored.score,
+            day=day,
+            cap=cap,
+            allowance=cap - record.moved_today,
+            dispute_id=dispute_id,
         )
 
 

@@ -104,12 +104,7 @@ def reputation_apply(
             f"a {outcome.kind} outcome has no neutral reason {outcome.neutral_reason!r}"
         )
     with transaction.atomic():
-        rep = (
-            AgentReputation.objects.select_for_update(no_key=True).filter(agent_id=agent_id).first()
-        )
-        if rep is None:  # agents get their row when created; this is for older data
-            reputation_open(agent_id=agent_id)
-            rep = AgentReputation.objects.select_for_update(no_key=True).get(agent_id=agent_id)
+        rep = reputation_lock(agent_id=agent_id)
         day = timezone.now().astimezone(datetime.UTC).date()
         # Read under the reputation row lock, in a statement of its own (not the locking
         # one, whose snapshot predates a concurrent settlement it may have waited for):
@@ -121,38 +116,73 @@ def reputation_apply(
         if requester_id is not None:
             cap = quantize(Decimal(settings.REPUTATION_DAILY_CAP_PER_REQUESTER))
             allowance = cap - record.moved_today
-        path = current_policy_path()
-        before = rep.score
-        scored = score_outcome(policy_for(path), standing_of(rep), outcome, allowance)
-        changed = ["score", COUNTERS[scored.kind], "updated_at"]
-        setattr(rep, COUNTERS[scored.kind], getattr(rep, COUNTERS[scored.kind]) + 1)
-        if scored.kind in EVIDENCE:
-            evidence = EVIDENCE[scored.kind]
-            setattr(rep, evidence, getattr(rep, evidence) + scored.weight)
-            changed.append(evidence)
-            if requester_id is not None and not record.requester_known:
-                rep.requesters += 1
-                changed.append("requesters")
-        rep.score = scored.score
-        rep.save(update_fields=changed)
-        return ReputationEvent.objects.create(
-            agent_id=agent_id,
-            task_id=task_id,
+        return reputation_write_locked(
+            rep,
+            record=record,
+            outcome=outcome,
             requester_id=requester_id,
-            outcome=scored.kind,
-            reason=outcome.reason,
-            neutral_reason=scored.neutral_reason,
-            policy=path,
-            settled_on=day,
-            daily_cap=cap,
-            weight=scored.weight,
+            day=day,
+            cap=cap,
+            allowance=allowance,
+            task_id=task_id,
             fuel_used=outcome.fuel_used,
             fuel_limit=outcome.fuel_limit,
             elapsed_ms=outcome.elapsed_ms,
-            delta=scored.score - before,
-            score_before=before,
-            score_after=scored.score,
         )
+
+
+def reputation_lock(*, agent_id: int) -> AgentReputation:
+    """The agent's reputation row, locked (created first for agents older than the row)."""
+    locked = AgentReputation.objects.select_for_update(no_key=True)
+    rep = locked.filter(agent_id=agent_id).first()
+    if rep is None:
+        reputation_open(agent_id=agent_id)
+        rep = locked.get(agent_id=agent_id)
+    return rep
+
+
+def reputation_write_locked(
+    rep: AgentReputation,
+    *,
+    record: Record,
+    outcome: Outcome,
+    requester_id: Any,
+    day: datetime.date,
+    cap: Decimal | None,
+    allowance: Decimal | None,
+    **event: Any,
+) -> ReputationEvent:
+    """Score `outcome` against the locked row and write the row and its event. `event`
+    names what the event is for (`task_id` or `dispute_id`) and any run figures."""
+    path = current_policy_path()
+    before = rep.score
+    scored = score_outcome(policy_for(path), standing_of(rep), outcome, allowance)
+    changed = ["score", COUNTERS[scored.kind], "updated_at"]
+    setattr(rep, COUNTERS[scored.kind], getattr(rep, COUNTERS[scored.kind]) + 1)
+    if scored.kind in EVIDENCE:
+        evidence = EVIDENCE[scored.kind]
+        setattr(rep, evidence, getattr(rep, evidence) + scored.weight)
+        changed.append(evidence)
+        if requester_id is not None and not record.requester_known:
+            rep.requesters += 1
+            changed.append("requesters")
+    rep.score = scored.score
+    rep.save(update_fields=changed)
+    return ReputationEvent.objects.create(
+        agent_id=rep.agent_id,
+        requester_id=requester_id,
+        outcome=scored.kind,
+        reason=outcome.reason,
+        neutral_reason=scored.neutral_reason,
+        policy=path,
+        settled_on=day,
+        daily_cap=cap,
+        weight=scored.weight,
+        delta=scored.score - before,
+        score_before=before,
+        score_after=scored.score,
+        **event,
+    )
 
 
 # --- settlement: scored before the transaction, written by one conditional statement ------
