@@ -18,7 +18,14 @@ from marketplace.forms import task_agents
 from marketplace.quotes import Quote, quote_for
 from marketplace.views.common import HtmxHttpRequest, login_required
 
-QUOTE_TRIGGER = "change, keyup changed delay:300ms"
+# What each field's quote waits for. Typing fires `input`; `change` (sent again when a
+# text field loses focus) is left to the select, so clicking "Use it" just after typing
+# does not fetch the same quote again and swap the button away under the pointer.
+QUOTE_TRIGGERS = {
+    "agent": "change",
+    "input": "input changed delay:300ms",
+    "fuel_limit": "input changed delay:300ms",
+}
 INPUT_BYTES_JS = 'js:{input_bytes: new Blob([document.getElementById("id_input").value]).size}'
 
 
@@ -26,7 +33,6 @@ def quote_live(form: Any) -> None:
     """Make the task form's agent, input and fuel limit refresh the quote as they change."""
     attrs = {
         "hx-get": reverse("task-quote"),
-        "hx-trigger": QUOTE_TRIGGER,
         "hx-target": "#task-quote",
         "hx-swap": "outerHTML",
         "hx-include": "#id_agent, #id_fuel_limit",
@@ -36,8 +42,8 @@ def quote_live(form: Any) -> None:
         # Not the form's: a quote must not disable the submit button while it loads.
         "hx-disabled-elt": "unset",
     }
-    for name in ("agent", "input", "fuel_limit"):
-        form.fields[name].widget.attrs.update(attrs)
+    for name, trigger in QUOTE_TRIGGERS.items():
+        form.fields[name].widget.attrs.update(attrs, **{"hx-trigger": trigger})
 
 
 def _number(raw: Any, maximum: int) -> int | None:
