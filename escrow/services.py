@@ -15,7 +15,6 @@ won; database constraints back every rule up.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from django.utils import timezone
 
 from escrow.errors import EscrowStateError, IdempotencyConflict, InsufficientFunds, InvalidAmount
 from escrow.holds import Share, earnings_hold, holding
-from escrow.ledger_sql import apply_balances, post_postgresql
+from escrow.ledger_sql import TRANSFER_COLUMNS, apply_balances, post_postgresql, posting_of
 from escrow.models import Account, Escrow, PaymentChannel, Transfer
 from escrow.system_accounts import shard_for as shard_for
 from escrow.system_accounts import system_account_id as system_account_id
@@ -91,33 +90,14 @@ def ledger_post(legs: Sequence[Leg]) -> list[Transfer]:
     constraint is the guard: a balance that would go below zero fails the statement
     (InsufficientFunds), so nothing is read before it is written.
     """
-    legs = [leg for leg in legs if leg.amount]
-    if not legs:
+    changed, rows = posting_of(legs)
+    if not rows:
         return []
-    delta: dict[int, int] = defaultdict(int)
-    for leg in legs:
-        delta[leg.debit_id] -= leg.amount
-        delta[leg.credit_id] += leg.amount
-    changed = {account_id: change for account_id, change in sorted(delta.items()) if change}
-    now = timezone.now()
-    transfers = [
-        Transfer(
-            debit_account_id=leg.debit_id,
-            credit_account_id=leg.credit_id,
-            amount=leg.amount,
-            kind=leg.kind,
-            escrow_id=leg.escrow_id,
-            channel_id=leg.channel_id,
-            task_id=leg.task_id,
-            idempotency_key=leg.idempotency_key,
-            memo=leg.memo,
-            created_at=now,
-        )
-        for leg in legs
-    ]
+    names = [name for name, _ in TRANSFER_COLUMNS]
+    transfers = [Transfer(**dict(zip(names, row, strict=True))) for row in rows]
     try:
         if connection.vendor == "postgresql":
-            ids = post_postgresql(changed, transfers)
+            ids = post_postgresql(changed, rows)
             if ids is None:
                 raise InvalidAmount("Unknown account in transfer.")
             for transfer, pk in zip(transfers, ids, strict=True):
@@ -356,28 +336,46 @@ def escrow_release(*, escrow_id: int, cost: int, fee: int, escrow: Escrow | None
     return released
 
 
-def _release_post(row: Escrow, *, cost: int, fee: int) -> None:
-    """The released escrow's money: the owner's share (held, or to the wallet), the fee,
-    the refund — one ledger posting on the escrow's shard."""
-    amount = row.amount
+def release_legs(row: Escrow, *, cost: int, fee: int) -> tuple[list[Leg], bool]:
+    """The released escrow's legs on its shard: the owner's share (to held earnings, or
+    to the wallet), the fee, the refund; and whether the owner's share is held."""
     hold = system_account_id(Account.Kind.ESCROW, row.shard)
     platform = system_account_id(Account.Kind.PLATFORM_FEES, row.shard)
     payee = row.payee_id
-    if holding() and row.task_id is not None and cost:  # the owner's share waits
-        # Nobody can dispute a task before it settles: no pending dispute to look for.
-        earnings_hold(wallet_id=payee, shares=[Share(row.task_id, cost - fee, fee)], disputes=False)
+    held = holding() and row.task_id is not None and cost > 0
+    if held:  # the owner's share waits
         payee = system_account_id(Account.Kind.EARNINGS, row.shard)
     payouts = [
         (payee, cost - fee, Kind.ESCROW_PAYOUT),
         (platform, fee, Kind.ESCROW_FEE),
-        (row.payer_id, amount - cost, Kind.ESCROW_REFUND),
+        (row.payer_id, row.amount - cost, Kind.ESCROW_REFUND),
     ]
-    ledger_post(
-        [
-            Leg(hold, to, share, kind, escrow_id=row.pk, task_id=row.task_id)
-            for to, share, kind in payouts
-        ]
+    legs = [
+        Leg(hold, to, share, kind, escrow_id=row.pk, task_id=row.task_id)
+        for to, share, kind in payouts
+    ]
+    return legs, held
+
+
+def refund_leg(row: Escrow) -> Leg:
+    """A refunded escrow's one leg: the whole amount back to the payer."""
+    return Leg(
+        system_account_id(Account.Kind.ESCROW, row.shard),
+        row.payer_id,
+        row.amount,
+        Kind.ESCROW_REFUND,
+        escrow_id=row.pk,
+        task_id=row.task_id,
     )
+
+
+def _release_post(row: Escrow, *, cost: int, fee: int) -> None:
+    legs, held = release_legs(row, cost=cost, fee=fee)
+    if held:
+        # Nobody can dispute a task before it settles: no pending dispute to look for.
+        share = Share(row.task_id, cost - fee, fee)
+        earnings_hold(wallet_id=row.payee_id, shares=[share], disputes=False)
+    ledger_post(legs)
 
 
 def escrow_refund(*, escrow_id: int, escrow: Escrow | None = None) -> Escrow:
@@ -395,18 +393,7 @@ def escrow_refund(*, escrow_id: int, escrow: Escrow | None = None) -> Escrow:
             refund=row.amount,
         )
         if refunded is not None:
-            ledger_post(
-                [
-                    Leg(
-                        system_account_id(Account.Kind.ESCROW, row.shard),
-                        row.payer_id,
-                        row.amount,
-                        Kind.ESCROW_REFUND,
-                        escrow_id=row.pk,
-                        task_id=row.task_id,
-                    )
-                ]
-            )
+            ledger_post([refund_leg(row)])
     if refunded is None:
         raise _state_error(escrow_id, source=Escrow.Status.FUNDED, target=Escrow.Status.REFUNDED)
     return refunded

@@ -31,6 +31,12 @@ class ChannelFinish:
     fee: int
     succeeded: bool
 
+    def sql(self) -> tuple[str, list[Any], str]:
+        return channel_finish_sql(self)
+
+    def verdict(self, row: Any) -> Recorded:
+        return channel_finished(self, row)
+
 
 @dataclass(frozen=True)
 class Recorded:

@@ -25,17 +25,19 @@ from django.utils import timezone
 from escrow.channels import channel_finish_task, channel_is_due, channel_settle_if_due
 from escrow.models import Escrow
 from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
-from execution.channel_finish import ChannelFinish, Recorded, channel_finish_sql, channel_finished
+from execution.channel_finish import ChannelFinish, Recorded
 from execution.engine.receipts import receipt_sign
+from execution.escrow_finish import EscrowFinish
 from execution.models import Receipt
 from execution.scoring import task_outcome
 from execution.services import Execution, affordable_fuel, cost_for, fee_for
 from marketplace.apikeys import api_key_give_back
 from marketplace.models import Task
-from marketplace.quotes import fuel_sample_record
+from marketplace.quotes import fuel_sample_sql
 from marketplace.webhooks.outbox import EventInsert, webhook_event_insert, webhook_event_send
 from reputation.policies import Outcome
 from reputation.services import (
+    AlsoWrite,
     Scoring,
     reputation_record,
     reputation_score,
@@ -176,7 +178,6 @@ def task_settle(
 @transaction.atomic(durable=True)
 def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
     task, escrow = plan.task, plan.escrow
-    cost, fee = plan.cost, plan.fee
     signed = plan.receipt(scoring.delta)
     # Small rows only: the event's data is rendered at delivery, outside any transaction.
     webhook = webhook_event_insert(
@@ -184,34 +185,73 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
         type="task.succeeded" if plan.succeeded else "task.failed",
         object_id=str(task.pk),
     )
-    # A channel task's channel and escrow rows go in the same statement on PostgreSQL (in
-    # the lock order: the task, the channel, the escrow), unless an API key comes between.
-    finish = (
-        ChannelFinish(escrow.channel_id, escrow.pk, task.budget, cost, fee, plan.succeeded)
-        if escrow.channel_id is not None
-        and task.api_key_id is None
-        and connection.vendor == "postgresql"
-        else None
-    )
+    # The task's money goes in the statement that records its result on PostgreSQL (in the
+    # lock order: the task, the channel or escrow, the accounts), unless an API key comes
+    # between.
+    finish = _finish_with_result(plan)
     # The compare-and-set that makes settlement exactly-once per task, with its receipt
     # and its event.
     recorded = task_result_record(
-        task.pk, attempt=attempt, result=plan.result, receipt=signed, event=webhook, channel=finish
+        task.pk, attempt=attempt, result=plan.result, receipt=signed, event=webhook, finish=finish
     )
     if recorded is None:
         return False
-    if task.api_key_id is not None:  # lock order: tasks, API keys, then channels and money
+    if recorded.channel_due:  # the last task of a closing channel
+        channel_settle_if_due(channel_id=escrow.channel_id)
+    if finish is None:
+        _settle_money(plan)
+    # Reputation last: every settlement of one agent writes its row, so its lock is held
+    # for one statement and the commit. Scored before the transaction; if another event
+    # came first, scored again under the lock and the receipt signed again.
+    # The fuel sample quotes are computed from goes with the event, under the same lock.
+    sample = _fuel_sample(plan) if plan.succeeded else None
+    event = reputation_record(scoring, sample)
+    if event is None:
+        _, event = reputation_score_locked(
+            agent_id=task.agent_id,
+            task_id=task.pk,
+            requester_id=task.requester_id,
+            outcome=plan.outcome,
+            also=sample,
+        )
+        if event.delta != scoring.delta:
+            Receipt.objects.filter(task_id=task.pk).update(**plan.receipt(event.delta))
+    return True
+
+
+def _fuel_sample(plan: Settlement) -> AlsoWrite:
+    task = plan.task
+    size = len(task.input.encode())
+
+    def sample(after: str | None) -> tuple[str, list[Any]]:
+        fuel = plan.execution.fuel_used
+        binary = task.binary_id
+        return fuel_sample_sql(binary_id=binary, fuel_used=fuel, input_bytes=size, after=after)
+
+    return sample
+
+
+def _finish_with_result(plan: Settlement) -> ChannelFinish | EscrowFinish | None:
+    task, escrow = plan.task, plan.escrow
+    if task.api_key_id is not None or connection.vendor != "postgresql":
+        return None
+    if escrow.channel_id is not None:
+        args = (escrow.channel_id, escrow.pk, task.budget, plan.cost, plan.fee, plan.succeeded)
+        return ChannelFinish(*args)
+    return EscrowFinish(escrow, plan.cost, plan.fee, plan.succeeded)
+
+
+def _settle_money(plan: Settlement) -> None:
+    """The task's money in statements of its own: with an API key (given back first, in
+    the lock order tasks, API keys, channels and money) or on SQLite."""
+    task, escrow, cost, fee = plan.task, plan.escrow, plan.cost, plan.fee
+    if task.api_key_id is not None:
         api_key_give_back(task_id=task.pk, amount=task.budget - cost)
-    channel = None
-    if escrow.channel_id is not None and finish is None:
+    if escrow.channel_id is not None:
         # One channel row changes; the money moves when the channel settles.
         channel = channel_finish_task(
             channel_id=escrow.channel_id, budget=task.budget, cost=cost, fee=fee
         )
-    if finish is not None:  # its channel and escrow rows are written
-        if recorded.channel_due:  # the last task of a closing channel
-            channel_settle_if_due(channel_id=finish.channel_id)
-    elif channel is not None:
         if plan.succeeded:
             escrow_complete(escrow_id=escrow.pk, cost=cost, fee=fee, escrow=escrow)
         else:
@@ -222,26 +262,6 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
         escrow_release(escrow_id=escrow.pk, cost=cost, fee=fee, escrow=escrow)
     else:
         escrow_refund(escrow_id=escrow.pk, escrow=escrow)
-    # Reputation last: every settlement of one agent writes its row, so its lock is held
-    # for one statement and the commit. Scored before the transaction; if another event
-    # came first, scored again under the lock and the receipt signed again.
-    event = reputation_record(scoring)
-    if event is None:
-        _, event = reputation_score_locked(
-            agent_id=task.agent_id,
-            task_id=task.pk,
-            requester_id=task.requester_id,
-            outcome=plan.outcome,
-        )
-        if event.delta != scoring.delta:
-            Receipt.objects.filter(task_id=task.pk).update(**plan.receipt(event.delta))
-    if plan.succeeded:  # what quotes are computed from; under the reputation row's lock
-        fuel_sample_record(
-            binary_id=task.binary_id,
-            fuel_used=plan.execution.fuel_used,
-            input_bytes=len(task.input.encode()),
-        )
-    return True
 
 
 def task_result_record(
@@ -251,17 +271,17 @@ def task_result_record(
     result: dict[str, Any],
     receipt: dict[str, str],
     event: EventInsert | None = None,
-    channel: ChannelFinish | None = None,
+    finish: ChannelFinish | EscrowFinish | None = None,
 ) -> Recorded | None:
-    """running (this attempt) → final, the receipt and the webhook event (and with `channel`,
-    a channel task's channel and escrow rows): one statement on PostgreSQL.
+    """running (this attempt) → final, the receipt and the webhook event (and with `finish`,
+    the task's channel or escrow row and its money): one statement on PostgreSQL.
 
     Recorded for the one caller whose attempt held the task; None, and nothing written,
     for another.
     """
     running = Task.objects.filter(pk=task_id, status=Task.Status.RUNNING, attempts=attempt)
     if connection.vendor != "postgresql":
-        assert channel is None, "PostgreSQL only"
+        assert finish is None, "PostgreSQL only"
         if running.update(**result) != 1:
             return None
         Receipt.objects.create(task_id=task_id, **receipt)
@@ -287,9 +307,7 @@ def task_result_record(
         else ("", [])
     )
     counted = "(SELECT count(*) FROM events)" if event is not None else "0"
-    finished, finish_params, finish_columns = (
-        channel_finish_sql(channel) if channel is not None else ("", [], "")
-    )
+    finished, finish_params, finish_columns = finish.sql() if finish is not None else ("", [], "")
     sql = (
         f"WITH settled AS ({update} RETURNING {table}.id), "  # noqa: S608
         f"receipt AS (INSERT INTO {receipts} (task_id, payload, signature, key_id, created_at) "
@@ -312,7 +330,7 @@ def task_result_record(
         row = cursor.fetchone()
     if row is None:
         return None
-    recorded = Recorded() if channel is None else channel_finished(channel, row[2:])
+    recorded = Recorded() if finish is None else finish.verdict(row[2:])
     if event is not None and row[1] > 0:
         webhook_event_send(event.event_id)
     return recorded

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from django.db import connection
 from django.utils import timezone
@@ -57,18 +58,30 @@ def fuel_sample_record(*, binary_id: int, fuel_used: int, input_bytes: int) -> N
     """Remember a successful run, overwriting the binary's oldest sample once its ring is
     full. One statement, inside the settlement's transaction (where the agent's
     reputation row is locked, so one agent's settlements take turns here)."""
+    sql, params = fuel_sample_sql(binary_id=binary_id, fuel_used=fuel_used, input_bytes=input_bytes)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def fuel_sample_sql(
+    *, binary_id: int, fuel_used: int, input_bytes: int, after: str | None = None
+) -> tuple[str, list[Any]]:
+    """The INSERT that records a sample; with `after`, the name of a CTE of the statement
+    it goes in, only if that CTE returned a row. Its ring position comes from the binary's
+    latest sample as the statement sees it: every sample is written under the agent's
+    reputation row lock, by a statement that saw that row unchanged (or took the lock)."""
     table = connection.ops.quote_name(FuelSample._meta.db_table)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (binary_id, slot, seq, fuel_used, input_bytes, recorded_at) "  # noqa: S608
-            f"SELECT %s, (m + 1) %% {QUOTE_SAMPLES}, m + 1, %s, %s, %s FROM "
-            f"(SELECT COALESCE(MAX(seq), 0) AS m FROM {table} WHERE binary_id = %s) AS latest "
-            "WHERE true ON CONFLICT (binary_id, slot) DO UPDATE SET seq = excluded.seq, "
-            "fuel_used = excluded.fuel_used, input_bytes = excluded.input_bytes, "
-            "recorded_at = excluded.recorded_at",
-            [binary_id, fuel_used, input_bytes, now, binary_id],
-        )
+    guard = f"EXISTS (SELECT 1 FROM {after})" if after else "true"  # noqa: S608
+    sql = (
+        f"INSERT INTO {table} (binary_id, slot, seq, fuel_used, input_bytes, recorded_at) "  # noqa: S608
+        f"SELECT %s, (m + 1) %% {QUOTE_SAMPLES}, m + 1, %s, %s, %s FROM "
+        f"(SELECT COALESCE(MAX(seq), 0) AS m FROM {table} WHERE binary_id = %s) AS latest "
+        f"WHERE {guard} ON CONFLICT (binary_id, slot) DO UPDATE SET seq = excluded.seq, "
+        "fuel_used = excluded.fuel_used, input_bytes = excluded.input_bytes, "
+        "recorded_at = excluded.recorded_at"
+    )
+    return sql, [binary_id, fuel_used, input_bytes, now, binary_id]
 
 
 def scaled_fuel(samples: list[tuple[int, int]], input_bytes: int) -> list[int]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -291,9 +292,15 @@ def reputation_score(
     return Scoring(agent_id, (rep.successes, rep.failures, rep.neutral), changes, event)
 
 
-def reputation_record(scoring: Scoring) -> ReputationEvent | None:
+# Another write that goes with an event, given the name of the CTE it must follow (or
+# None, for a statement of its own): its SQL and parameters.
+AlsoWrite = Callable[[str | None], tuple[str, list[Any]]]
+
+
+def reputation_record(scoring: Scoring, also: AlsoWrite | None = None) -> ReputationEvent | None:
     """Write a Scoring if the standing is still the one it was scored against: a conditional
-    UPDATE of the agent's row and the event's INSERT — one statement on PostgreSQL.
+    UPDATE of the agent's row and the event's INSERT — one statement on PostgreSQL, with
+    `also` (a statement that goes with the event: a settlement's fuel sample) in it.
 
     The row lock this takes is held only until the caller commits, so a settlement does
     this last. None when another event came first (nothing written): the caller then
@@ -306,8 +313,13 @@ def reputation_record(scoring: Scoring) -> ReputationEvent | None:
         ).update(**scoring.changes)
         if not won:
             return None
+        if also is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(*also(None))
         return ReputationEvent.objects.create(**scoring.event)
     rep, events = AgentReputation._meta, ReputationEvent._meta
+    also_sql, also_params = also("scored") if also is not None else ("", [])
+    also_sql = f", also_written AS ({also_sql})" if also_sql else ""
     changed = [_field(rep, name) for name in scoring.changes]
     sets = ", ".join(f"{field.column} = %s::{_cast(field)}" for field in changed)
     fields = [_field(events, name.removesuffix("_id")) for name in scoring.event]
@@ -318,7 +330,7 @@ def reputation_record(scoring: Scoring) -> ReputationEvent | None:
             UPDATE {rep.db_table} SET {sets}
             WHERE agent_id = %s AND successes = %s AND failures = %s AND neutral = %s
             RETURNING agent_id
-        )
+        ){also_sql}
         INSERT INTO {events.db_table} ({columns}) SELECT {values} FROM scored RETURNING id
     """  # noqa: S608
     params = [
@@ -327,6 +339,7 @@ def reputation_record(scoring: Scoring) -> ReputationEvent | None:
         successes,
         failures,
         neutral,
+        *also_params,
         *scoring.event.values(),
     ]
     with connection.cursor() as cursor:
@@ -351,7 +364,12 @@ def _cast(field: Any) -> str:
 
 
 def reputation_score_locked(
-    *, agent_id: int, task_id: Any, outcome: Outcome, requester_id: Any = None
+    *,
+    agent_id: int,
+    task_id: Any,
+    outcome: Outcome,
+    requester_id: Any = None,
+    also: AlsoWrite | None = None,
 ) -> tuple[Scoring, ReputationEvent]:
     """When `reputation_record` found the standing moved on: take the agent's row lock
     (queueing behind the settlement that holds it until its commit), score against the
@@ -363,7 +381,7 @@ def reputation_score_locked(
     scoring = reputation_score(
         agent_id=agent_id, task_id=task_id, outcome=outcome, requester_id=requester_id
     )
-    event = reputation_record(scoring)
+    event = reputation_record(scoring, also)
     if event is None:  # nothing else writes the row without its lock
         raise RuntimeError(f"the reputation of agent {agent_id} changed under its lock")
     return scoring, event

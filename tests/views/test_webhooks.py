@@ -112,11 +112,18 @@ def test_removing_an_endpoint(alice, as_alice):
 def test_the_task_form_fetches_a_quote_as_agent_input_and_fuel_change(as_alice, echo):
     body = page(as_alice.get(reverse("task-new") + "?agent=echo"))
     quote_url = reverse("task-quote")
-    for field in ("agent", "input", "fuel_limit"):
+    # Typing asks on input, not again on change (when the field loses focus): a click
+    # just after typing must not meet a swap of the same quote.
+    triggers = {
+        "agent": "change",
+        "input": "input changed delay:300ms",
+        "fuel_limit": "input changed delay:300ms",
+    }
+    for field, trigger in triggers.items():
         tag = re.search(rf'<[^>]+id="id_{field}"[^>]*>', body)
         assert tag is not None, field
         assert f'hx-get="{quote_url}"' in tag.group(0)
-        assert 'hx-trigger="change, keyup changed delay:300ms"' in tag.group(0)
+        assert f'hx-trigger="{trigger}"' in tag.group(0)
     # The page opens with the chosen agent's quote.
     assert 'data-testid="quote"' in body and "Suggested budget" in body
 
