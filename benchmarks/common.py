@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ECHO = BASE_DIR / "agents" / "dist" / "echo.wasm"
@@ -57,6 +57,7 @@ from django.db import connection, connections  # noqa: E402
 from django_q.brokers import get_broker  # noqa: E402
 
 from escrow.audit import LedgerReport, ledger_audit  # noqa: E402
+from escrow.models import Escrow  # noqa: E402
 from escrow.services import deposit_create  # noqa: E402
 from execution.services import Execution, run_in_sandbox, task_claim, task_settle  # noqa: E402
 from marketplace.binaries import binary_upload  # noqa: E402
@@ -67,7 +68,16 @@ INPUT = "hello, agent exchange"
 BUDGET = 50_000  # µCR; an echo run costs about the base fee
 FUNDS = 1_000 * 1_000_000
 T = TypeVar("T")
-Claim = tuple[Any, int]  # a claimed task: its id and the attempt it runs as
+
+
+class Claim(NamedTuple):
+    """A claimed task, as the worker holds it when it settles: the task row its claim
+    returned, and its escrow row, read before the run."""
+
+    task_id: Any
+    attempt: int
+    task: Task
+    escrow: Escrow
 
 
 # --- the run's database and its world ------------------------------------------------------
@@ -227,10 +237,13 @@ def timed_threads(
 
 
 def claim_task(task_id: Any) -> Claim:
-    """Claim a submitted task (running, attempt 1), ready to be settled."""
+    """Claim a submitted task (running, attempt 1), ready to be settled, and read its
+    escrow: what `task_execute` does before the run, so a timed settlement starts where
+    the worker's does."""
     claimed = task_claim(task_id=task_id)
     assert claimed is not None
-    return task_id, claimed[1]
+    task, attempt = claimed
+    return Claim(task_id, attempt, task, Escrow.objects.get(task_id=task_id))
 
 
 def first_execution(claim: Claim) -> tuple[Task, Execution]:
@@ -243,8 +256,10 @@ def first_execution(claim: Claim) -> tuple[Task, Execution]:
 
 def settler(execution: Execution) -> Callable[[Claim], None]:
     def settle(claim: Claim) -> None:
-        task_id, attempt = claim
-        if not task_settle(task_id=task_id, attempt=attempt, execution=execution):
+        task_id, attempt, task, escrow = claim
+        if not task_settle(
+            task_id=task_id, attempt=attempt, execution=execution, task=task, escrow=escrow
+        ):
             raise RuntimeError(f"task {task_id} did not settle")
 
     return settle
