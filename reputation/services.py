@@ -227,13 +227,7 @@ def _validate(outcome: Outcome) -> None:
         )
 
 
-def reputation_score(
-    *, agent_id: int, task_id: Any, outcome: Outcome, requester_id: Any = None
-) -> Scoring:
-    """Score an outcome against the standing as it is now: one statement, no lock, outside
-    any transaction (the policy's work is done before the row is touched)."""
-    _validate(outcome)
-    day = timezone.now().astimezone(datetime.UTC).date()
+def _standing_read_orm(agent_id: int, requester_id: Any, day: datetime.date) -> dict | None:
     theirs = ReputationEvent.objects.filter(agent_id=agent_id, requester_id=requester_id)
     today = (
         theirs.filter(settled_on=day)
@@ -243,17 +237,68 @@ def reputation_score(
         .values("total")
     )
     no = Value(False)
-    read = AgentReputation.objects.filter(agent_id=agent_id).values(
-        *STANDING_FIELDS,
-        moved_today=Coalesce(Subquery(today), Value(Decimal(0)), output_field=score_field()),
-        requester_known=Exists(theirs.exclude(outcome=OutcomeKind.NEUTRAL))
-        if requester_id is not None
-        else no,
+    return (
+        AgentReputation.objects.filter(agent_id=agent_id)
+        .values(
+            *STANDING_FIELDS,
+            moved_today=Coalesce(Subquery(today), Value(Decimal(0)), output_field=score_field()),
+            requester_known=Exists(theirs.exclude(outcome=OutcomeKind.NEUTRAL))
+            if requester_id is not None
+            else no,
+        )
+        .first()
     )
-    row = read.first()
+
+
+def _standing_sql(by_requester: bool) -> str:
+    rep, events = AgentReputation._meta.db_table, ReputationEvent._meta.db_table
+    columns = ", ".join(f"r.{name}" for name in STANDING_FIELDS)
+    if not by_requester:  # nobody's allowance to work out
+        return f"SELECT {columns}, 0, false FROM {rep} AS r WHERE r.agent_id = %s"  # noqa: S608
+    theirs = f"FROM {events} AS e WHERE e.agent_id = r.agent_id AND e.requester_id = %s"
+    return (
+        f"SELECT {columns}, "  # noqa: S608
+        f"COALESCE((SELECT sum(abs(e.delta)) {theirs} AND e.settled_on = %s), 0), "
+        f"EXISTS (SELECT 1 {theirs} AND e.outcome <> %s) "
+        f"FROM {rep} AS r WHERE r.agent_id = %s"
+    )
+
+
+STANDING_SQL: dict[bool, str] = {}
+
+
+def _standing_read(agent_id: int, requester_id: Any, day: datetime.date) -> dict | None:
+    """What `_standing_read_orm` reads, as one statement built once (PostgreSQL)."""
+    by_requester = requester_id is not None
+    if by_requester not in STANDING_SQL:
+        STANDING_SQL[by_requester] = _standing_sql(by_requester)
+    params = (
+        [requester_id, day, requester_id, OutcomeKind.NEUTRAL, agent_id]
+        if by_requester
+        else [agent_id]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(STANDING_SQL[by_requester], params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    names = (*STANDING_FIELDS, "moved_today", "requester_known")
+    return dict(zip(names, row, strict=True))
+
+
+def reputation_score(
+    *, agent_id: int, task_id: Any, outcome: Outcome, requester_id: Any = None
+) -> Scoring:
+    """Score an outcome against the standing as it is now: one statement, no lock, outside
+    any transaction (the policy's work is done before the row is touched)."""
+    _validate(outcome)
+    day = timezone.now().astimezone(datetime.UTC).date()
+    read = _standing_read if connection.vendor == "postgresql" else _standing_read_orm
+    row = read(agent_id, requester_id, day)
     if row is None:  # agents get their row when created; this is for older data
         reputation_open(agent_id=agent_id)
-        row = read.get()
+        row = read(agent_id, requester_id, day)
+        assert row is not None
     rep = AgentReputation(agent_id=agent_id, **{name: row[name] for name in STANDING_FIELDS})
     cap = allowance = None
     if requester_id is not None:

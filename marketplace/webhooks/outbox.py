@@ -13,8 +13,7 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 
 from django.contrib.auth.models import User
-from django.db import connection, models, transaction
-from django.db.models import Value
+from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -90,26 +89,31 @@ def webhook_event_insert(
     of its own (then calls `webhook_event_send` if it wrote rows)."""
     event_id = event_id_new()
     now = timezone.now()
-    endpoints = WebhookEndpoint.objects.filter(owner_id=owner_id, disabled_at__isnull=True)
-    if endpoint_id is None:
-        endpoints = endpoints.filter(events__regex=rf"(^| ){re.escape(type)}( |$)")
+    by_endpoint = endpoint_id is not None
+    key = (connection.vendor, by_endpoint)
+    if key not in EVENT_SQL:
+        EVENT_SQL[key] = _event_sql(by_endpoint)
+    into, select = EVENT_SQL[key]
+    when = connection.ops.adapt_datetimefield_value
+    params: list[Any] = [event_id, type, object_id, when(now), WebhookDelivery.Status.PENDING, 0]
+    params += [when(now + timedelta(seconds=RESEND_AFTER_SECONDS)), owner_id]
+    if by_endpoint:
+        params.append(WebhookEndpoint._meta.pk.get_db_prep_value(endpoint_id, connection))
     else:
-        endpoints = endpoints.filter(pk=endpoint_id)
-    when = models.DateTimeField()
-    rows = endpoints.order_by().values_list(
-        Value(event_id),
-        "pk",
-        Value(type),
-        Value(object_id),
-        Value(now, output_field=when),
-        Value(WebhookDelivery.Status.PENDING),
-        Value(0),
-        Value(now + timedelta(seconds=RESEND_AFTER_SECONDS), output_field=when),
-    )
-    select, params = rows.query.sql_with_params()
-    # The columns in the order of the values above.
+        params.append(rf"(^| ){re.escape(type)}( |$)")
+    return EventInsert(event_id, into, select, params)
+
+
+# (vendor, for one endpoint) → the INSERT and its SELECT, built once per process.
+EVENT_SQL: dict[tuple[str, bool], tuple[str, str]] = {}
+
+
+def _event_sql(by_endpoint: bool) -> tuple[str, str]:
+    """An event's rows: one per endpoint of the owner's that takes the type (or for the
+    one endpoint), each with the values in the order of the columns."""
+    quote = connection.ops.quote_name
     columns = ", ".join(
-        connection.ops.quote_name(column)
+        quote(column)
         for column in (
             "event_id",
             "endpoint_id",
@@ -121,8 +125,16 @@ def webhook_event_insert(
             "next_attempt_at",
         )
     )
-    table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
-    return EventInsert(event_id, f"INSERT INTO {table} ({columns})", select, list(params))
+    if by_endpoint:
+        which = "id = %s"
+    else:  # the endpoint's events are its types, space-separated
+        which = "events::text ~ %s" if connection.vendor == "postgresql" else "events REGEXP %s"
+    select = (
+        "SELECT %s, id, %s, %s, %s, %s, %s, %s "  # noqa: S608
+        f"FROM {quote(WebhookEndpoint._meta.db_table)} "
+        f"WHERE owner_id = %s AND disabled_at IS NULL AND {which}"
+    )
+    return f"INSERT INTO {quote(WebhookDelivery._meta.db_table)} ({columns})", select
 
 
 def webhook_event_send(event_id: str) -> None:
