@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.db import OperationalError, connection, transaction
-from django.db.models.sql.subqueries import UpdateQuery
+from django.db.models import Field
 from django.utils import timezone
 
 from escrow.channels import channel_finish_task, channel_is_due, channel_settle_if_due
@@ -35,9 +35,10 @@ from marketplace.apikeys import api_key_give_back
 from marketplace.models import Task
 from marketplace.quotes import fuel_sample_sql
 from marketplace.webhooks.outbox import EventInsert, webhook_event_insert, webhook_event_send
+from reputation.models import ReputationEvent
 from reputation.policies import Outcome
+from reputation.record_sql import AlsoWrite, reputation_record_sql, reputation_recorded
 from reputation.services import (
-    AlsoWrite,
     Scoring,
     reputation_record,
     reputation_score,
@@ -189,10 +190,17 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
     # lock order: the task, the channel or escrow, the accounts), unless an API key comes
     # between.
     finish = _finish_with_result(plan)
+    sample = _fuel_sample(plan) if plan.succeeded else None
     # The compare-and-set that makes settlement exactly-once per task, with its receipt
-    # and its event.
+    # and its event; with its money there, the reputation too, last (see below).
     recorded = task_result_record(
-        task.pk, attempt=attempt, result=plan.result, receipt=signed, event=webhook, finish=finish
+        task.pk,
+        attempt=attempt,
+        result=plan.result,
+        receipt=signed,
+        event=webhook,
+        finish=finish,
+        reputation=(scoring, sample) if finish is not None else None,
     )
     if recorded is None:
         return False
@@ -201,21 +209,48 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
     if finish is None:
         _settle_money(plan)
     # Reputation last: every settlement of one agent writes its row, so its lock is held
-    # for one statement and the commit. Scored before the transaction; if another event
-    # came first, scored again under the lock and the receipt signed again.
-    # The fuel sample quotes are computed from goes with the event, under the same lock.
-    sample = _fuel_sample(plan) if plan.succeeded else None
-    event = reputation_record(scoring, sample)
-    if event is None:
-        _, event = reputation_score_locked(
+    # for the end of one statement and the commit. The fuel sample quotes are computed
+    # from goes with the event, under the same lock.
+    event = recorded.event or _reputation_write(plan, scoring, sample, tried=finish is not None)
+    if event.delta != scoring.delta:  # the receipt, signed again with what was scored
+        Receipt.objects.filter(task_id=task.pk).update(**plan.receipt(event.delta))
+    return True
+
+
+# Times a settlement scores again without the lock when another event came first, before
+# it takes the lock to score: each try holds the row for one statement, not three.
+RESCORE_TRIES = 3
+
+
+def _reputation_write(
+    plan: Settlement, scoring: Scoring, sample: AlsoWrite | None, *, tried: bool
+) -> ReputationEvent:
+    """Write the outcome scored before the transaction (unless that was `tried` already);
+    if another event came first, score it again against the standing as it now is (a
+    statement of its own, whose snapshot sees that event) and write that, a few times;
+    then under the row's lock."""
+    task = plan.task
+    event = None if tried else reputation_record(scoring, sample)
+    for _ in range(RESCORE_TRIES):
+        if event is not None:
+            return event
+        scoring = reputation_score(
             agent_id=task.agent_id,
             task_id=task.pk,
             requester_id=task.requester_id,
             outcome=plan.outcome,
-            also=sample,
         )
-        if event.delta != scoring.delta:
-            Receipt.objects.filter(task_id=task.pk).update(**plan.receipt(event.delta))
+        event = reputation_record(scoring, sample)
+    if event is not None:
+        return event
+    _, event = reputation_score_locked(
+        agent_id=task.agent_id,
+        task_id=task.pk,
+        requester_id=task.requester_id,
+        outcome=plan.outcome,
+        also=sample,
+    )
+    return event
     return True
 
 
@@ -264,6 +299,32 @@ def _settle_money(plan: Settlement) -> None:
         escrow_refund(escrow_id=escrow.pk, escrow=escrow)
 
 
+# The result's field names → the UPDATE that records it, built once per process.
+RESULT_SQL: dict[tuple[str, ...], tuple[str, list[Field[Any, Any]]]] = {}
+
+
+def _result_update(task_id: Any, attempt: int, result: dict[str, Any]) -> tuple[str, list[Any]]:
+    """running (this attempt) → the result: what the ORM's `update(**result)` on that
+    filter compiles to (each value prepared by its field), with the SQL built once."""
+    key = tuple(result)
+    if key not in RESULT_SQL:
+        fields = [cast("Field[Any, Any]", Task._meta.get_field(name)) for name in key]
+        quote = connection.ops.quote_name
+        sets = ", ".join(f"{quote(str(field.column))} = %s" for field in fields)
+        sql = (
+            f"UPDATE {quote(Task._meta.db_table)} SET {sets} "  # noqa: S608
+            "WHERE id = %s AND status = %s AND attempts = %s"
+        )
+        RESULT_SQL[key] = (sql, fields)
+    sql, columns = RESULT_SQL[key]
+    params = [
+        column.get_db_prep_save(value, connection)
+        for column, value in zip(columns, result.values(), strict=True)
+    ]
+    params += [Task._meta.pk.get_db_prep_value(task_id, connection), Task.Status.RUNNING, attempt]
+    return sql, params
+
+
 def task_result_record(
     task_id: Any,
     *,
@@ -272,16 +333,18 @@ def task_result_record(
     receipt: dict[str, str],
     event: EventInsert | None = None,
     finish: ChannelFinish | EscrowFinish | None = None,
+    reputation: tuple[Scoring, AlsoWrite | None] | None = None,
 ) -> Recorded | None:
     """running (this attempt) → final, the receipt and the webhook event (and with `finish`,
-    the task's channel or escrow row and its money): one statement on PostgreSQL.
+    the task's channel or escrow row and its money; with `reputation`, a Scoring and what
+    goes with it, recorded last if the standing is unchanged): one statement on PostgreSQL.
 
     Recorded for the one caller whose attempt held the task; None, and nothing written,
     for another.
     """
     running = Task.objects.filter(pk=task_id, status=Task.Status.RUNNING, attempts=attempt)
     if connection.vendor != "postgresql":
-        assert finish is None, "PostgreSQL only"
+        assert finish is None and reputation is None, "PostgreSQL only"
         if running.update(**result) != 1:
             return None
         Receipt.objects.create(task_id=task_id, **receipt)
@@ -291,9 +354,7 @@ def task_result_record(
                 if cursor.rowcount > 0:
                     webhook_event_send(event.event_id)
         return Recorded()
-    query: Any = running.query.chain(UpdateQuery)
-    query.add_update_values(result)
-    update, params = query.get_compiler(running.db).as_sql()
+    update, params = _result_update(task_id, attempt, result)
     table = Task._meta.db_table
     receipts = Receipt._meta.db_table
     # The event only with the result: its rows are inserted if the task was settled here.
@@ -308,11 +369,18 @@ def task_result_record(
     )
     counted = "(SELECT count(*) FROM events)" if event is not None else "0"
     finished, finish_params, finish_columns = finish.sql() if finish is not None else ("", [], "")
+    scored, scored_params = (
+        reputation_record_sql(*reputation, after="settled") if reputation else ("", [])
+    )
+    # Selected last, so that the agent's row is locked after every other row here.
+    scored, scored_column = (
+        (f", {scored}", ", (SELECT id FROM scored_event)") if scored else ("", "")
+    )
     sql = (
         f"WITH settled AS ({update} RETURNING {table}.id), "  # noqa: S608
         f"receipt AS (INSERT INTO {receipts} (task_id, payload, signature, key_id, created_at) "
-        f"SELECT id, %s, %s, %s, %s FROM settled RETURNING task_id){events}{finished} "
-        f"SELECT task_id, {counted}{finish_columns} FROM receipt"
+        f"SELECT id, %s, %s, %s, %s FROM settled RETURNING task_id){events}{finished}{scored} "
+        f"SELECT task_id, {counted}{finish_columns}{scored_column} FROM receipt"
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -325,12 +393,17 @@ def task_result_record(
                 timezone.now(),
                 *event_params,
                 *finish_params,
+                *scored_params,
             ],
         )
         row = cursor.fetchone()
     if row is None:
         return None
+    event_id = row[-1] if reputation else None
+    row = row[:-1] if reputation else row
     recorded = Recorded() if finish is None else finish.verdict(row[2:])
+    if reputation and event_id is not None:
+        recorded = replace(recorded, event=reputation_recorded(reputation[0], event_id))
     if event is not None and row[1] > 0:
         webhook_event_send(event.event_id)
     return recorded

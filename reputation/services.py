@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -23,6 +22,7 @@ from reputation.policies import (
     quantize,
     score_outcome,
 )
+from reputation.record_sql import AlsoWrite, reputation_record_sql, reputation_recorded
 
 # The AgentReputation counter each kind of outcome adds to.
 COUNTERS: dict[str, str] = {
@@ -337,11 +337,6 @@ def reputation_score(
     return Scoring(agent_id, (rep.successes, rep.failures, rep.neutral), changes, event)
 
 
-# Another write that goes with an event, given the name of the CTE it must follow (or
-# None, for a statement of its own): its SQL and parameters.
-AlsoWrite = Callable[[str | None], tuple[str, list[Any]]]
-
-
 def reputation_record(scoring: Scoring, also: AlsoWrite | None = None) -> ReputationEvent | None:
     """Write a Scoring if the standing is still the one it was scored against: a conditional
     UPDATE of the agent's row and the event's INSERT — one statement on PostgreSQL, with
@@ -362,50 +357,11 @@ def reputation_record(scoring: Scoring, also: AlsoWrite | None = None) -> Reputa
             with connection.cursor() as cursor:
                 cursor.execute(*also(None))
         return ReputationEvent.objects.create(**scoring.event)
-    rep, events = AgentReputation._meta, ReputationEvent._meta
-    also_sql, also_params = also("scored") if also is not None else ("", [])
-    also_sql = f", also_written AS ({also_sql})" if also_sql else ""
-    changed = [_field(rep, name) for name in scoring.changes]
-    sets = ", ".join(f"{field.column} = %s::{_cast(field)}" for field in changed)
-    fields = [_field(events, name.removesuffix("_id")) for name in scoring.event]
-    columns = ", ".join(str(field.column) for field in fields)
-    values = ", ".join(f"%s::{_cast(field)}" for field in fields)
-    sql = f"""
-        WITH scored AS (
-            UPDATE {rep.db_table} SET {sets}
-            WHERE agent_id = %s AND successes = %s AND failures = %s AND neutral = %s
-            RETURNING agent_id
-        ){also_sql}
-        INSERT INTO {events.db_table} ({columns}) SELECT {values} FROM scored RETURNING id
-    """  # noqa: S608
-    params = [
-        *scoring.changes.values(),
-        scoring.agent_id,
-        successes,
-        failures,
-        neutral,
-        *also_params,
-        *scoring.event.values(),
-    ]
+    ctes, params = reputation_record_sql(scoring, also)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(f"WITH {ctes} SELECT id FROM scored_event", params)  # noqa: S608
         row = cursor.fetchone()
-    if row is None:
-        return None
-    event = ReputationEvent(pk=row[0], **scoring.event)
-    event._state.adding = False
-    return event
-
-
-def _field(meta: Any, name: str) -> Any:
-    return meta.get_field(name)
-
-
-def _cast(field: Any) -> str:
-    # Never a varchar(n): a cast to it would cut a longer string instead of refusing it.
-    if field.get_internal_type() == "CharField":
-        return "text"
-    return str(field.cast_db_type(connection))
+    return None if row is None else reputation_recorded(scoring, row[0])
 
 
 def reputation_score_locked(
