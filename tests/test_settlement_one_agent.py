@@ -120,3 +120,71 @@ def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, monkeypatch
     assert ledger.ok, ledger.violations
     reputation = reputation_audit()
     assert reputation.ok, reputation.violations
+
+
+@pytest.mark.parametrize("tries", [settlement.RESCORE_TRIES, 0])
+def test_a_standing_moved_on_before_the_statement_is_scored_again(
+    bob, monkeypatch, settings, tries
+):
+    """Another settlement of the agent commits between a settlement's read of the standing
+    and its statement: the statement records the result and money but not the stale
+    scoring; the outcome is scored again (without the lock, or with `tries` = 0 under it),
+    and the receipt is signed again with the delta the event recorded."""
+    monkeypatch.setattr(settlement, "RESCORE_TRIES", tries)
+    # One requester's successes move the agent by 5 a day at most: 3.4, then 1.6.
+    settings.REPUTATION_DAILY_CAP_PER_REQUESTER = 5
+    locked: list[int] = []
+    under_lock = settlement.reputation_score_locked
+    monkeypatch.setattr(
+        settlement,
+        "reputation_score_locked",
+        lambda **kwargs: locked.append(1) or under_lock(**kwargs),
+    )
+    agent = AgentFactory.create(owner=bob, slug="popular", base_fee=1_000, fuel_price=2_000)
+    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
+    agent.refresh_from_db()
+    alice = UserFactory.create(username="alice")
+    deposit_create(user_id=alice.pk, amount=2 * BUDGET)
+    first = task_submit(requester=alice, agent=agent, input="a", budget=BUDGET)
+    second = task_submit(requester=alice, agent=agent, input="b", budget=BUDGET)
+    claims = {task.pk: task_claim(task_id=task.pk) for task in (first, second)}
+    read = settlement.reputation_score
+    interleaved: list[bool] = []
+
+    def read_then_let_the_other_settle(**kwargs):
+        scoring = read(**kwargs)
+        if kwargs["task_id"] == first.pk and not interleaved:
+            interleaved.append(settle(second.pk))
+        return scoring
+
+    def settle(task_id) -> bool:
+        claim = claims[task_id]
+        assert claim is not None
+        task, attempt = claim
+        escrow = Escrow.objects.get(task_id=task_id)
+        success = Execution(exit_code=0, stdout=b"ok", fuel_used=1_000, fuel_limit=10_000)
+        return task_settle(
+            task_id=task_id, attempt=attempt, execution=success, task=task, escrow=escrow
+        )
+
+    monkeypatch.setattr(settlement, "reputation_score", read_then_let_the_other_settle)
+    assert settle(first.pk) and interleaved == [True]
+    assert locked == ([] if tries else [1])
+    rep = AgentReputation.objects.get(agent=agent)
+    assert (rep.successes, rep.failures, rep.neutral) == (2, 0, 0)
+    events = {event.task_id: event for event in ReputationEvent.objects.filter(agent=agent)}
+    assert set(events) == {first.pk, second.pk}
+    # Scored against the standing the second settlement left: what was left of the cap.
+    assert events[first.pk].score_before == events[second.pk].score_after
+    assert (events[second.pk].delta, events[first.pk].delta) == (Decimal("3.4"), Decimal("1.6"))
+    for task in (first, second):
+        receipt = Receipt.objects.get(task_id=task.pk)
+        assert receipt_verify(receipt.as_dict())
+        payload = json.loads(receipt.payload)
+        assert Decimal(payload["reputation_delta"]) == events[task.pk].delta
+        assert Task.objects.get(pk=task.pk).status == "succeeded"
+    assert Escrow.objects.filter(status="released").count() == 2
+    ledger = ledger_audit()
+    assert ledger.ok, ledger.violations
+    reputation = reputation_audit()
+    assert reputation.ok, reputation.violations
