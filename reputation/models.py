@@ -124,9 +124,20 @@ class ReputationEvent(models.Model):
             ),
         ]
         indexes = [
-            # The daily cap sums a requester's moves of an agent on one day.
+            # The daily cap sums a requester's moves of an agent on one day: only the events
+            # that moved it, so a requester past the cap (whose events all score 0) costs
+            # the sum nothing however many tasks it settles that day.
             models.Index(
-                fields=["agent", "requester", "settled_on"], name="event_requester_day_idx"
+                fields=["agent", "requester", "settled_on"],
+                condition=~Q(delta=0),
+                name="event_moved_day_idx",
+            ),
+            # Whether a requester's outcomes ever scored for an agent (it counts the agent's
+            # distinct requesters): found at the first such event.
+            models.Index(
+                fields=["agent", "requester"],
+                condition=~Q(outcome="neutral"),
+                name="event_scored_requester_idx",
             ),
         ]
 

@@ -65,6 +65,7 @@ def record_of(*, agent_id: int, task_id: Any, requester_id: Any, day: datetime.d
     theirs = ReputationEvent.objects.filter(agent_id=agent_id, requester_id=requester_id)
     today = (
         theirs.filter(settled_on=day)
+        .exclude(delta=0)  # adds nothing, and leaves the partial index usable
         .order_by()
         .values("agent_id")
         .annotate(total=Sum(Abs("delta")))
@@ -231,6 +232,7 @@ def _standing_read_orm(agent_id: int, requester_id: Any, day: datetime.date) -> 
     theirs = ReputationEvent.objects.filter(agent_id=agent_id, requester_id=requester_id)
     today = (
         theirs.filter(settled_on=day)
+        .exclude(delta=0)  # adds nothing, and leaves the partial index usable
         .order_by()
         .values("agent_id")
         .annotate(total=Sum(Abs("delta")))
@@ -258,8 +260,10 @@ def _standing_sql(by_requester: bool) -> str:
     theirs = f"FROM {events} AS e WHERE e.agent_id = r.agent_id AND e.requester_id = %s"
     return (
         f"SELECT {columns}, "  # noqa: S608
-        f"COALESCE((SELECT sum(abs(e.delta)) {theirs} AND e.settled_on = %s), 0), "
-        f"EXISTS (SELECT 1 {theirs} AND e.outcome <> %s) "
+        f"COALESCE((SELECT sum(abs(e.delta)) {theirs} AND e.settled_on = %s AND e.delta <> 0), 0), "
+        # The constant written in, so that a prepared statement's generic plan can use
+        # the partial index on outcomes that scored.
+        f"EXISTS (SELECT 1 {theirs} AND e.outcome <> '{OutcomeKind.NEUTRAL}') "
         f"FROM {rep} AS r WHERE r.agent_id = %s"
     )
 
@@ -272,11 +276,7 @@ def _standing_read(agent_id: int, requester_id: Any, day: datetime.date) -> dict
     by_requester = requester_id is not None
     if by_requester not in STANDING_SQL:
         STANDING_SQL[by_requester] = _standing_sql(by_requester)
-    params = (
-        [requester_id, day, requester_id, OutcomeKind.NEUTRAL, agent_id]
-        if by_requester
-        else [agent_id]
-    )
+    params = [requester_id, day, requester_id, agent_id] if by_requester else [agent_id]
     with connection.cursor() as cursor:
         cursor.execute(STANDING_SQL[by_requester], params)
         row = cursor.fetchone()
