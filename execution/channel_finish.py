@@ -38,6 +38,9 @@ class ChannelFinish:
     def verdict(self, row: Any) -> Recorded:
         return channel_finished(self, row)
 
+    # What `verdict` accepts, as SQL, for a statement that must refuse itself instead.
+    accepted = "EXISTS (SELECT 1 FROM channel) AND (SELECT count(*) FROM escrowed) = 1"
+
 
 @dataclass(frozen=True)
 class Recorded:

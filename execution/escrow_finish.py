@@ -67,6 +67,9 @@ class EscrowFinish:
         columns = ", (SELECT count(*) FROM escrowed), (SELECT count(*) FROM posted)"
         return f"{sql}, {posting}", [*params, *posting_params], columns
 
+    # What `verdict` accepts, as SQL, for a statement that must refuse itself instead.
+    accepted = "(SELECT count(*) FROM escrowed) = 1 AND EXISTS (SELECT 1 FROM posted)"
+
     def verdict(self, row: Any) -> Recorded:
         """The statement's verdict: a refusal raises, and the caller's transaction (the
         task's result with it) rolls back."""

@@ -14,30 +14,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from django.db import OperationalError, connection, transaction
-from django.db.models import Field
 from django.utils import timezone
 
 from escrow.channels import channel_finish_task, channel_is_due, channel_settle_if_due
 from escrow.models import Escrow
 from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
-from execution.channel_finish import ChannelFinish, Recorded
+from execution.channel_finish import ChannelFinish
 from execution.engine.receipts import receipt_sign
 from execution.escrow_finish import EscrowFinish
 from execution.models import Receipt
+from execution.result_record import Refused, StandingMoved, task_result_record
 from execution.scoring import task_outcome
 from execution.services import Execution, affordable_fuel, cost_for, fee_for
 from marketplace.apikeys import api_key_give_back
 from marketplace.models import Task
 from marketplace.quotes import fuel_sample_sql
-from marketplace.webhooks.outbox import EventInsert, webhook_event_insert, webhook_event_send
+from marketplace.webhooks.outbox import EventInsert, webhook_event_insert
 from reputation.models import ReputationEvent
 from reputation.policies import Outcome
-from reputation.record_sql import AlsoWrite, reputation_record_sql, reputation_recorded
+from reputation.record_sql import AlsoWrite
 from reputation.services import (
     Scoring,
     reputation_record,
@@ -159,14 +159,8 @@ def task_settle(
         escrow = Escrow.objects.get(task_id=task.pk)
     plan = settlement_plan(task, escrow, execution)
     for tries in range(1, SETTLE_TRIES + 1):
-        scoring = reputation_score(
-            agent_id=task.agent_id,
-            task_id=task.pk,
-            requester_id=task.requester_id,
-            outcome=plan.outcome,
-        )
         try:
-            return _settle(plan, attempt=attempt, scoring=scoring)
+            return _settle_scored(plan, attempt=attempt)
         except OperationalError as exc:
             # Reputation is taken last (see _settle), against the lock order a dispute's
             # refund keeps: the rare deadlock between them is resolved by trying again.
@@ -176,16 +170,69 @@ def task_settle(
     return False  # not reached
 
 
+def _settle_scored(plan: Settlement, *, attempt: int) -> bool:
+    """Score the outcome against the standing as it is now, then settle: on PostgreSQL, when
+    everything goes in one statement and no transaction is open, that statement alone is
+    the transaction (read, then one round trip); it refuses itself if the standing moved on
+    meanwhile, and is tried again with the outcome scored again, a few times. Otherwise,
+    or after those, or when the channel or escrow refused it (the transaction then says
+    why), in a transaction of its own."""
+    if _finish_with_result(plan) is not None and not connection.in_atomic_block:
+        for _ in range(RESCORE_TRIES + 1):
+            try:
+                return _settle_at_once(plan, attempt=attempt, scoring=_score(plan))
+            except StandingMoved:
+                continue
+            except Refused:
+                break
+    return _settle(plan, attempt=attempt, scoring=_score(plan))
+
+
+def _score(plan: Settlement) -> Scoring:
+    task = plan.task
+    return reputation_score(
+        agent_id=task.agent_id,
+        task_id=task.pk,
+        requester_id=task.requester_id,
+        outcome=plan.outcome,
+    )
+
+
+def _settle_at_once(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
+    """The whole settlement as one statement in autocommit: the result, its money, and the
+    reputation, all or nothing (StandingMoved: nothing written)."""
+    task = plan.task
+    recorded = task_result_record(
+        task.pk,
+        attempt=attempt,
+        result=plan.result,
+        receipt=plan.receipt(scoring.delta),
+        event=_webhook(plan),
+        finish=_finish_with_result(plan),
+        reputation=(scoring, _fuel_sample(plan) if plan.succeeded else None),
+        scored_or_refused=True,
+    )
+    if recorded is None:
+        return False
+    if recorded.channel_due:  # the last task of a closing channel (else the sweep's)
+        channel_settle_if_due(channel_id=plan.escrow.channel_id)
+    return True
+
+
+def _webhook(plan: Settlement) -> EventInsert:
+    # Small rows only: the event's data is rendered at delivery, outside any transaction.
+    return webhook_event_insert(
+        owner_id=plan.task.requester_id,
+        type="task.succeeded" if plan.succeeded else "task.failed",
+        object_id=str(plan.task.pk),
+    )
+
+
 @transaction.atomic(durable=True)
 def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
     task, escrow = plan.task, plan.escrow
     signed = plan.receipt(scoring.delta)
-    # Small rows only: the event's data is rendered at delivery, outside any transaction.
-    webhook = webhook_event_insert(
-        owner_id=task.requester_id,
-        type="task.succeeded" if plan.succeeded else "task.failed",
-        object_id=str(task.pk),
-    )
+    webhook = _webhook(plan)
     # The task's money goes in the statement that records its result on PostgreSQL (in the
     # lock order: the task, the channel or escrow, the accounts), unless an API key comes
     # between.
@@ -297,113 +344,3 @@ def _settle_money(plan: Settlement) -> None:
         escrow_release(escrow_id=escrow.pk, cost=cost, fee=fee, escrow=escrow)
     else:
         escrow_refund(escrow_id=escrow.pk, escrow=escrow)
-
-
-# The result's field names → the UPDATE that records it, built once per process.
-RESULT_SQL: dict[tuple[str, ...], tuple[str, list[Field[Any, Any]]]] = {}
-
-
-def _result_update(task_id: Any, attempt: int, result: dict[str, Any]) -> tuple[str, list[Any]]:
-    """running (this attempt) → the result: what the ORM's `update(**result)` on that
-    filter compiles to (each value prepared by its field), with the SQL built once."""
-    key = tuple(result)
-    if key not in RESULT_SQL:
-        fields = [cast("Field[Any, Any]", Task._meta.get_field(name)) for name in key]
-        quote = connection.ops.quote_name
-        sets = ", ".join(f"{quote(str(field.column))} = %s" for field in fields)
-        sql = (
-            f"UPDATE {quote(Task._meta.db_table)} SET {sets} "  # noqa: S608
-            "WHERE id = %s AND status = %s AND attempts = %s"
-        )
-        RESULT_SQL[key] = (sql, fields)
-    sql, columns = RESULT_SQL[key]
-    params = [
-        column.get_db_prep_save(value, connection)
-        for column, value in zip(columns, result.values(), strict=True)
-    ]
-    params += [Task._meta.pk.get_db_prep_value(task_id, connection), Task.Status.RUNNING, attempt]
-    return sql, params
-
-
-def task_result_record(
-    task_id: Any,
-    *,
-    attempt: int,
-    result: dict[str, Any],
-    receipt: dict[str, str],
-    event: EventInsert | None = None,
-    finish: ChannelFinish | EscrowFinish | None = None,
-    reputation: tuple[Scoring, AlsoWrite | None] | None = None,
-) -> Recorded | None:
-    """running (this attempt) → final, the receipt and the webhook event (and with `finish`,
-    the task's channel or escrow row and its money; with `reputation`, a Scoring and what
-    goes with it, recorded last if the standing is unchanged): one statement on PostgreSQL.
-
-    Recorded for the one caller whose attempt held the task; None, and nothing written,
-    for another.
-    """
-    running = Task.objects.filter(pk=task_id, status=Task.Status.RUNNING, attempts=attempt)
-    if connection.vendor != "postgresql":
-        assert finish is None and reputation is None, "PostgreSQL only"
-        if running.update(**result) != 1:
-            return None
-        Receipt.objects.create(task_id=task_id, **receipt)
-        if event is not None:
-            with connection.cursor() as cursor:
-                cursor.execute(f"{event.into} {event.select}", event.params)
-                if cursor.rowcount > 0:
-                    webhook_event_send(event.event_id)
-        return Recorded()
-    update, params = _result_update(task_id, attempt, result)
-    table = Task._meta.db_table
-    receipts = Receipt._meta.db_table
-    # The event only with the result: its rows are inserted if the task was settled here.
-    events, event_params = (
-        (
-            f", events AS ({event.into} SELECT * FROM ({event.select}) AS event "  # noqa: S608
-            "WHERE EXISTS (SELECT 1 FROM settled) RETURNING 1)",
-            event.params,
-        )
-        if event is not None
-        else ("", [])
-    )
-    counted = "(SELECT count(*) FROM events)" if event is not None else "0"
-    finished, finish_params, finish_columns = finish.sql() if finish is not None else ("", [], "")
-    scored, scored_params = (
-        reputation_record_sql(*reputation, after="settled") if reputation else ("", [])
-    )
-    # Selected last, so that the agent's row is locked after every other row here.
-    scored, scored_column = (
-        (f", {scored}", ", (SELECT id FROM scored_event)") if scored else ("", "")
-    )
-    sql = (
-        f"WITH settled AS ({update} RETURNING {table}.id), "  # noqa: S608
-        f"receipt AS (INSERT INTO {receipts} (task_id, payload, signature, key_id, created_at) "
-        f"SELECT id, %s, %s, %s, %s FROM settled RETURNING task_id){events}{finished}{scored} "
-        f"SELECT task_id, {counted}{finish_columns}{scored_column} FROM receipt"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            sql,
-            [
-                *params,
-                receipt["payload"],
-                receipt["signature"],
-                receipt["key_id"],
-                timezone.now(),
-                *event_params,
-                *finish_params,
-                *scored_params,
-            ],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    event_id = row[-1] if reputation else None
-    row = row[:-1] if reputation else row
-    recorded = Recorded() if finish is None else finish.verdict(row[2:])
-    if reputation and event_id is not None:
-        recorded = replace(recorded, event=reputation_recorded(reputation[0], event_id))
-    if event is not None and row[1] > 0:
-        webhook_event_send(event.event_id)
-    return recorded

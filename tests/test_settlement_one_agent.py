@@ -122,39 +122,53 @@ def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, monkeypatch
     assert reputation.ok, reputation.violations
 
 
-@pytest.mark.parametrize("tries", [settlement.RESCORE_TRIES, 0])
+@pytest.mark.parametrize(
+    ("tries", "interleaved", "under_lock"),
+    [
+        # Its one statement refuses itself, and the second try settles it.
+        (settlement.RESCORE_TRIES, 1, 0),
+        # Both its tries refuse themselves; in a transaction, its statement records all
+        # but the reputation, which is scored again and written without the lock.
+        (1, 3, 0),
+        # No more tries: in a transaction, scored again under the reputation row's lock.
+        (0, 2, 1),
+    ],
+)
 def test_a_standing_moved_on_before_the_statement_is_scored_again(
-    bob, monkeypatch, settings, tries
+    bob, monkeypatch, settings, tries, interleaved, under_lock
 ):
-    """Another settlement of the agent commits between a settlement's read of the standing
-    and its statement: the statement records the result and money but not the stale
-    scoring; the outcome is scored again (without the lock, or with `tries` = 0 under it),
-    and the receipt is signed again with the delta the event recorded."""
+    """Other settlements of the agent commit between a settlement's reads of the standing
+    and its statements: nothing is written with a stale scoring; the outcome is scored
+    again, and the receipt signs the delta the event recorded."""
     monkeypatch.setattr(settlement, "RESCORE_TRIES", tries)
-    # One requester's successes move the agent by 5 a day at most: 3.4, then 1.6.
+    # One requester's successes move the agent by 5 a day at most: 3.4, then 1.6, then 0.
     settings.REPUTATION_DAILY_CAP_PER_REQUESTER = 5
     locked: list[int] = []
-    under_lock = settlement.reputation_score_locked
-    monkeypatch.setattr(
-        settlement,
-        "reputation_score_locked",
-        lambda **kwargs: locked.append(1) or under_lock(**kwargs),
-    )
+    score_locked = settlement.reputation_score_locked
+
+    def counted(**kwargs):
+        locked.append(1)
+        return score_locked(**kwargs)
+
+    monkeypatch.setattr(settlement, "reputation_score_locked", counted)
     agent = AgentFactory.create(owner=bob, slug="popular", base_fee=1_000, fuel_price=2_000)
     Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
     agent.refresh_from_db()
     alice = UserFactory.create(username="alice")
-    deposit_create(user_id=alice.pk, amount=2 * BUDGET)
-    first = task_submit(requester=alice, agent=agent, input="a", budget=BUDGET)
-    second = task_submit(requester=alice, agent=agent, input="b", budget=BUDGET)
-    claims = {task.pk: task_claim(task_id=task.pk) for task in (first, second)}
+    deposit_create(user_id=alice.pk, amount=(1 + interleaved) * BUDGET)
+    tasks = [
+        task_submit(requester=alice, agent=agent, input=str(i), budget=BUDGET)
+        for i in range(1 + interleaved)
+    ]
+    first, others = tasks[0], tasks[1:]
+    claims = {task.pk: task_claim(task_id=task.pk) for task in tasks}
     read = settlement.reputation_score
-    interleaved: list[bool] = []
+    waiting = list(others)
 
-    def read_then_let_the_other_settle(**kwargs):
+    def read_then_let_another_settle(**kwargs):
         scoring = read(**kwargs)
-        if kwargs["task_id"] == first.pk and not interleaved:
-            interleaved.append(settle(second.pk))
+        if kwargs["task_id"] == first.pk and waiting:
+            assert settle(waiting.pop(0).pk)
         return scoring
 
     def settle(task_id) -> bool:
@@ -167,23 +181,27 @@ def test_a_standing_moved_on_before_the_statement_is_scored_again(
             task_id=task_id, attempt=attempt, execution=success, task=task, escrow=escrow
         )
 
-    monkeypatch.setattr(settlement, "reputation_score", read_then_let_the_other_settle)
-    assert settle(first.pk) and interleaved == [True]
-    assert locked == ([] if tries else [1])
+    monkeypatch.setattr(settlement, "reputation_score", read_then_let_another_settle)
+    assert settle(first.pk) and waiting == []
+    assert len(locked) == under_lock
     rep = AgentReputation.objects.get(agent=agent)
-    assert (rep.successes, rep.failures, rep.neutral) == (2, 0, 0)
+    assert rep.successes + rep.neutral == len(tasks) and rep.failures == 0
     events = {event.task_id: event for event in ReputationEvent.objects.filter(agent=agent)}
-    assert set(events) == {first.pk, second.pk}
-    # Scored against the standing the second settlement left: what was left of the cap.
-    assert events[first.pk].score_before == events[second.pk].score_after
-    assert (events[second.pk].delta, events[first.pk].delta) == (Decimal("3.4"), Decimal("1.6"))
-    for task in (first, second):
+    assert set(events) == {task.pk for task in tasks}
+    # Scored against the standing the last of the others left.
+    assert events[first.pk].score_before == events[others[-1].pk].score_after
+    if interleaved == 1:  # what was left of the cap: the receipt was signed again
+        assert (events[others[0].pk].delta, events[first.pk].delta) == (
+            Decimal("3.4"),
+            Decimal("1.6"),
+        )
+    for task in tasks:
         receipt = Receipt.objects.get(task_id=task.pk)
         assert receipt_verify(receipt.as_dict())
         payload = json.loads(receipt.payload)
         assert Decimal(payload["reputation_delta"]) == events[task.pk].delta
         assert Task.objects.get(pk=task.pk).status == "succeeded"
-    assert Escrow.objects.filter(status="released").count() == 2
+    assert Escrow.objects.filter(status="released").count() == len(tasks)
     ledger = ledger_audit()
     assert ledger.ok, ledger.violations
     reputation = reputation_audit()
