@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -171,21 +172,42 @@ def task_settle(
 
 
 def _settle_scored(plan: Settlement, *, attempt: int) -> bool:
-    """Score the outcome against the standing as it is now, then settle: on PostgreSQL, when
-    everything goes in one statement and no transaction is open, that statement alone is
-    the transaction (read, then one round trip); it refuses itself if the standing moved on
-    meanwhile, and is tried again with the outcome scored again, a few times. Otherwise,
-    or after those, or when the channel or escrow refused it (the transaction then says
-    why), in a transaction of its own."""
-    if _finish_with_result(plan) is not None and not connection.in_atomic_block:
-        for _ in range(RESCORE_TRIES + 1):
-            try:
-                return _settle_at_once(plan, attempt=attempt, scoring=_score(plan))
-            except StandingMoved:
-                continue
-            except Refused:
-                break
+    """Score the outcome against the standing as it is now, then settle.
+
+    On PostgreSQL, when everything goes in one statement and no transaction is open, that
+    statement alone is the transaction: the read, then one round trip. It refuses itself
+    if the standing moved on meanwhile; the agent then counts as contended for
+    CONTENDED_SECONDS, and its settlements go in a transaction, whose statement writes all
+    but the reputation whatever the standing, the reputation being scored again after it
+    if need be. So does a task whose channel or escrow refused (the transaction then says
+    why), and any settlement elsewhere."""
+    agent_id = plan.task.agent_id
+    if _finish_with_result(plan) is None or connection.in_atomic_block:
+        return _settle(plan, attempt=attempt, scoring=_score(plan))
+    if not _contended(agent_id):
+        try:
+            return _settle_at_once(plan, attempt=attempt, scoring=_score(plan))
+        except StandingMoved:
+            _contention_seen(agent_id)
+        except Refused:
+            return _settle(plan, attempt=attempt, scoring=_score(plan))
+    # Others settle this agent right now: the statement writes everything but the
+    # reputation in any case, and a standing that moved on is scored again after it.
     return _settle(plan, attempt=attempt, scoring=_score(plan))
+
+
+# Agents whose settlements met others' lately, in this process: agent id → when (monotonic).
+_CONTENDED: dict[int, float] = {}
+CONTENDED_SECONDS = 1.0
+
+
+def _contended(agent_id: int) -> bool:
+    seen = _CONTENDED.get(agent_id)
+    return seen is not None and time.monotonic() - seen < CONTENDED_SECONDS
+
+
+def _contention_seen(agent_id: int) -> None:
+    _CONTENDED[agent_id] = time.monotonic()
 
 
 def _score(plan: Settlement) -> Scoring:
@@ -230,6 +252,8 @@ def _webhook(plan: Settlement) -> EventInsert:
 
 @transaction.atomic(durable=True)
 def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
+    """The settlement in a transaction, the reputation last: as scored before it if the
+    standing has not moved on, else scored again."""
     task, escrow = plan.task, plan.escrow
     signed = plan.receipt(scoring.delta)
     webhook = _webhook(plan)
@@ -258,7 +282,11 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
     # Reputation last: every settlement of one agent writes its row, so its lock is held
     # for the end of one statement and the commit. The fuel sample quotes are computed
     # from goes with the event, under the same lock.
-    event = recorded.event or _reputation_write(plan, scoring, sample, tried=finish is not None)
+    event = recorded.event
+    if event is None:
+        if finish is not None:  # the statement found the standing moved on
+            _contention_seen(task.agent_id)
+        event = _reputation_write(plan, scoring, sample, tried=finish is not None)
     if event.delta != scoring.delta:  # the receipt, signed again with what was scored
         Receipt.objects.filter(task_id=task.pk).update(**plan.receipt(event.delta))
     return True
