@@ -2,12 +2,13 @@
 
 Everything that can be is done before the transaction: the cost, the outcome scored
 against the agent's standing, the receipt signed over all of it. Inside it, each row
-is written by one statement, in the lock order (tasks, API keys, channels, escrows,
-accounts) — except the agent's reputation row, written last: every settlement of one
-agent writes it, so its lock is held for one statement and the commit.
+is written once, in the lock order (tasks, API keys, channels, escrows, accounts) —
+except the agent's reputation row, written last: every settlement of one agent writes
+it, so its lock is held as briefly as can be.
 
-Round trips (PostgreSQL): an escrow settlement takes at most 10 counting the standing's
-read before BEGIN (tests/test_round_trips.py holds every path to its budget).
+On PostgreSQL, without an API key, all of it is one statement that is its own
+transaction (see `_settle_scored`): 2 round trips with the standing's read
+(tests/test_round_trips.py holds every path to its budget).
 """
 
 from __future__ import annotations
