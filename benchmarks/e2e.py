@@ -365,8 +365,9 @@ def main() -> None:
         )
     print("target settlement p99 < 25 ms: " + "; ".join(verdicts))
     print(
-        "(the 4 threads share one process, and every settlement here locks the same escrow "
-        "and platform-fee accounts, requester wallet and agent reputation row)"
+        "(the 4 threads share one process and its GIL, and every settlement here writes the "
+        "same requester wallet and agent reputation row: one agent's settlements take turns "
+        "on that row, the reference's too)"
     )
 
     # Where a settlement's time goes: every statement and commit timed, one thread.
