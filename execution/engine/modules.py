@@ -91,17 +91,26 @@ class _Ticker(threading.Thread):
         self._engine = engine
         self.stopped = threading.Event()
 
+        self._epoch_start = time.monotonic()
+        self._ticks_made = 0
+
     def run(self) -> None:
         # Ticks follow the monotonic clock rather than counting sleeps, which each overrun
         # a little: over a 60 s deadline those overruns would add up to more than a second.
         period = EPOCH_TICK_MS / 1000
-        started = time.monotonic()
-        ticks = 0
-        while not self.stopped.wait(max(0.0, started + (ticks + 1) * period - time.monotonic())):
-            due = int((time.monotonic() - started) / period)
-            while ticks < due:
+        while not self.stopped.wait(
+            max(0.0, self._epoch_start + (self._ticks_made + 1) * period - time.monotonic())
+        ):
+            due = int((time.monotonic() - self._epoch_start) / period)
+            while self._ticks_made < due:
                 self._engine.increment_epoch()
-                ticks += 1
+                self._ticks_made += 1
+
+    def behind(self) -> int:
+        """Ticks already due that this thread has not made yet (it was not scheduled in
+        time, on a busy machine): they will come in a burst, and count time gone by."""
+        due = int((time.monotonic() - self._epoch_start) / (EPOCH_TICK_MS / 1000))
+        return max(0, due - self._ticks_made)
 
 
 @dataclass

@@ -172,8 +172,10 @@ def _run_in_store(
     stderr = host.CappedBuffer(limits.stderr_bytes, strict=False)
 
     # The deadline counts ticks from now and the current tick is already partly gone:
-    # one extra tick keeps the guest from being stopped before its full timeout.
-    store.set_epoch_deadline(math.ceil(limits.timeout_ms / modules.EPOCH_TICK_MS) + 1)
+    # one extra tick keeps the guest from being stopped before its full timeout, and the
+    # ticks a late ticker still owes for time gone by are added, or their burst would.
+    ticks = math.ceil(limits.timeout_ms / modules.EPOCH_TICK_MS) + 1
+    store.set_epoch_deadline(ticks + modules.runtime().ticker.behind())
     memory: wasmtime.Memory | None = None
     exit_code: int | None = None
     ending: BaseException | None = None

@@ -78,6 +78,18 @@ def test_infinite_loop_times_out_at_the_wall_clock_deadline():
     assert 300 <= result.elapsed_ms <= 300 + DEADLINE_MARGIN_MS
 
 
+def test_a_late_epoch_ticker_does_not_stop_a_guest_before_its_timeout():
+    # On a busy machine the ticker thread runs late, then makes the ticks it owes in a
+    # burst: counted from the run's start, they would end it that much early.
+    modules.runtime()  # started, with its ticker
+    ticker = modules.runtime().ticker
+    ticker._ticks_made -= 10  # as if it had been starved for 100 ms
+    result = run_corpus("infinite_loop", fuel=10**13, timeout_ms=300)
+
+    assert result.failure_reason == sandbox.TIMEOUT
+    assert 300 <= result.elapsed_ms <= 300 + DEADLINE_MARGIN_MS
+
+
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 def test_deadline_still_fires_in_a_worker_forked_after_the_engine_started():
     # django-q2 forks its workers from a parent that may already have used wasm.
