@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Imported first: it refuses anything but PostgreSQL and sets Django up.
 from benchmarks.common import (
     BUDGET,
+    ECHO,
     INPUT,
     RUN_ID,
     Claim,
@@ -58,9 +59,9 @@ from django.utils import timezone
 from escrow.models import Account, Transfer
 from escrow.services import wallet_id
 from execution.engine import sandbox
-from marketplace.binaries import binary_read
+from marketplace.binaries import binary_read, binary_upload
 from marketplace.models import Agent, Task
-from marketplace.services import task_submit, user_create
+from marketplace.services import agent_create, task_submit, user_create
 from tests.workers import Cluster
 
 # isort: split
@@ -182,6 +183,41 @@ def cluster_run(world: World, workers: int, tasks: int, paced: int) -> ClusterRu
 
 
 # --- in-process timings --------------------------------------------------------------------
+
+
+def spread_run(world: World, settle: Callable[[Claim], None], count: int, reference_n: int) -> None:
+    """The 4 threads again, each settling the tasks of an agent of its own (the reference
+    spread over 4 agents too): what settling one agent from every thread costs above."""
+    agents = [world.agent]
+    for i in range(1, 4):
+        agent = agent_create(
+            owner=world.owner,
+            slug=f"bench-echo-{RUN_ID}-{i}",
+            name=f"Benchmark echo {RUN_ID} {i}",
+            base_fee=1_000,
+            fuel_price=2_000,
+        )
+        binary_upload(agent=agent, data=ECHO.read_bytes())
+        agents.append(agent)
+    ids = [
+        task_submit(requester=world.requester, agent=agents[i % 4], input=INPUT, budget=BUDGET).pk
+        for i in range(count)
+    ]
+    claims = [claim_task(task_id) for task_id in ids]
+    durations, wall = timed_threads(
+        [[claim for claim in claims if claim.task.agent_id == a.pk] for a in agents], settle
+    )
+    line = (
+        f"task_settle, 4 threads, an agent each: {count / wall:,.0f}/s, "
+        f"p99 {percentiles(durations)[2] * 1000:.1f} ms"
+    )
+    if reference_n:
+        ref = reference.reference_run(threads=4, n=reference_n, agents=4)
+        line += (
+            f"; reference over 4 agents {ref.rate:,.0f}/s, p99 {ref.p99 * 1000:.1f} ms "
+            f"({count / wall / ref.rate:.2f}×)"
+        )
+    print(line)
 
 
 def split(items: Sequence[T], parts: int) -> list[list[T]]:
@@ -369,6 +405,7 @@ def main() -> None:
         "same requester wallet and agent reputation row: one agent's settlements take turns "
         "on that row, the reference's too)"
     )
+    spread_run(world, settle, args.settlements, args.reference if why_not is None else 0)
 
     # Where a settlement's time goes: every statement and commit timed, one thread.
     sample = claimed(world, 100)
