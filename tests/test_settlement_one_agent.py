@@ -41,18 +41,29 @@ def outcome(index: int) -> Execution:
     return Execution(exit_code=0, stdout=b"ok", fuel_used=1_000 + index, fuel_limit=10_000)
 
 
-def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, monkeypatch, capsys):
-    rescored: list[int] = []
+def popular_agent(owner) -> Agent:
+    agent = AgentFactory.create(owner=owner, slug="popular", base_fee=1_000, fuel_price=2_000)
+    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
+    agent.refresh_from_db()
+    return agent
+
+
+def scored_under_lock(monkeypatch) -> list[int]:
+    """A list that gets an item each time a settlement scores under the reputation lock."""
+    calls: list[int] = []
     under_lock = settlement.reputation_score_locked
 
     def counted(**kwargs):
-        rescored.append(1)
+        calls.append(1)
         return under_lock(**kwargs)
 
     monkeypatch.setattr(settlement, "reputation_score_locked", counted)
-    agent = AgentFactory.create(owner=bob, slug="popular", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
+    return calls
+
+
+def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, monkeypatch, capsys):
+    rescored = scored_under_lock(monkeypatch)
+    agent = popular_agent(bob)
     requesters = [UserFactory.create(username=f"r{i}") for i in range(THREADS)]
     for requester in requesters:
         deposit_create(user_id=requester.pk, amount=TASKS_EACH * BUDGET)
@@ -143,17 +154,8 @@ def test_a_standing_moved_on_before_the_statement_is_scored_again(
     monkeypatch.setattr(settlement, "RESCORE_TRIES", tries)
     # One requester's successes move the agent by 5 a day at most: 3.4, then 1.6, then 0.
     settings.REPUTATION_DAILY_CAP_PER_REQUESTER = 5
-    locked: list[int] = []
-    score_locked = settlement.reputation_score_locked
-
-    def counted(**kwargs):
-        locked.append(1)
-        return score_locked(**kwargs)
-
-    monkeypatch.setattr(settlement, "reputation_score_locked", counted)
-    agent = AgentFactory.create(owner=bob, slug="popular", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
+    locked = scored_under_lock(monkeypatch)
+    agent = popular_agent(bob)
     alice = UserFactory.create(username="alice")
     deposit_create(user_id=alice.pk, amount=(1 + interleaved) * BUDGET)
     tasks = [
