@@ -92,9 +92,9 @@ def task_result_record(
     Recorded for the one caller whose attempt held the task; None, and nothing written,
     for another.
     """
-    running = Task.objects.filter(pk=task_id, status=Task.Status.RUNNING, attempts=attempt)
     if connection.vendor != "postgresql":
         assert finish is None and reputation is None, "PostgreSQL only"
+        running = Task.objects.filter(pk=task_id, status=Task.Status.RUNNING, attempts=attempt)
         if running.update(**result) != 1:
             return None
         Receipt.objects.create(task_id=task_id, **receipt)

@@ -305,20 +305,14 @@ def _reputation_write(
     if another event came first, score it again against the standing as it now is (a
     statement of its own, whose snapshot sees that event) and write that, a few times;
     then under the row's lock."""
-    task = plan.task
     event = None if tried else reputation_record(scoring, sample)
     for _ in range(RESCORE_TRIES):
         if event is not None:
             return event
-        scoring = reputation_score(
-            agent_id=task.agent_id,
-            task_id=task.pk,
-            requester_id=task.requester_id,
-            outcome=plan.outcome,
-        )
-        event = reputation_record(scoring, sample)
+        event = reputation_record(_score(plan), sample)
     if event is not None:
         return event
+    task = plan.task
     _, event = reputation_score_locked(
         agent_id=task.agent_id,
         task_id=task.pk,
@@ -327,7 +321,6 @@ def _reputation_write(
         also=sample,
     )
     return event
-    return True
 
 
 def _fuel_sample(plan: Settlement) -> AlsoWrite:

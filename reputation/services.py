@@ -61,9 +61,9 @@ class Record:
     requester_known: bool  # some earlier outcome of the requester's was scored
 
 
-def record_of(*, agent_id: int, task_id: Any, requester_id: Any, day: datetime.date) -> Record:
-    theirs = ReputationEvent.objects.filter(agent_id=agent_id, requester_id=requester_id)
-    today = (
+def _moved_on(theirs: Any, day: datetime.date) -> Subquery:
+    """How far these events moved the agent on `day`: the daily cap's sum."""
+    return Subquery(
         theirs.filter(settled_on=day)
         .exclude(delta=0)  # adds nothing, and leaves the partial index usable
         .order_by()
@@ -71,6 +71,11 @@ def record_of(*, agent_id: int, task_id: Any, requester_id: Any, day: datetime.d
         .annotate(total=Sum(Abs("delta")))
         .values("total")
     )
+
+
+def record_of(*, agent_id: int, task_id: Any, requester_id: Any, day: datetime.date) -> Record:
+    theirs = ReputationEvent.objects.filter(agent_id=agent_id, requester_id=requester_id)
+    today = _moved_on(theirs, day)
     no = Value(False)
     row = (
         AgentReputation.objects.filter(agent_id=agent_id)
@@ -78,7 +83,7 @@ def record_of(*, agent_id: int, task_id: Any, requester_id: Any, day: datetime.d
             scored_already=Exists(ReputationEvent.objects.filter(task_id=task_id))
             if task_id is not None
             else no,
-            moved_today=Coalesce(Subquery(today), Value(Decimal(0)), output_field=score_field()),
+            moved_today=Coalesce(today, Value(Decimal(0)), output_field=score_field()),
             requester_known=Exists(theirs.exclude(outcome=OutcomeKind.NEUTRAL))
             if requester_id is not None
             else no,
@@ -230,20 +235,13 @@ def _validate(outcome: Outcome) -> None:
 
 def _standing_read_orm(agent_id: int, requester_id: Any, day: datetime.date) -> dict | None:
     theirs = ReputationEvent.objects.filter(agent_id=agent_id, requester_id=requester_id)
-    today = (
-        theirs.filter(settled_on=day)
-        .exclude(delta=0)  # adds nothing, and leaves the partial index usable
-        .order_by()
-        .values("agent_id")
-        .annotate(total=Sum(Abs("delta")))
-        .values("total")
-    )
+    today = _moved_on(theirs, day)
     no = Value(False)
     return (
         AgentReputation.objects.filter(agent_id=agent_id)
         .values(
             *STANDING_FIELDS,
-            moved_today=Coalesce(Subquery(today), Value(Decimal(0)), output_field=score_field()),
+            moved_today=Coalesce(today, Value(Decimal(0)), output_field=score_field()),
             requester_known=Exists(theirs.exclude(outcome=OutcomeKind.NEUTRAL))
             if requester_id is not None
             else no,
