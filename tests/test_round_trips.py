@@ -20,14 +20,17 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from escrow.channels import channel_open, key_register, voucher_message
+from escrow.earning_models import Earning
 from escrow.errors import EscrowStateError
-from escrow.models import Escrow
+from escrow.models import Escrow, Transfer
 from escrow.services import deposit_create
+from execution.models import Receipt
 from execution.services import Execution, task_claim, task_settle
 from marketplace.apikeys.lifecycle import api_key_create
 from marketplace.models import Agent, Task
 from marketplace.services import task_submit
 from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
+from reputation.models import ReputationEvent
 from tests.factories import AgentBinaryFactory, AgentFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -321,3 +324,30 @@ def test_a_channel_settlement_refused_in_its_statement_writes_nothing(requester,
     assert not WebhookDelivery.objects.exists()
     # The row put back as it was, for the ledger audit after the test.
     Escrow.objects.filter(task_id=task.pk).update(status=Escrow.Status.PENDING)
+
+
+def test_an_escrow_settlement_refused_in_its_statement_writes_nothing(requester, agent):
+    """The escrow left `funded` under the running task (an operator refunded it): the one
+    statement refuses itself, the settlement redone in a transaction says why, and neither
+    leaves a result, a receipt, an event, an earning or a transfer behind."""
+    task = _submit(requester, agent)
+    claim = task_claim(task_id=task.pk)
+    assert claim is not None
+    claimed, attempt = claim
+    escrow = Escrow.objects.get(task_id=task.pk)
+    Escrow.objects.filter(pk=escrow.pk).update(status=Escrow.Status.REFUNDED)
+    with CaptureQueriesContext(connection) as captured, pytest.raises(EscrowStateError):
+        task_settle(
+            task_id=task.pk, attempt=attempt, execution=SUCCESS, task=claimed, escrow=escrow
+        )
+    statements = [query["sql"] for query in captured.captured_queries]
+    assert any("settlement_refused()" in sql for sql in statements)  # tried at once first
+    stored = Task.objects.get(pk=task.pk)
+    assert (stored.status, stored.cost) == ("running", None)
+    assert not Receipt.objects.filter(task_id=task.pk).exists()
+    assert not ReputationEvent.objects.filter(task_id=task.pk).exists()
+    assert not Earning.objects.filter(task_id=task.pk).exists()
+    assert not Transfer.objects.filter(task_id=task.pk).exclude(kind="escrow_hold").exists()
+    assert not WebhookDelivery.objects.exists()
+    # The row put back as it was, for the ledger audit after the test.
+    Escrow.objects.filter(pk=escrow.pk).update(status=Escrow.Status.FUNDED)
