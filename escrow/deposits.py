@@ -6,12 +6,16 @@
 3. `deposit_complete` moves pending → completed (conditional UPDATE) and posts
    external → wallet in one transaction, or `deposit_fail` moves it to failed.
 
-A crash between 1 and 3 leaves a pending deposit; `deposits_recover` asks the provider what
-became of its reference and completes or fails it.
+Only a refusal fails a deposit. Any other answer (a timeout, `pending`, `unknown`) means
+the provider may still collect under that reference, so the deposit stays pending and
+keeps it: recovery (`deposits_recover`) and a client's retry with the same Idempotency-Key
+ask again with the same reference, and a collection that lands late is credited once,
+by whichever of them (or the daily reconciliation) sees it first.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 
@@ -33,6 +37,7 @@ from escrow.services import (
 )
 
 Status = Deposit.Status
+log = logging.getLogger(__name__)
 
 
 def _reference_new() -> str:
@@ -55,14 +60,7 @@ def deposit_begin(
         if existing is not None:
             if existing.amount != amount:
                 raise IdempotencyConflict()
-            if existing.status == Status.FAILED:
-                # A refused collection moved no money: a retry asks again, under a new
-                # reference (the provider would repeat its refusal for the old one).
-                Deposit.objects.filter(pk=existing.pk, status=Status.FAILED).update(
-                    status=Status.PENDING, failure="", reference=_reference_new()
-                )
-                existing.refresh_from_db()
-            return existing
+            return existing  # a failed one is for `deposit_run` to look into
         try:
             with transaction.atomic():
                 return Deposit.objects.create(
@@ -71,6 +69,17 @@ def deposit_begin(
         except IntegrityError:
             continue  # a concurrent twin inserted it first
     raise IdempotencyConflict()
+
+
+def deposit_reopen(*, deposit_id: int, new_reference: bool) -> Deposit:
+    """failed → pending for a retry: under a new reference only when the provider refused
+    the old one for good (it would only repeat the refusal); otherwise under the same one,
+    which the provider may still collect."""
+    fields: dict[str, object] = {"status": Status.PENDING, "failure": "", "completed_at": None}
+    if new_reference:
+        fields["reference"] = _reference_new()
+    Deposit.objects.filter(pk=deposit_id, status=Status.FAILED).update(**fields)
+    return Deposit.objects.get(pk=deposit_id)
 
 
 def _transfer_key(deposit: Deposit) -> str:
@@ -86,9 +95,12 @@ def deposit_complete(*, deposit_id: int, provider_reference: str) -> Transfer:
 
     The row lock taken with the status condition picks the one caller that completes it
     (PostgreSQL re-checks the condition after waiting, like a conditional UPDATE)."""
+    # A failed deposit too: only a refusal fails one, but a collection the provider made
+    # anyway (found by reconciliation, or a row failed before that rule) is still owed.
+    unfinished = (Status.PENDING, Status.FAILED)
     deposit = (
         Deposit.objects.select_for_update(no_key=True)
-        .filter(pk=deposit_id, status=Status.PENDING)
+        .filter(pk=deposit_id, status__in=unfinished)
         .first()
     )
     if deposit is None:
@@ -108,8 +120,9 @@ def deposit_complete(*, deposit_id: int, provider_reference: str) -> Transfer:
             )
         ]
     )
-    Deposit.objects.filter(pk=deposit_id, status=Status.PENDING).update(
+    Deposit.objects.filter(pk=deposit_id, status__in=unfinished).update(
         status=Status.COMPLETED,
+        failure="",
         transfer=transfer,
         provider_reference=provider_reference[:200],
         completed_at=timezone.now(),
@@ -126,6 +139,19 @@ def deposit_fail(*, deposit_id: int, failure: str) -> bool:
     )
 
 
+def _collect(deposit: Deposit) -> Transfer:
+    """Ask the provider to collect under the deposit's reference and record its answer:
+    credited, or failed on a refusal. Anything else leaves the deposit pending and raises."""
+    try:
+        reference = funding_provider(deposit.provider).collect(
+            user_id=deposit.user_id, amount=deposit.amount, reference=deposit.reference
+        )
+    except DomainError as error:
+        deposit_fail(deposit_id=deposit.pk, failure=error.message)
+        raise
+    return deposit_complete(deposit_id=deposit.pk, provider_reference=reference)
+
+
 def deposit_run(
     *, user_id: int, amount: int, idempotency_key: str | None = None, provider: str | None = None
 ) -> Transfer:
@@ -136,18 +162,21 @@ def deposit_run(
     )
     if deposit.transfer is not None:  # completed before
         return deposit.transfer
-    try:
-        reference = funding_provider(name).collect(
-            user_id=user_id, amount=amount, reference=deposit.reference
-        )
-    except DomainError as error:
-        deposit_fail(deposit_id=deposit.pk, failure=error.message)
-        raise
-    return deposit_complete(deposit_id=deposit.pk, provider_reference=reference)
+    if deposit.status == Status.FAILED:
+        # A retry of a failed deposit. What became of its reference decides: collected
+        # after all, credit it; refused, a new reference; anything else, the provider may
+        # still collect it, so ask again under the same one.
+        status = funding_provider(deposit.provider).status(deposit.reference)
+        if status == "paid":
+            return deposit_complete(deposit_id=deposit.pk, provider_reference=deposit.reference)
+        deposit = deposit_reopen(deposit_id=deposit.pk, new_reference=status == "failed")
+    return _collect(deposit)
 
 
 def deposits_recover(*, before: datetime) -> dict[str, int]:
-    """Finish deposits left pending since before `before`, by asking the provider."""
+    """Finish deposits left pending since before `before`, by the provider's word: credit
+    what it collected, fail what it refused, wait for what is still under way, and ask again
+    (same reference) for what it doesn't know."""
     counts = {"completed": 0, "failed": 0, "pending": 0, "errors": 0}
     stale = Deposit.objects.filter(status=Status.PENDING, created_at__lt=before).order_by("pk")
     for deposit in list(stale[:500]):
@@ -156,12 +185,27 @@ def deposits_recover(*, before: datetime) -> dict[str, int]:
             if status == "paid":
                 deposit_complete(deposit_id=deposit.pk, provider_reference=deposit.reference)
                 counts["completed"] += 1
+            elif status == "failed":
+                deposit_fail(deposit_id=deposit.pk, failure="the provider refused it")
+                counts["failed"] += 1
             elif status == "pending":
                 counts["pending"] += 1
             else:
-                # Failed, or never received: no money came in.
-                deposit_fail(deposit_id=deposit.pk, failure=f"recovered: provider said {status}")
-                counts["failed"] += 1
+                # Unknown: never received, or not visible yet. The same reference collects
+                # at most once, so asking again is safe; only a refusal fails it.
+                counts[_ask_again(deposit)] += 1
         except Exception:
+            log.exception("could not recover deposit %s", deposit.pk)
             counts["errors"] += 1
     return counts
+
+
+def _ask_again(deposit: Deposit) -> str:
+    try:
+        _collect(deposit)
+    except DomainError:
+        return "failed"
+    except Exception as error:  # still no answer: it stays pending, asked again next time
+        log.warning("deposit %s: no answer from the provider: %s", deposit.pk, error)
+        return "pending"
+    return "completed"

@@ -2,10 +2,13 @@
 
 Both are written (and committed) before the provider is asked, under a unique key, so a
 crash between asking and recording leaves a row that recovery can finish by asking the
-provider about that key. Imported by `escrow.models`.
+provider about that key. The daily reconciliation records where the provider's books and
+ours disagree (`FundingDiscrepancy`). Imported by `escrow.models`.
 """
 
 from __future__ import annotations
+
+import uuid
 
 from django.conf import settings
 from django.db import models
@@ -57,6 +60,11 @@ class Deposit(models.Model):
         return f"deposit {self.pk} ({self.status}, {self.amount} µCR)"
 
 
+def withdrawal_key_new() -> str:
+    """A provider key no other database will ever send: random, not the row's id."""
+    return f"wd_{uuid.uuid4().hex}"
+
+
 class Withdrawal(models.Model):
     """wallet → payouts when asked; payouts → external when paid, back when not."""
 
@@ -75,6 +83,9 @@ class Withdrawal(models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     provider = models.CharField(max_length=32)
+    # Our idempotency key at the provider. Rows from before random keys keep the
+    # `withdrawal:<id>` they were (maybe) paid under.
+    provider_key = models.CharField(max_length=64, unique=True, default=withdrawal_key_new)
     provider_reference = models.CharField(max_length=200, blank=True)
     failure = models.CharField(max_length=200, null=True, blank=True)
     hold = models.OneToOneField(
@@ -85,6 +96,9 @@ class Withdrawal(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     processing_at = models.DateTimeField(null=True, blank=True)
+    # While a processing withdrawal's lease runs, its holder may be asking the provider:
+    # nobody else asks about it until then (see escrow.withdrawals.withdrawal_lease).
+    processing_until = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
@@ -115,4 +129,65 @@ class Withdrawal(models.Model):
     @property
     def key(self) -> str:
         """The provider's idempotency key for this payout."""
-        return f"withdrawal:{self.pk}"
+        return self.provider_key
+
+
+class FundingDiscrepancy(models.Model):
+    """Where the provider's records and ours disagree about money, for an operator to look
+    into (found by `escrow.reconcile`). Only a collection that was never credited is fixed
+    by the reconciliation itself; everything else is fixed by a person, never by moving
+    the money again automatically."""
+
+    class Kind(models.TextChoices):
+        # Paid by the provider; here failed, cancelled, still pending, or no such withdrawal.
+        PAYOUT_PAID_THERE = "payout_paid_there"
+        # Paid here; failed at the provider, or unknown to it.
+        PAYOUT_PAID_HERE = "payout_paid_here"
+        # Collected by the provider with no deposit here to credit under that reference.
+        COLLECT_UNMATCHED = "collect_unmatched"
+        # Credited here; failed at the provider, or unknown to it.
+        CREDIT_UNCOLLECTED = "credit_uncollected"
+        # Both sides name the operation, for different amounts.
+        AMOUNT_MISMATCH = "amount_mismatch"
+
+    MISSING = "missing"  # our_status when we have no row under the provider's key
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    provider = models.CharField(max_length=32)
+    # Our key at the provider: a deposit's reference or a withdrawal's provider key.
+    reference = models.CharField(max_length=200)
+    our_status = models.CharField(max_length=16)
+    provider_status = models.CharField(max_length=16)
+    our_amount = models.BigIntegerField(null=True, blank=True)
+    provider_amount = models.BigIntegerField(null=True, blank=True)
+    detected_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "funding discrepancies"
+        ordering = ["-detected_at", "-id"]
+        permissions = [("resolve_fundingdiscrepancy", "Can mark funding discrepancies resolved")]
+        indexes = [
+            models.Index(
+                fields=["kind"],
+                condition=Q(resolved_at__isnull=True),
+                name="discrepancy_open_idx",
+            )
+        ]
+        constraints = [
+            # A drift is flagged once, however many runs see it.
+            models.UniqueConstraint(
+                fields=["provider", "reference", "kind"], name="discrepancy_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.reference}"

@@ -3,7 +3,11 @@
 - `withdrawal_open` moves the amount wallet → payouts in the caller's transaction, so it
   can't be spent again while the payout is under way.
 - `withdrawal_claim` moves pending → processing by a conditional UPDATE, committed before
-  the provider is asked (outside any transaction) with the withdrawal's key.
+  the provider is asked (outside any transaction) with the withdrawal's key, and gives the
+  claimer a lease (`processing_until`): until it runs out, the claimer may be inside the
+  provider call, so nobody else asks the provider about this withdrawal. A claimer that got
+  its answer (or an error) gives the lease back; recovery takes only expired ones
+  (`withdrawal_lease_take`), so a payout is never sent twice at once.
 - `withdrawal_settle` records the answer once: paid moves payouts → external, failed moves
   payouts → wallet. The conditional UPDATE processing → final picks the one caller that
   settles; the settlement transfer's unique idempotency key (`withdrawal:<id>:settle`) is
@@ -17,7 +21,7 @@ accounts by id through `ledger_post`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -25,6 +29,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from escrow.errors import DomainError, IdempotencyConflict
+from escrow.funding import PROVIDER_CALL_TIMEOUT_SECONDS
 from escrow.models import Account, Transfer
 from escrow.payout_models import Withdrawal
 from escrow.services import (
@@ -102,12 +107,44 @@ def withdrawal_open(
         return withdrawal, True
 
 
-def withdrawal_claim(*, withdrawal_id: int) -> bool:
-    """pending → processing; True for the one caller that moved it."""
+def withdrawal_lease() -> timedelta:
+    """How long a claimer may be inside the provider call. The call gives up after
+    PROVIDER_CALL_TIMEOUT_SECONDS, and a worker stuck past Q_TIMEOUT is killed by django-q2;
+    the margin covers recording the answer."""
+    longest = max(PROVIDER_CALL_TIMEOUT_SECONDS, settings.Q_TIMEOUT)
+    return timedelta(seconds=longest + settings.LEASE_MARGIN_SECONDS)
+
+
+def withdrawal_claim(*, withdrawal_id: int) -> datetime | None:
+    """pending → processing with a lease; the lease's end for the one caller that moved
+    it, None for the others."""
+    now = timezone.now()
+    until = now + withdrawal_lease()
+    won = Withdrawal.objects.filter(pk=withdrawal_id, status=Status.PENDING).update(
+        status=Status.PROCESSING, processing_at=now, processing_until=until
+    )
+    return until if won else None
+
+
+def withdrawal_lease_take(*, withdrawal_id: int) -> datetime | None:
+    """A new lease on a processing withdrawal whose lease ran out (its holder died or gave
+    it back); the lease's end for the one caller that took it, None for the others."""
+    now = timezone.now()
+    until = now + withdrawal_lease()
+    won = Withdrawal.objects.filter(
+        pk=withdrawal_id, status=Status.PROCESSING, processing_until__lt=now
+    ).update(processing_until=until)
+    return until if won else None
+
+
+def withdrawal_lease_release(*, withdrawal_id: int, until: datetime) -> bool:
+    """Give back the lease ending at `until`, once its holder is out of the provider call
+    (with no definite answer), so recovery may ask the provider at once. A lease someone
+    else took since is not ours to end."""
     return bool(
-        Withdrawal.objects.filter(pk=withdrawal_id, status=Status.PENDING).update(
-            status=Status.PROCESSING, processing_at=timezone.now()
-        )
+        Withdrawal.objects.filter(
+            pk=withdrawal_id, status=Status.PROCESSING, processing_until=until
+        ).update(processing_until=timezone.now())
     )
 
 
@@ -186,9 +223,10 @@ def _settle(
 
 
 def withdrawals_due(*, before: datetime) -> tuple[list[int], list[int]]:
-    """(pending, processing) withdrawal ids untouched since `before`: lost or stuck."""
+    """(pending, processing) withdrawal ids to recover: pending ones untouched since
+    `before` (their message was lost), processing ones whose lease ran out."""
     pending = Withdrawal.objects.filter(status=Status.PENDING, created_at__lt=before)
-    stuck = Withdrawal.objects.filter(status=Status.PROCESSING, processing_at__lt=before)
+    stuck = Withdrawal.objects.filter(status=Status.PROCESSING, processing_until__lt=timezone.now())
     return (
         list(pending.order_by("pk").values_list("pk", flat=True)[:500]),
         list(stuck.order_by("pk").values_list("pk", flat=True)[:500]),

@@ -39,7 +39,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from escrow.payout_models import Withdrawal
+from escrow.payout_models import FundingDiscrepancy, Withdrawal
 from execution.health import broker_depth
 from execution.heartbeat import cluster_rows
 from execution.models import RecoveryCount
@@ -75,6 +75,26 @@ def recovery_record(counts: dict[str, int]) -> None:
         log.warning("recovery counts not recorded: %s", counts, exc_info=True)
 
 
+def funding_discrepancies() -> Metric:
+    """Open funding discrepancies by kind: what the daily reconciliation flagged and no
+    operator has resolved yet (one grouped query on the partial index of open ones)."""
+    found = dict(
+        FundingDiscrepancy.objects.filter(resolved_at__isnull=True)
+        .order_by()
+        .values_list("kind")
+        .annotate(n=Count("pk"))
+    )
+    family = GaugeMetricFamily(
+        f"{PREFIX}_funding_discrepancies",
+        "Open differences between the funding provider's records and ours, by kind "
+        "(reconcile_funding; resolved in the admin). Any value above 0 needs an operator.",
+        labels=["kind"],
+    )
+    for kind in FundingDiscrepancy.Kind.values:
+        family.add_metric([kind], found.get(kind, 0))
+    return family
+
+
 class ExchangeCollector(Collector):
     """Reads the exchange's state when Prometheus scrapes (a custom collector)."""
 
@@ -86,6 +106,7 @@ class ExchangeCollector(Collector):
         yield self.by_status(
             "withdrawals", "Withdrawals by status.", Withdrawal, Withdrawal.Status.values
         )
+        yield funding_discrepancies()
         yield self.by_status(
             "webhook_deliveries",
             "Webhook deliveries by status (failed: every attempt failed).",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from escrow.channels import channels_settle_due
 from escrow.earnings import earnings_release_due
+from escrow.reconcile import funding_reconcile_recent
 from execution.services import task_execute, tasks_recover
 from marketplace.disputes import disputes_resolve_overdue
 from marketplace.schedule_lock import once_across_hosts
@@ -34,3 +35,8 @@ def sweep_earnings() -> dict[str, int]:
     # Overdue disputes first: one unanswered by its deadline is refunded, not released.
     accepted = disputes_resolve_overdue()
     return {"released": earnings_release_due(), "disputes_accepted": accepted}
+
+
+@once_across_hosts("funding reconciliation")
+def reconcile_funding() -> dict[str, int]:
+    return funding_reconcile_recent()

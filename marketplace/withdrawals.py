@@ -4,17 +4,21 @@ The money side (wallet → payouts → external or back) is `escrow.withdrawals`
 adds what escrow may not import: the worker's queue and the webhook events, each recorded
 in the same transaction as the change it reports.
 
-A worker runs `withdrawal_process(id)`: it claims the withdrawal (pending → processing,
-committed), asks the provider to pay with the withdrawal's key, and records the answer.
-A crash anywhere leaves the withdrawal pending (re-enqueued by recovery) or processing
-(recovery asks the provider's `status(key)`: paid or failed settle it; unknown means the
-request never arrived, so it is asked again with the same key, which can't pay twice).
+A worker runs `withdrawal_process(id)`: it claims the withdrawal (pending → processing
+with a lease, committed), asks the provider to pay with the withdrawal's key, and records
+the answer. Only a refusal (`PayoutFailed`) returns the money; any other error, a 503 that
+may come after the money left included, leaves it processing and gives the lease back.
+A crash anywhere leaves the withdrawal pending (re-enqueued by recovery) or processing.
+Recovery takes a processing withdrawal only once its lease has run out, so a live worker's
+call is never doubled, and asks the provider's `status(key)`: paid or failed settle it;
+pending waits; unknown means the request never arrived, so it is sent again with the same
+key, which can't pay twice.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -31,6 +35,8 @@ from escrow.withdrawals import (
     WithdrawalNotFound,
     withdrawal_cancel,
     withdrawal_claim,
+    withdrawal_lease_release,
+    withdrawal_lease_take,
     withdrawal_open,
     withdrawal_settle,
     withdrawals_due,
@@ -93,8 +99,9 @@ def _record(withdrawal_id: int, *, paid: bool, reference: str = "", failure: str
     return withdrawal.status
 
 
-def _pay(withdrawal: Withdrawal) -> str:
-    """Ask the provider (outside any transaction) and record a definite answer."""
+def _pay(withdrawal: Withdrawal, *, lease: datetime) -> str:
+    """Ask the provider (outside any transaction, holding the lease that ends at `lease`)
+    and record a definite answer."""
     # (A test case's own wrapping transaction, which durable blocks ignore too, is allowed.)
     blocks = transaction.get_connection().atomic_blocks
     if any(not getattr(block, "_from_testcase", False) for block in blocks):
@@ -103,29 +110,46 @@ def _pay(withdrawal: Withdrawal) -> str:
         reference = funding_provider(withdrawal.provider).payout(withdrawal)
     except PayoutFailed as error:
         return _record(withdrawal.pk, paid=False, failure=error.message)
-    except DomainError as error:
-        # Refused before anything was paid (the provider is off, say): give the money back.
-        return _record(withdrawal.pk, paid=False, failure=error.message)
+    except Exception as error:
+        # No definite answer: the money may have left (a 503 after paying, a timeout).
+        # Returning it could pay it twice; recovery asks the provider what happened, now.
+        withdrawal_lease_release(withdrawal_id=withdrawal.pk, until=lease)
+        if not isinstance(error, DomainError):
+            raise
+        log.warning("withdrawal %s: no answer from the provider: %s", withdrawal.pk, error)
+        return Withdrawal.Status.PROCESSING
     return _record(withdrawal.pk, paid=True, reference=reference)
 
 
 def withdrawal_process(withdrawal_id: int) -> str:
     """The worker's job: claim, pay, record. Another worker's claim makes it a no-op."""
-    if not withdrawal_claim(withdrawal_id=withdrawal_id):
+    lease = withdrawal_claim(withdrawal_id=withdrawal_id)
+    if lease is None:
         return "not pending"
-    return _pay(Withdrawal.objects.get(pk=withdrawal_id))
+    return _pay(Withdrawal.objects.get(pk=withdrawal_id), lease=lease)
 
 
-def _recover_stuck(withdrawal: Withdrawal) -> str:
-    status = funding_provider(withdrawal.provider).status(withdrawal.key)
+def _recover_stuck(withdrawal_id: int) -> str:
+    # Its lease ran out: whoever held it is out of the provider call. Taking a new one
+    # keeps a second recovery (another host, a redelivered job) from asking at once.
+    lease = withdrawal_lease_take(withdrawal_id=withdrawal_id)
+    if lease is None:
+        return "taken"
+    withdrawal = Withdrawal.objects.get(pk=withdrawal_id)
+    try:
+        status = funding_provider(withdrawal.provider).status(withdrawal.key)
+    except Exception:
+        withdrawal_lease_release(withdrawal_id=withdrawal_id, until=lease)
+        raise
     if status == "paid":
-        return _record(withdrawal.pk, paid=True, reference=withdrawal.key)
+        return _record(withdrawal_id, paid=True, reference=withdrawal.key)
     if status == "failed":
-        return _record(withdrawal.pk, paid=False, failure="the provider reported a failure")
+        return _record(withdrawal_id, paid=False, failure="the provider reported a failure")
     if status == "pending":
+        withdrawal_lease_release(withdrawal_id=withdrawal_id, until=lease)
         return "pending"
     # Unknown: the request never reached the provider; the same key can't pay twice.
-    return _pay(withdrawal)
+    return _pay(withdrawal, lease=lease)
 
 
 def withdrawals_recover() -> dict[str, int]:
@@ -139,7 +163,7 @@ def withdrawals_recover() -> dict[str, int]:
         counts["requeued"] += 1
     for withdrawal_id in stuck:
         try:
-            outcome = _recover_stuck(Withdrawal.objects.get(pk=withdrawal_id))
+            outcome = _recover_stuck(withdrawal_id)
         except Exception:
             log.exception("could not recover withdrawal %s", withdrawal_id)
             counts["errors"] += 1

@@ -223,8 +223,8 @@ def test_a_scrape_is_a_fixed_handful_of_queries_whatever_the_rows(client, known_
     with CaptureQueriesContext(connection) as after:
         samples = scrape(client)
     # open tasks by status, finished ones in the window, the broker, recovery, withdrawals,
-    # webhook deliveries, heartbeats.
-    assert len(before.captured_queries) == len(after.captured_queries) == 7
+    # open funding discrepancies, webhook deliveries, heartbeats.
+    assert len(before.captured_queries) == len(after.captured_queries) == 8
     assert (
         samples["agent_exchange_settlement_latency_seconds_gcount"][(("stage", "claimed"),)] == 14
     )

@@ -28,7 +28,7 @@ def test_a_worker_killed_after_the_payout_is_recovered_as_paid_without_paying_ag
     alice = UserFactory.create(username="alice")
     deposit_create(user_id=alice.pk, amount=10 * CR, provider="dev")
     withdrawal, _ = withdrawal_request(user=alice, amount=6 * CR, idempotency_key="w")
-    key = f"withdrawal:{withdrawal.pk}"
+    key = withdrawal.key
 
     cluster = Cluster(FUNDING_PROVIDER="test", TEST_FUNDING_STORE=str(store)).start()
     try:
@@ -43,6 +43,9 @@ def test_a_worker_killed_after_the_payout_is_recovered_as_paid_without_paying_ag
         assert Transfer.objects.filter(kind="withdrawal_payout").count() == 0
         funding_mode_set("ok")
         settings.FUNDING_RECOVER_AFTER_SECONDS = 0
+        # The killed worker's lease holds recovery off until it runs out; let it run out.
+        assert funding_recover()["withdrawals_paid"] == 0
+        Withdrawal.objects.filter(pk=withdrawal.pk).update(processing_until=withdrawal.created_at)
 
         counts = funding_recover()
 
