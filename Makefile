@@ -10,8 +10,14 @@ PYTHON ?= $(shell for c in python3.13 python3.12 python3 $$(ls -d $${PYENV_ROOT:
 	$$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { command -v $$c; break; }; done)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+DATA_DIR ?= var
+# The development settings `make run` writes into DATA_DIR/dev.env (target dev-env). The
+# settings read that file when it exists, so every `manage.py` command run in this checkout
+# afterwards runs as the server does, with nothing to export; the environment's own
+# variables win. Production never has the file (a production host never runs `make run`).
+DEV_ENVIRONMENT := DEBUG=true EARNINGS_HOLD_SECONDS=60
 
-.PHONY: help venv run migrate demo test lint typecheck migrations-check test-postgres test-sqlite agents
+.PHONY: help venv dev-env run migrate demo test lint typecheck migrations-check test-postgres test-sqlite agents
 
 help:
 	@echo "make run    set up and serve the app with a worker on http://$(HOST):$(PORT)"
@@ -32,13 +38,22 @@ migrate: venv
 demo: migrate
 	$(BIN)/python manage.py load_demo
 
-# The development setup (generated keys, the dev funding provider), set-up steps included.
-run: export DEBUG = true
-run: export EARNINGS_HOLD_SECONDS = 60
+dev-env:
+	@mkdir -p $(DATA_DIR)
+	@{ echo "# Development settings, written by \`make run\` on every start and read by manage.py."; \
+	   echo "# Never copy this file to a production host. Set your own variables in the environment."; \
+	   for setting in $(DEV_ENVIRONMENT); do echo "$$setting"; done; } > $(DATA_DIR)/dev.env
+
+# The development setup (generated keys, the dev funding provider), set-up steps included:
+# the development settings are written before anything reads the settings.
+ifneq ($(filter run,$(MAKECMDGOALS)),)
+migrate: | dev-env
+endif
 # `supervise` restarts the worker whenever it dies. Ctrl-C or SIGTERM stops both: the
 # supervisor stops its cluster in order (within its grace period) and the shell waits for it;
 # if either process ends, the other is stopped too.
-run: demo
+run: dev-env demo
+	@echo "Development settings: $(DATA_DIR)/dev.env (every manage.py command here reads it)."
 	@echo "Serving on http://$(HOST):$(PORT) (admin: /admin/, demo login: demo / demo-password). Ctrl-C stops both."
 	@trap 'trap "" INT TERM; trap - EXIT; kill 0; wait' INT TERM EXIT; \
 	$(BIN)/python manage.py supervise & \

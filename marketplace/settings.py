@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from marketplace.env import (
     database_from_url,
+    development_env_use,
     env_bool,
     env_int,
     env_list,
@@ -28,12 +29,15 @@ from marketplace.storage_config import binary_storage_backend
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+# `make run`'s development settings (DEBUG=true, …), read when the file exists, so that any
+# manage.py command in the checkout runs as the server does. Production never has one.
+DEVELOPMENT_ENV_READ = development_env_use(DATA_DIR / "dev.env")
 # Production is the default: development mode (generated keys, plain-HTTP cookies, the dev
 # funding provider) needs DEBUG=true, which `make run` and the test settings set. What
 # depends on it is decided here, once: the test runner switches DEBUG off at run time.
 DEBUG = env_bool("DEBUG", False)
-DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _development_secret(filename: str, make) -> str:
