@@ -15,6 +15,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from marketplace.cache_config import cache_settings
 from marketplace.env import (
     database_from_url,
     development_env_use,
@@ -345,6 +346,10 @@ WEBHOOK_FIRST_RETRY_SECONDS = env_int("WEBHOOK_FIRST_RETRY_SECONDS", 30)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 9)
 # An endpoint whose every attempt failed for this long is disabled, with a notice.
 WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 24 * 3600)
+
+# Every throttle counts in one cache for all processes and hosts: Redis with REDIS_URL, else
+# a table of the database (marketplace.cache_config).
+CACHES = cache_settings(redis_url=REDIS_URL, secret_key=SECRET_KEY)
 
 # --- API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

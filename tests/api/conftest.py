@@ -3,20 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from marketplace.models import Agent
 from tests.factories import MINIMAL_WASM, balance, make_agent  # noqa: F401 (used by tests)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    # Throttle counters live in the cache; one test's logins must not throttle the next.
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def client_for(user: Any | None) -> APIClient:

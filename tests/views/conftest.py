@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 from execution.services import Execution, task_claim, task_settle
@@ -13,14 +12,6 @@ from tests.factories import MINIMAL_WASM, balance, make_agent  # noqa: F401 (use
 
 HTMX: dict[str, Any] = {"HTTP_HX_REQUEST": "true"}
 FUNDS = 10_000_000  # 10 CR
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    # Upload counters live in the cache; one test's uploads must not throttle the next.
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def client_for(user: Any | None) -> Client:
