@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 
 from escrow.earnings_audit import earnings_problems
 from escrow.funding_audit import funding_problems
@@ -108,11 +108,31 @@ def _audit() -> LedgerReport:
             f"the channels account holds {channels_balance} µCR but unsettled channels "
             f"hold {held} µCR"
         )
+    report.violations.extend(_platform_fees())
     report.violations.extend(_escrow_legs(report))
     report.violations.extend(_channels(report))
     report.violations.extend(earnings_problems())
     report.violations.extend(funding_problems())
     return report
+
+
+def _platform_fees() -> list[str]:
+    """Fees charged (an escrow's fee leg, a settled channel's) less fees refunded (a
+    dispute's fee refund) = what the platform fee shards hold. Each account's balance
+    matching its own lines can't tell a fee paid to the wrong account, or a line of another
+    kind paid to the platform: this can."""
+    totals = Transfer.objects.aggregate(
+        charged=Sum("amount", filter=Q(kind__in=(Kind.ESCROW_FEE, Kind.CHANNEL_FEE))),
+        refunded=Sum("amount", filter=Q(kind=Kind.DISPUTE_FEE_REFUND)),
+    )
+    charged, refunded = totals["charged"] or 0, totals["refunded"] or 0
+    held = system_balance(Account.Kind.PLATFORM_FEES)
+    if held == charged - refunded:
+        return []
+    return [
+        f"the platform fee accounts hold {held} µCR but fees charged ({charged} µCR) − fees "
+        f"refunded ({refunded} µCR) = {charged - refunded} µCR"
+    ]
 
 
 def _channels(report: LedgerReport) -> list[str]:

@@ -1,4 +1,14 @@
-"""The ledger audit's per-task check of disputed tasks (see escrow/audit.py).
+"""The ledger audit's checks of disputes (see escrow/audit.py): what each refunded dispute
+moved, and every disputed task's money.
+
+What a refunded dispute moved. A refund either comes from the ledger (the task's held share
+and fee, in dispute refund lines) or, while the task's channel has not settled, off the
+channel's redeemed amount and fees. The channel keeps no history of what it redeemed, but
+the channel check ties its redeemed amount to its completed escrows' costs, and such a refund
+zeroes the task's escrow's cost and fee: the channel's redeemed went down by exactly the cost
+the task settled at, which the task keeps. So each refunded dispute must have refunded the
+task's cost, and either its refund lines moved exactly that, or it has none and its escrow,
+on a channel, counts nothing in the channel any more.
 
 For every task a dispute touched, the task's ledger lines — its escrow's hold, payout,
 fee and refund, and any dispute refund — are summed by party in one grouped query:
@@ -16,7 +26,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from django.db.models import Sum
+from django.db.models import F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 
 from escrow.earning_models import Dispute, Earning
 from escrow.models import Account, Escrow, Transfer
@@ -34,6 +45,48 @@ def _party(account_id: int, kind: str, *, requester: Any, owner: Any) -> str:
     if kind == Account.Kind.ESCROW:
         return ESCROW
     return OTHER
+
+
+REFUND_KINDS = (Transfer.Kind.DISPUTE_REFUND, Transfer.Kind.DISPUTE_FEE_REFUND)
+
+
+def dispute_refund_problems() -> list[str]:
+    """Each refunded dispute moved exactly its `refunded`, the task's cost (see above).
+
+    One query, the check in its WHERE: only the disputes that fail it are read.
+    """
+    lines = (
+        Transfer.objects.filter(task_id=OuterRef("task_id"), kind__in=REFUND_KINDS)
+        .values("task_id")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    unknown = Value(-1)  # no task cost or no escrow: never equal to an amount
+    disputes = Dispute.objects.filter(status__in=Dispute.REFUNDING).annotate(
+        moved=Coalesce(Subquery(lines), 0),
+        cost=Coalesce(F("task__cost"), unknown),
+        channel=F("task__escrow__channel_id"),
+        escrow_cost=Coalesce(F("task__escrow__cost"), unknown),
+        escrow_fee=Coalesce(F("task__escrow__fee"), unknown),
+    )
+    from_ledger = Q(moved__gt=0, moved=F("refunded"))
+    off_channel = Q(moved=0, channel__isnull=False, escrow_cost=0, escrow_fee=0)
+    wrong = disputes.exclude(Q(refunded=F("cost")) & (from_ledger | off_channel)).order_by("pk")
+    problems = []
+    for row in wrong.values(
+        "pk", "status", "refunded", "cost", "moved", "channel", "escrow_cost", "escrow_fee"
+    ):
+        problem = (
+            f"dispute {row['pk']} ({row['status']}) refunded {row['refunded']} µCR of a task "
+            f"that cost {row['cost']} µCR; its refund lines moved {row['moved']} µCR"
+        )
+        if row["channel"] is not None and not row["moved"]:
+            problem += (
+                f", and its escrow on channel {row['channel']} counts {row['escrow_cost']} µCR "
+                f"(fee {row['escrow_fee']} µCR) in the channel's redeemed amount"
+            )
+        problems.append(problem)
+    return problems
 
 
 def dispute_task_problems() -> list[str]:

@@ -7,6 +7,11 @@ channel task whose channel has not settled yet has no earning: its refund lowers
 channel's redeemed amount and fees instead (and its escrow row's cost), so the requester
 gets it back when the channel settles.
 
+Only money still held can be disputed: a held earning, or an unsettled channel's redeemed
+amount while earnings are held at all (with `EARNINGS_HOLD_SECONDS` = 0 the channel pays
+the owner's share straight into the wallet when it settles, so nothing would be left to
+refund). The owner answers by `respond_by`; after it, only the refund remains.
+
 Lock order: channel (when the task was paid by one) → dispute → (the caller's reputation
 change) → earning → accounts, the same order as settlement. Opening and the sweep decide a
 held earning by a conditional change of the same row, so a task's earning ends frozen or
@@ -26,6 +31,7 @@ from django.utils import timezone
 
 from escrow.earning_models import Dispute, Earning
 from escrow.errors import DomainError
+from escrow.holds import holding
 from escrow.models import Account, Escrow, PaymentChannel, Transfer
 from escrow.services import Leg, ledger_post, system_account_id, wallet_id
 
@@ -50,6 +56,14 @@ class DisputeStateError(DomainError):
     default_message = "The dispute can't do that in its current state."
 
 
+class DisputeAnswered(DisputeStateError):
+    """The dispute left the statuses a refund may start from before the refund won it: the
+    owner or an operator answered first. The overdue sweep expects this; any other refusal
+    of a refund is a dispute the sweep could not resolve."""
+
+    default_message = "The dispute is already answered."
+
+
 def _lock_channel(channel_id: Any) -> PaymentChannel | None:
     if channel_id is None:
         return None
@@ -72,7 +86,9 @@ def dispute_open(*, task_id: Any, requester_id: int, owner_id: int, reason: str)
             raise DisputeAlreadyOpen()
         if channel is not None and channel.status != PaymentChannel.Status.SETTLED:
             cost = Escrow.objects.values_list("cost", flat=True).get(task_id=task_id)
-            if not cost:
+            # Without a hold the channel's settlement pays the share out at once: a dispute
+            # opened now would find nothing to refund once the channel settles.
+            if not cost or not holding():
                 raise DisputeWindowClosed()
         elif not Earning.objects.filter(task_id=task_id, status=Earning.Status.HELD).update(
             status=Earning.Status.FROZEN
@@ -94,11 +110,20 @@ def dispute_open(*, task_id: Any, requester_id: int, owner_id: int, reason: str)
 
 
 def dispute_contest(*, dispute_id: int, statement: str) -> Dispute:
-    """open → contested: the owner hands it to an operator."""
-    won = Dispute.objects.filter(pk=dispute_id, status=Status.OPEN).update(
+    """open → contested, before `respond_by`: the owner hands it to an operator.
+
+    The deadline is in the conditional UPDATE itself, so a contest and the overdue sweep's
+    refund (which needs the dispute still open) can't both win.
+    """
+    now = timezone.now()
+    won = Dispute.objects.filter(pk=dispute_id, status=Status.OPEN, respond_by__gt=now).update(
         status=Status.CONTESTED, statement=statement
     )
     if not won:
+        if Dispute.objects.filter(pk=dispute_id, status=Status.OPEN).exists():
+            raise DisputeWindowClosed(
+                "The response deadline has passed: the dispute counts as accepted."
+            )
         raise DisputeStateError("Only an open dispute can be contested.")
     return Dispute.objects.get(pk=dispute_id)
 
@@ -109,23 +134,28 @@ def dispute_refund(
     status: str,
     resolution: str,
     on_refund: Callable[[Dispute], None] | None = None,
+    from_statuses: tuple[str, ...] = Dispute.PENDING,
 ) -> Dispute:
     """open|contested → accepted|refunded: the task's cost goes back to its requester.
 
     Must run inside the caller's transaction (which also records the resolution receipt).
     `on_refund(dispute)` runs once the dispute is won, after the channel's lock and before
     the earning, the escrow and the accounts are touched: the caller's reputation change
-    goes there, in the lock order.
+    goes there, in the lock order. The dispute is won only from `from_statuses`, checked by
+    the conditional UPDATE (so against the row as committed now, not as the caller read it);
+    otherwise DisputeAnswered.
     """
     assert status in Dispute.REFUNDING
+    assert set(from_statuses) <= set(Dispute.PENDING)
     dispute = Dispute.objects.get(pk=dispute_id)
     channel = _lock_channel(_channel_of(dispute.task_id))
     now = timezone.now()
-    won = Dispute.objects.filter(pk=dispute_id, status__in=Dispute.PENDING).update(
+    won = Dispute.objects.filter(pk=dispute_id, status__in=from_statuses).update(
         status=status, resolved_at=now, resolution=resolution
     )
     if not won:
-        raise DisputeStateError("The dispute is already resolved.")
+        current = Dispute.objects.values_list("status", flat=True).get(pk=dispute_id)
+        raise DisputeAnswered(f"The dispute is already {current}.")
     if on_refund is not None:
         on_refund(dispute)
     if channel is not None and channel.status != PaymentChannel.Status.SETTLED:
@@ -138,7 +168,13 @@ def dispute_refund(
 
 
 def _refund_earning(dispute: Dispute, *, now: Any) -> int:
-    earning = Earning.objects.select_for_update(no_key=True).get(task_id=dispute.task_id)
+    earning = Earning.objects.select_for_update(no_key=True).filter(task_id=dispute.task_id).first()
+    if earning is None:
+        # Opening refuses this; only a dispute opened on a channel that then settled with
+        # no hold gets here, its share already in the owner's wallet. An operator decides.
+        raise DisputeStateError(
+            f"Nothing is held for task {dispute.task_id}: its share was paid out unheld."
+        )
     if earning.status != Earning.Status.FROZEN:
         raise DisputeStateError(f"The task's earning is {earning.status}, not frozen.")
     Earning.objects.filter(pk=earning.pk).update(status=Earning.Status.REFUNDED, released_at=now)

@@ -1,11 +1,14 @@
 """A refunded dispute gives the refunded cost back to the API key that paid for the task.
 
-The key's charge is the task's own, or — for a task paid from a channel the key opened —
-the channel's. Money refunded from the ledger (the task's held share and fee) is given back
-to that charge now, lowering the key's day and month counters only while they still count
-the window it was charged in (see marketplace/apikeys/spending.py). A refund on a channel
-that has not settled lowers the channel's redeemed amount instead, and the key gets it back
-with the rest of the channel's change when the channel settles: nothing to do here.
+The key that paid is the one the task was submitted with, whoever opened the channel it ran
+on: its charge is the task's own (a key counts a task on a channel it did not open, the
+session's or another key's). Only a task submitted without a key on a channel a key opened
+was paid by that key's deposit: the channel's charge. The refund is given back to the charge
+now, lowering the key's day and month counters only while they still count the window it
+was charged in (see marketplace/apikeys/spending.py) — with one exception: a channel's charge
+refunded on a channel that has not settled. That refund lowers the channel's redeemed
+amount, which comes back to the opener's key with the rest of the channel's change when
+the channel settles: nothing to do here.
 
 Exactly once: it runs in the refund's own transaction, which a dispute wins only once.
 Lock order: the key's row is locked before the channel, the reputation and the money.
@@ -41,11 +44,14 @@ def dispute_key_lock(*, task_id: Any) -> ApiKeyCharge | None:
 
 
 def dispute_key_give_back(charge: ApiKeyCharge, *, task_id: Any, refunded: int) -> int:
-    """After the refund, with the key locked: give `refunded` back to the charge's key when
-    it came from the ledger. Returns what the key's lifetime counter went down by."""
-    from_ledger = Earning.objects.filter(task_id=task_id, status=Earning.Status.REFUNDED)
-    if not refunded or not from_ledger.exists():
+    """After the refund, with the key locked: give `refunded` back to the charge's key.
+    Returns what the key's lifetime counter went down by."""
+    if not refunded:
         return 0
+    if charge.task_id is None:
+        from_ledger = Earning.objects.filter(task_id=task_id, status=Earning.Status.REFUNDED)
+        if not from_ledger.exists():
+            return 0  # off an unsettled channel's redeemed amount: its settlement gives back
     charge = ApiKeyCharge.objects.select_related("channel").get(pk=charge.pk)
     amount = refunded
     channel = charge.channel

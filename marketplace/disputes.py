@@ -8,6 +8,7 @@ by its signature, in the same transaction as the money.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import transaction
@@ -29,6 +30,8 @@ DISPUTE_OPENED = "dispute.opened"
 DISPUTE_RESOLVED = "dispute.resolved"
 # The worker's replay of the task's receipt (execution may not be imported from here).
 REPLAY = "execution.dispute_evidence.dispute_replay"
+
+log = logging.getLogger(__name__)
 
 
 def dispute_replay_enqueue(dispute_id: int) -> None:
@@ -126,15 +129,25 @@ def _score(dispute: Dispute) -> None:
     )
 
 
-def _refund(*, dispute_id: int, status: str, resolution: str) -> Dispute:
+def _refund(
+    *,
+    dispute_id: int,
+    status: str,
+    resolution: str,
+    from_statuses: tuple[str, ...] = Dispute.PENDING,
+) -> Dispute:
     """Every refund, in the caller's transaction and the lock order: the API key that paid
     for the task (if one did), then the channel and the dispute, the agent's reputation,
     the earning and the accounts; the key gets the refunded cost back, once, as the dispute
-    is won once."""
+    is won once (from `from_statuses` only)."""
     task_id = Dispute.objects.values_list("task_id", flat=True).get(pk=dispute_id)
     charge = dispute_key_lock(task_id=task_id)
     dispute = money.dispute_refund(
-        dispute_id=dispute_id, status=status, resolution=resolution, on_refund=_score
+        dispute_id=dispute_id,
+        status=status,
+        resolution=resolution,
+        on_refund=_score,
+        from_statuses=from_statuses,
     )
     if charge is not None:
         dispute_key_give_back(charge, task_id=task_id, refunded=dispute.refunded)
@@ -168,23 +181,39 @@ def dispute_decide(*, dispute_id: int, refund: bool, operator: str) -> Dispute:
     return _resolved(dispute, "dispute_rejection")
 
 
-def disputes_resolve_overdue(*, now: Any = None) -> int:
-    """Scheduled: an open dispute unanswered by its respond_by counts as accepted."""
+def disputes_accept_overdue(*, now: Any = None) -> dict[str, int]:
+    """Scheduled: an open dispute unanswered by its respond_by counts as accepted.
+
+    Each dispute is refunded in its own transaction, and only if it is still open when its
+    refund wins the row: one contested (or decided) since the list was read is left alone.
+    One that fails for any other reason is rolled back, logged, counted in `failed` and
+    tried again next run; it never holds back the others, nor the earnings sweep after it.
+    """
     now = now or timezone.now()
-    done = 0
+    counts = {"accepted": 0, "failed": 0}
     overdue = Dispute.objects.filter(status=Dispute.Status.OPEN, respond_by__lte=now)
     for dispute_id in overdue.values_list("pk", flat=True):
-        with transaction.atomic(durable=True):
-            try:
+        try:
+            with transaction.atomic(durable=True):
                 _refund(
                     dispute_id=dispute_id,
                     status=Dispute.Status.ACCEPTED,
                     resolution="unanswered by the owner: accepted",
+                    from_statuses=(Dispute.Status.OPEN,),
                 )
-            except money.DisputeStateError:
-                continue  # answered in the meantime
-            done += 1
-    return done
+        except money.DisputeAnswered:
+            continue  # answered in the meantime: nothing to do
+        except Exception:  # whatever broke this dispute must not hold the others back
+            log.exception("dispute %s could not be accepted at its deadline", dispute_id)
+            counts["failed"] += 1
+            continue
+        counts["accepted"] += 1
+    return counts
+
+
+def disputes_resolve_overdue(*, now: Any = None) -> int:
+    """How many overdue disputes were accepted (`disputes_accept_overdue`, failures logged)."""
+    return disputes_accept_overdue(now=now)["accepted"]
 
 
 def disputes_of(user: Any) -> QuerySet[Dispute]:
