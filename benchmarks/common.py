@@ -44,7 +44,9 @@ os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 # A queue of this run's own: workers started by a benchmark take only its messages, and
 # the messages of the tasks settled in-process are purged at the end.
-os.environ["Q_CLUSTER_NAME"] = f"bench-{RUN_ID}"
+os.environ["QUEUE_NAME"] = f"bench-{RUN_ID}"
+# One requester submits whole batches here: the abuse limit would refuse them.
+os.environ.setdefault("MAX_TASKS_IN_FLIGHT", "1000000")
 
 import django  # noqa: E402
 
@@ -128,7 +130,8 @@ def external_account_id() -> int:
 def audit(details: Callable[[LedgerReport], str], *, lead: str = "") -> None:
     """Purge this run's queue (the messages of the tasks settled in-process), audit the
     ledger and print the verdict; exit 1 when it fails."""
-    get_broker().purge_queue()
+    for queue in (settings.TASK_QUEUE, settings.SERVICE_QUEUE):
+        get_broker(queue).purge_queue()
     report = ledger_audit()
     status = "ok" if report.ok else "FAILED: " + "; ".join(report.violations[:5])
     print(

@@ -118,7 +118,7 @@ def recovery() -> None:
             str(task_submit(requester=requester, agent=agent, input="lost", budget=50_000).pk)
             for _ in range(RECOVERY_TASKS)
         ]
-        queued = redis.queue_length(f"django_q:{Conf.CLUSTER_NAME}:q")
+        queued = redis.queue_length(f"django_q:{settings.TASK_QUEUE}:q")
         lost_at = time.monotonic()
         redis.restart()
         env = host_env()

@@ -15,6 +15,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from execution import liveness
 from execution.engine.receipts import receipt_verify
 from execution.health import broker_depth
 from execution.models import Receipt, WorkerHeartbeat
@@ -185,22 +186,47 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
 
     The list's header shows the queue: queued tasks and the broker's waiting messages."""
 
-    list_display = ["host", "cluster", "pid", "last_seen", "age", "stale", "started_at"]
+    list_display = [
+        "host",
+        "cluster",
+        "pid",
+        "last_seen",
+        "age",
+        "stale",
+        "progress_at",
+        "stalled",
+        "started_at",
+        "stopped_at",
+    ]
     list_filter = ["host", "cluster"]
     search_fields = ["host", "cluster", "sentinel"]
-    readonly_fields = ["sentinel", "host", "pid", "cluster", "started_at", "last_seen", "age"]
+    readonly_fields = [
+        "sentinel",
+        "host",
+        "pid",
+        "cluster",
+        "instance",
+        "started_at",
+        "last_seen",
+        "age",
+        "progress_at",
+        "queue_waiting_since",
+        "stalled",
+        "stopped_at",
+    ]
     ordering = ["host", "-last_seen"]
     change_list_template = "admin/execution/heartbeat_change_list.html"
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
         try:
-            broker: int | str = broker_depth()
+            broker: dict[str, int] | str = broker_depth()
         except Exception as exc:  # the page still shows the heartbeats
             broker = f"unavailable ({exc.__class__.__name__})"
         queue = {
             "tasks": Task.objects.filter(status=Task.Status.QUEUED).count(),
             "broker": broker,
             "stale_seconds": settings.WORKER_STALE_SECONDS,
+            "stall_seconds": settings.WORKER_STALL_SECONDS,
         }
         return super().changelist_view(request, {**(extra_context or {}), "queue": queue})
 
@@ -210,7 +236,11 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
 
     @admin.display(boolean=True, description="stale")
     def stale(self, obj: WorkerHeartbeat) -> bool:
-        return _age(obj) > settings.WORKER_STALE_SECONDS
+        return _age(obj) > settings.WORKER_STALE_SECONDS or obj.stopped_at is not None
+
+    @admin.display(boolean=True, description="stalled")
+    def stalled(self, obj: WorkerHeartbeat) -> bool:
+        return liveness.clusters_judge([obj])[0].stalled
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -39,23 +39,42 @@ def task_claim_returning(
 ) -> tuple[Task, int] | None:
     """One statement: the compare-and-set (queued → running, one attempt more, a lease of
     the task's timeout plus `margin_seconds`) returning the task as it now is, its agent
-    (whose status the worker checks) and its binary. None when the task is not queued."""
+    (whose status the worker checks) and its binary. None when the task is not queued.
+
+    `task_id=None` claims the fairest queued task instead (the lowest fair-share tag, the
+    oldest among equals; marketplace/fair_share.py), skipping rows another worker is
+    claiming at the same moment."""
     task_table, agent_table = Task._meta.db_table, Agent._meta.db_table
     binary_table = AgentBinary._meta.db_table
-    sql = (
-        f"UPDATE {task_table} AS t SET status = %s, attempts = t.attempts + 1, "  # noqa: S608
-        "started_at = %s, lease_expires_at = %s::timestamptz "
-        "+ t.timeout_ms * interval '1 millisecond' + %s * interval '1 second' "
-        f"FROM {agent_table} AS a, {binary_table} AS b "
-        "WHERE t.id = %s AND t.status = %s AND a.id = t.agent_id AND b.id = t.binary_id "
-        f"RETURNING {_columns('t', Task)}, {_columns('a', Agent)}, {_columns('b', AgentBinary)}"
-    )
-    pk = Task._meta.pk.get_db_prep_value(task_id, connection)
+    key = task_id is None
+    if key not in CLAIM_SQL:
+        if task_id is None:
+            which = (
+                f"t.id = (SELECT q.id FROM {task_table} AS q "  # noqa: S608
+                "WHERE q.status = %s ORDER BY q.fair_tag, q.queued_at, q.id "
+                "LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            )
+        else:
+            which = "t.id = %s"
+        CLAIM_SQL[key] = (
+            f"UPDATE {task_table} AS t SET status = %s, attempts = t.attempts + 1, "  # noqa: S608
+            "started_at = %s, lease_expires_at = %s::timestamptz "
+            "+ t.timeout_ms * interval '1 millisecond' + %s * interval '1 second' "
+            f"FROM {agent_table} AS a, {binary_table} AS b "
+            f"WHERE {which} AND t.status = %s AND a.id = t.agent_id AND b.id = t.binary_id "
+            f"RETURNING {_columns('t', Task)}, {_columns('a', Agent)}, "
+            f"{_columns('b', AgentBinary)}"
+        )
     when = connection.ops.adapt_datetimefield_value(now)
+    target = (
+        Task.Status.QUEUED
+        if task_id is None
+        else Task._meta.pk.get_db_prep_value(task_id, connection)
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            sql,
-            [Task.Status.RUNNING, when, when, margin_seconds, pk, Task.Status.QUEUED],
+            CLAIM_SQL[key],
+            [Task.Status.RUNNING, when, when, margin_seconds, target, Task.Status.QUEUED],
         )
         row = cursor.fetchone()
     if row is None:
@@ -66,3 +85,7 @@ def task_claim_returning(
     task.agent = _instance(Agent, "a", values[sizes[0] : sizes[0] + sizes[1]])
     task.binary = _instance(AgentBinary, "b", values[sizes[0] + sizes[1] :])
     return task, task.attempts
+
+
+# (claims the fairest task) → the claim's UPDATE, built once per process.
+CLAIM_SQL: dict[bool, str] = {}

@@ -18,7 +18,6 @@ queries, each bounded by an index:
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
@@ -40,8 +39,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from escrow.payout_models import FundingDiscrepancy, Withdrawal
-from execution.health import broker_depth
-from execution.heartbeat import cluster_rows
+from execution.health import broker_depth, metrics_token_given
+from execution.heartbeat import cluster_states
 from execution.models import RecoveryCount
 from marketplace.exceptions import envelope
 from marketplace.models import Task
@@ -122,7 +121,7 @@ class ExchangeCollector(Collector):
             for status, number, oldest in Task.objects.filter(status__in=OPEN)
             .order_by()
             .values_list("status")
-            .annotate(n=Count("pk"), oldest=Min("enqueued_at"))
+            .annotate(n=Count("pk"), oldest=Min("queued_at"))
         }
         family = GaugeMetricFamily(
             f"{PREFIX}_tasks",
@@ -136,13 +135,15 @@ class ExchangeCollector(Collector):
         depth = GaugeMetricFamily(
             f"{PREFIX}_queue_depth",
             "Work waiting: queued tasks in the task table (queue=tasks), and messages the "
-            "broker holds for the workers (queue=broker; absent when the broker fails).",
+            "broker holds for the task clusters (queue=broker_tasks) and for the service "
+            "clusters (queue=broker_service; both absent when the broker fails).",
             labels=["queue"],
         )
         depth.add_metric(["tasks"], queued)
         broker_up = 1
         try:
-            depth.add_metric(["broker"], broker_depth())
+            for role, waiting in broker_depth().items():
+                depth.add_metric([f"broker_{role}"], waiting)
         except Exception:
             log.warning("broker queue size unavailable for /metrics", exc_info=True)
             broker_up = 0
@@ -152,7 +153,8 @@ class ExchangeCollector(Collector):
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_oldest_queued_task_age_seconds",
-            "How long the longest-waiting queued task has been (re-)enqueued; 0 when none.",
+            "How long the longest-waiting queued task has waited for a worker since it was "
+            "queued (or requeued after a lost worker); 0 when none.",
             value=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
         )
 
@@ -252,19 +254,28 @@ class ExchangeCollector(Collector):
         live = GaugeMetricFamily(
             f"{PREFIX}_worker_clusters",
             "Clusters on each host heard from within WORKER_STALE_SECONDS (state=live) or "
-            "not (state=stale; rows are kept a day).",
+            "not (state=stale; rows are kept a day, and a cluster its supervisor stopped "
+            "counts as stale).",
             labels=["host", "state"],
         )
+        stalled = GaugeMetricFamily(
+            f"{PREFIX}_worker_stalled",
+            "1 when a live cluster of the host has had work waiting, and started nothing, for "
+            "over WORKER_STALL_SECONDS (its supervisor restarts it); 0 otherwise.",
+            labels=["host"],
+        )
         hosts: dict[str, list[Any]] = {}
-        for row in cluster_rows(now):
-            hosts.setdefault(row.host, []).append(row)
-        for host, rows in sorted(hosts.items()):
-            age.add_metric([host], min(row.age_seconds for row in rows))
-            stale = sum(row.stale for row in rows)
-            live.add_metric([host, "live"], len(rows) - stale)
-            live.add_metric([host, "stale"], stale)
+        for state in cluster_states(now):
+            hosts.setdefault(state.row.host, []).append(state)
+        for host, states in sorted(hosts.items()):
+            age.add_metric([host], min(state.age_seconds for state in states))
+            alive = sum(state.live for state in states)
+            live.add_metric([host, "live"], alive)
+            live.add_metric([host, "stale"], len(states) - alive)
+            stalled.add_metric([host], int(any(s.live and s.stalled for s in states)))
         yield age
         yield live
+        yield stalled
 
 
 def _le(bound: float) -> str:
@@ -280,13 +291,8 @@ REGISTRY.register(ExchangeCollector())
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format. With METRICS_TOKEN set, only for `Authorization: Bearer <it>`;
     without one, open while DEBUG is on and refused (403) otherwise."""
-    token = settings.METRICS_TOKEN
-    if token:
-        given = request.headers.get("Authorization", "")
-        scheme, _, secret = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            secret.strip().encode(), token.encode()
-        ):
+    if settings.METRICS_TOKEN:
+        if not metrics_token_given(request):
             response = JsonResponse(
                 envelope("metrics_token_required", "Send Authorization: Bearer <METRICS_TOKEN>."),
                 status=401,

@@ -33,6 +33,15 @@ class WorkerHeartbeat(models.Model):
     cluster = models.CharField(max_length=100, help_text="Q_CLUSTER name (the broker queue)")
     started_at = models.DateTimeField()
     last_seen = models.DateTimeField(db_index=True)
+    # Liveness by progress (SPEC §18, execution/liveness.py): when a worker of the cluster
+    # last started a job (or now, while one is busy within its timeout), and since when
+    # messages have sat in the cluster's own queue between its pusher and its workers.
+    progress_at = models.DateTimeField(null=True, blank=True)
+    queue_waiting_since = models.DateTimeField(null=True, blank=True)
+    # The supervisor's name for this launch of the cluster (blank when run unsupervised), and
+    # when the supervisor stopped or killed it: a stopped cluster is no longer judged.
+    instance = models.CharField(max_length=64, blank=True, db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_seen"]

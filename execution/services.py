@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Count, F
 from django.utils import timezone
 
 from escrow.models import Escrow, Voucher
@@ -25,6 +25,7 @@ from execution.metrics import recovery_record
 from marketplace.binaries import binary_read
 from marketplace.errors import TaskStateConflict
 from marketplace.models import Agent, Task
+from marketplace.queues import broker_for
 from marketplace.services import task_cancel, task_enqueue
 from reputation.models import AgentReputation
 
@@ -74,8 +75,11 @@ def affordable_fuel(task: Task) -> int:
 # --- claim and checks ----------------------------------------------------------------------
 
 
-def task_claim(*, task_id: Any) -> tuple[Task, int] | None:
+def task_claim(*, task_id: Any = None) -> tuple[Task, int] | None:
     """queued → running with a lease. Returns the task and the attempt this caller holds.
+
+    `task_id=None` claims the fairest queued task: the one the fair share between requesters
+    picks (marketplace/fair_share.py), which is what a worker's message asks for.
 
     On PostgreSQL one conditional UPDATE … RETURNING (the task as claimed, its agent and
     binary); elsewhere a read, then the compare-and-set."""
@@ -83,6 +87,17 @@ def task_claim(*, task_id: Any) -> tuple[Task, int] | None:
         return task_claim_returning(
             task_id, now=timezone.now(), margin_seconds=settings.LEASE_MARGIN_SECONDS
         )
+    if task_id is None:
+        # One worker on the embedded default: another claim taking the head first is rare;
+        # try the next one then.
+        for _ in range(3):
+            head = fairest_queued().values_list("pk", flat=True).first()
+            if head is None:
+                return None
+            claim = task_claim(task_id=head)
+            if claim is not None:
+                return claim
+        return None
     task = Task.objects.filter(pk=task_id).select_related("agent", "binary").first()
     if task is None or task.status != Task.Status.QUEUED:
         return None
@@ -100,6 +115,11 @@ def task_claim(*, task_id: Any) -> tuple[Task, int] | None:
     task.status, task.attempts = Task.Status.RUNNING, task.attempts + 1
     task.lease_expires_at, task.started_at = lease, now
     return task, task.attempts
+
+
+def fairest_queued() -> Any:
+    """The queued tasks in the order the workers take them."""
+    return Task.objects.filter(status=Task.Status.QUEUED).order_by("fair_tag", "queued_at", "pk")
 
 
 def task_refusal(task: Task, *, escrow: Escrow | None = None) -> str | None:
@@ -190,8 +210,9 @@ def run_in_sandbox(task: Task, *, fuel: int | None = None) -> Execution:
 # --- the executor ------------------------------------------------------------------------------
 
 
-def task_execute(*, task_id: Any) -> str:
-    """Run one task end to end. Returns what happened, for the worker's log."""
+def task_execute(*, task_id: Any = None) -> str:
+    """Run one task end to end: `task_id`, or the fairest queued task when it is None (what
+    a worker's message runs). Returns what happened, for the worker's log."""
     claim = task_claim(task_id=task_id)
     if claim is None:
         return "not queued: nothing to do"
@@ -213,7 +234,9 @@ def task_execute(*, task_id: Any) -> str:
     settled = task_settle(
         task_id=task.pk, attempt=attempt, execution=execution, task=task, escrow=escrow
     )
-    return f"attempt {attempt}: {execution.reason or 'succeeded'}" + ("" if settled else " (stale)")
+    outcome = f"attempt {attempt}: {execution.reason or 'succeeded'}"
+    outcome += "" if settled else " (stale)"
+    return outcome if task_id is not None else f"task {task.pk} {outcome}"
 
 
 # --- recovery ------------------------------------------------------------------------------------
@@ -246,7 +269,11 @@ def tasks_recover() -> dict[str, int]:
             counts["errors"] += 1
     stale_before = now - timedelta(seconds=settings.REQUEUE_AFTER_SECONDS)
     stale = Task.objects.filter(status=Task.Status.QUEUED, enqueued_at__lt=stale_before)
-    for task_id, enqueued_at in stale.values_list("pk", "enqueued_at"):
+    # Messages are interchangeable (each runs the fairest task), so only as many are sent
+    # again as are missing: a long backlog whose messages all wait in the broker gets none.
+    missing = task_messages_missing()
+    resend = stale.order_by("enqueued_at").values_list("pk", "enqueued_at")
+    for task_id, enqueued_at in resend[:missing] if missing is not None else resend:
         try:
             with transaction.atomic(durable=True):
                 won = Task.objects.filter(
@@ -260,6 +287,28 @@ def tasks_recover() -> dict[str, int]:
             counts["errors"] += 1
     recovery_record(counts)  # the totals /metrics reports
     return counts
+
+
+def task_messages_missing() -> int | None:
+    """How many queued tasks have no message that could still run them: the queued tasks,
+    less the task queue's messages waiting in the broker and those taken but not yet
+    running a task (the ORM broker's locked messages, less the running tasks that hold
+    one). None when the broker can't be asked (then every stale task is sent again)."""
+    try:
+        broker = broker_for(settings.TASK_QUEUE)
+        waiting = int(broker.queue_size())
+        taken = broker.lock_size() if "orm" in settings.Q_CLUSTER else None
+    except Exception:
+        log.warning("recovery: the broker's queue size is unknown", exc_info=True)
+        return None
+    counts = dict(
+        Task.objects.filter(status__in=[Task.Status.QUEUED, Task.Status.RUNNING])
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("pk"))
+    )
+    prefetched = max(0, int(taken) - counts.get(Task.Status.RUNNING, 0)) if taken else 0
+    return max(0, counts.get(Task.Status.QUEUED, 0) - waiting - prefetched)
 
 
 def receipt_replay(payload: dict[str, Any]) -> tuple[bool, str]:
@@ -296,7 +345,7 @@ def task_requeue(*, task_id: Any) -> bool:
     with transaction.atomic(durable=True):
         won = Task.objects.filter(
             pk=task_id, status=Task.Status.RUNNING, lease_expires_at__lt=now
-        ).update(status=Task.Status.QUEUED, lease_expires_at=None, enqueued_at=now)
+        ).update(status=Task.Status.QUEUED, lease_expires_at=None, enqueued_at=now, queued_at=now)
         if won:
             task_enqueue(task_id=task_id)
     return won == 1

@@ -14,7 +14,6 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from escrow import disputes as money
 from escrow.earning_models import Dispute
@@ -23,6 +22,7 @@ from execution.engine.receipts import receipt_sign
 from marketplace.dispute_keys import dispute_key_give_back, dispute_key_lock
 from marketplace.exceptions import TaskNotFound
 from marketplace.models import Task
+from marketplace.queues import service_send
 from marketplace.webhooks.outbox import webhook_event_record
 from reputation.disputes import reputation_apply_dispute
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def dispute_replay_enqueue(dispute_id: int) -> None:
-    async_task(REPLAY, dispute_id, task_name=f"dispute {dispute_id} replay")
+    service_send(REPLAY, dispute_id, task_name=f"dispute {dispute_id} replay")
 
 
 class DisputeNotFound(DomainError):

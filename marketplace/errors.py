@@ -95,3 +95,14 @@ class TooManyApiKeys(DomainError):
     code = "too_many_api_keys"
     status = 409
     default_message = "You have as many active API keys as allowed; revoke one first."
+
+
+# --- abuse limits (SPEC §23) ---------------------------------------------------------------
+
+
+class TooManyTasks(DomainError):
+    code = "too_many_tasks"
+    status = 429
+    # Seconds a client should wait before it tries again (the Retry-After header).
+    retry_after = 5
+    default_message = "You have as many tasks in flight as allowed; wait for some to finish."

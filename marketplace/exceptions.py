@@ -116,6 +116,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, (DomainError, EngineError)):
         status, code, message, fields = exc.status, exc.code, exc.message, exc.fields
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            headers["Retry-After"] = str(retry_after)
     elif isinstance(exc, DjangoValidationError):
         status, code = 400, "validation_error"
         fields = (

@@ -174,6 +174,8 @@ class Task(models.Model):
         CANCELLED = "cancelled"
 
     FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    # What counts against a requester's MAX_TASKS_IN_FLIGHT (SPEC §23).
+    IN_FLIGHT_STATUSES = (Status.PENDING_FUNDING, Status.QUEUED, Status.RUNNING)
 
     class FailureReason(models.TextChoices):
         OUT_OF_FUEL = "out_of_fuel"
@@ -245,13 +247,34 @@ class Task(models.Model):
     refund = models.BigIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # When its last message was sent (recovery re-sends a lost one and moves this on).
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # When it last entered the queue (submission, or a requeue after a lost worker): how long
+    # it has waited for a worker. A re-sent message leaves it alone.
+    queued_at = models.DateTimeField(null=True, blank=True)
+    # Its turn in the fair share of the workers between requesters (start-time fair
+    # queueing, marketplace/fair_share.py): workers take the queued task with the lowest tag.
+    fair_tag = models.BigIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "lease_expires_at"], name="task_lease_idx")]
+        indexes = [
+            models.Index(fields=["status", "lease_expires_at"], name="task_lease_idx"),
+            # The workers' next task, and the fair share's floor (the lowest queued tag).
+            models.Index(
+                fields=["fair_tag", "queued_at"],
+                condition=Q(status="queued"),
+                name="task_fair_queue_idx",
+            ),
+            # A requester's tasks in flight (the in-flight limit), and its last queued tag.
+            models.Index(
+                fields=["requester", "fair_tag"],
+                condition=Q(status__in=["pending_funding", "queued", "running"]),
+                name="task_in_flight_idx",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(budget__gt=0), name="task_budget_gt_0"),
             models.CheckConstraint(condition=Q(fuel_limit__gt=0), name="task_fuel_limit_gt_0"),

@@ -6,9 +6,8 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from escrow.channels import (
     channel_finish_task,
@@ -35,7 +34,9 @@ from marketplace.errors import (
     PaymentUnavailable,
     TaskStateConflict,
 )
+from marketplace.fair_share import fair_tag_next, in_flight_check, too_many
 from marketplace.models import Agent, ApiKey, Task
+from marketplace.queues import task_run_send
 from marketplace.schemas import output_schema_check
 from marketplace.selectors.agents import agents_with_wallets
 from marketplace.webhooks.outbox import webhook_event_record
@@ -96,8 +97,6 @@ def agent_create(
 
 # --- tasks -----------------------------------------------------------------------------
 
-RUN_TASK = "execution.tasks.run_task"
-
 
 def task_enqueue(*, task_id: Any) -> None:
     """Hand the task to a worker once the surrounding transaction commits.
@@ -107,7 +106,7 @@ def task_enqueue(*, task_id: Any) -> None:
     """
 
     def send() -> None:
-        async_task(RUN_TASK, str(task_id), task_name=f"run {task_id}")
+        task_run_send(task_id=task_id)
 
     # robust: a broker that is down (a Redis restart) is logged, not raised into a request
     # whose task is already committed; recovery re-sends the message.
@@ -236,10 +235,15 @@ def task_submit(
     )
     try:
         return _task_open(task, payer=payer, payee=payee, channel=channel, voucher=voucher)
-    except IntegrityError as exc:
+    except DatabaseError as exc:
+        refused = too_many(exc)
+        if refused is not None:
+            raise refused from None
+        if not isinstance(exc, IntegrityError):
+            raise
         # A twin with the same key won the unique index: the task is that one's.
         if idempotency_key is None or not _key_taken(exc):
-            raise
+            raise exc
     existing = Task.objects.select_related("agent", "escrow").get(
         requester=requester, idempotency_key=idempotency_key
     )
@@ -254,11 +258,16 @@ def _key_taken(exc: IntegrityError) -> bool:
 
 @transaction.atomic(durable=True)
 def _task_open(task: Task, *, payer: int, payee: int, channel: Any, voucher: Any) -> Task:
-    """The submission's transaction: the task, already queued (a concurrent twin with the
-    same key waits on the unique index, then fails the insert), then in the lock order its
-    API key, its channel and its escrow with the money."""
-    task.status, task.enqueued_at = Task.Status.QUEUED, timezone.now()
+    """The submission's transaction: the task, already queued with its turn in the fair
+    share (a concurrent twin with the same key waits on the unique index, then fails the
+    insert), then in the lock order its API key, its channel and its escrow with the money,
+    and the requester's tasks in flight counted (by the INSERT on PostgreSQL)."""
+    now = timezone.now()
+    task.status, task.enqueued_at, task.queued_at = Task.Status.QUEUED, now, now
+    task.fair_tag = fair_tag_next(requester_id=task.requester_id)  # type: ignore[assignment]
     task.save(force_insert=True)
+    # The INSERT computed it; nothing here reads it, and a save must never compute it again.
+    task.fair_tag = None  # type: ignore[assignment]
     if task.api_key is not None:
         # The key's spending caps: its row is locked before any channel, escrow or account.
         api_key_charge_task(key=task.api_key, task=task, channel=channel)
@@ -286,6 +295,7 @@ def _task_open(task: Task, *, payer: int, payee: int, channel: Any, voucher: Any
         escrow = escrow_open_funded(
             payer_id=payer, payee_id=payee, amount=task.budget, task_id=task.pk
         )
+    in_flight_check(requester_id=task.requester_id)
     task.opened_escrow = escrow  # type: ignore[attr-defined]  # for the response: no read back
     task_enqueue(task_id=task.pk)
     return task

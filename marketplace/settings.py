@@ -272,6 +272,12 @@ TASK_MAX_INPUT_BYTES = env_int("TASK_MAX_INPUT_BYTES", 1024 * 1024)
 # A request body may carry a whole input JSON-escaped (up to 6 bytes a character).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * TASK_MAX_INPUT_BYTES
 MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
+# Tasks one requester may have pending funding, queued or running at once (SPEC §23): beyond
+# it a submission is refused with 429 `too_many_tasks`. Workers are shared fairly between
+# requesters whatever their backlogs (marketplace/fair_share.py).
+MAX_TASKS_IN_FLIGHT = env_int("MAX_TASKS_IN_FLIGHT", 100)
+if MAX_TASKS_IN_FLIGHT < 1:
+    raise ImproperlyConfigured("MAX_TASKS_IN_FLIGHT must be at least 1")
 # A running task whose lease is older than its timeout plus this margin is presumed lost.
 LEASE_MARGIN_SECONDS = env_int("LEASE_MARGIN_SECONDS", 30)
 # A queued task not picked up for this long is enqueued again (its message may be lost, as
@@ -307,13 +313,31 @@ WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 10)
 WORKER_STALE_SECONDS = env_int("WORKER_STALE_SECONDS", 60)
 if not 0 < WORKER_HEARTBEAT_SECONDS < WORKER_STALE_SECONDS:
     raise ImproperlyConfigured("need 0 < WORKER_HEARTBEAT_SECONDS < WORKER_STALE_SECONDS")
+# A cluster is stalled when work it could take has waited this long and it has started nothing
+# in that time (execution/liveness.py): /healthz answers 503 and its supervisor restarts it.
+WORKER_STALL_SECONDS = env_int("WORKER_STALL_SECONDS", 30)
+if not WORKER_HEARTBEAT_SECONDS < WORKER_STALL_SECONDS:
+    raise ImproperlyConfigured("need WORKER_HEARTBEAT_SECONDS < WORKER_STALL_SECONDS")
 # /metrics wants `Authorization: Bearer <METRICS_TOKEN>`; none set: open with DEBUG, else 403.
 METRICS_TOKEN = env_optional("METRICS_TOKEN")
 METRICS_WINDOW_SECONDS = env_int("METRICS_WINDOW_SECONDS", 300)
 REDIS_URL = env_optional("REDIS_URL")
+# Two queues, each served by a cluster of its own on every host (`manage.py supervise` runs
+# both): task runs on TASK_QUEUE, everything else (webhook deliveries, dispute replays,
+# withdrawals, the scheduled jobs) on the service queue, QUEUE_NAME, so that none of it waits
+# behind a backlog of task runs (SPEC §18). django-q2 reads which queue a `qcluster` serves
+# from the process's own Q_CLUSTER_NAME, which the supervisor sets per cluster: the
+# deployment names its queues with QUEUE_NAME (Q_CLUSTER_NAME is still read when it is unset).
+QUEUE_NAME = env_optional("QUEUE_NAME") or env_str("Q_CLUSTER_NAME", "agent-exchange")
+SERVICE_QUEUE = QUEUE_NAME
+TASK_QUEUE = f"{QUEUE_NAME}-tasks"
+Q_WORKERS = env_int("Q_WORKERS", 1)
+Q_SERVICE_WORKERS = env_int("Q_SERVICE_WORKERS", 2)
+if Q_WORKERS < 1 or Q_SERVICE_WORKERS < 1:
+    raise ImproperlyConfigured("Q_WORKERS and Q_SERVICE_WORKERS must be at least 1")
 Q_CLUSTER: dict = {
-    "name": env_str("Q_CLUSTER_NAME", "agent-exchange"),
-    "workers": env_int("Q_WORKERS", 1),
+    "name": SERVICE_QUEUE,
+    "workers": Q_SERVICE_WORKERS,
     "timeout": Q_TIMEOUT,
     "retry": Q_RETRY,
     # The task table (status, attempts, lease) decides retries, not q2.
@@ -324,12 +348,21 @@ Q_CLUSTER: dict = {
     "save_limit": env_int("Q_SAVE_LIMIT", -1),
     # Messages a cluster takes ahead of its workers stay locked for `retry` seconds if it
     # dies; keep that hoard small so other machines pick the work up.
-    "queue_limit": 2 * env_int("Q_WORKERS", 1),
+    "queue_limit": 2 * Q_SERVICE_WORKERS,
     "bulk": 1,
     "catch_up": False,
     # How often an idle ORM-broker cluster looks for work: the floor of a task's queue wait.
     "poll": 0.1,
     "sync": env_bool("Q_SYNC", False),
+    "ALT_CLUSTERS": {
+        # The task-run cluster: Q_WORKERS processes, and no scheduler (the service cluster
+        # runs the schedules, into its own queue).
+        TASK_QUEUE: {
+            "workers": Q_WORKERS,
+            "queue_limit": 2 * Q_WORKERS,
+            "scheduler": False,
+        },
+    },
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL

@@ -25,7 +25,6 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from escrow.deposits import deposits_recover
 from escrow.errors import DomainError
@@ -41,6 +40,7 @@ from escrow.withdrawals import (
     withdrawal_settle,
     withdrawals_due,
 )
+from marketplace.queues import service_send
 from marketplace.webhooks.outbox import webhook_event_record
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ PROCESS = "marketplace.withdrawals.withdrawal_process"
 
 
 def _enqueue(withdrawal_id: int) -> None:
-    async_task(PROCESS, withdrawal_id, task_name=f"withdrawal {withdrawal_id}")
+    service_send(PROCESS, withdrawal_id, task_name=f"withdrawal {withdrawal_id}")
 
 
 @transaction.atomic(durable=True)

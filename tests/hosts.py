@@ -33,7 +33,7 @@ def shared_keys() -> dict[str, str]:
 
 
 class Host(Cluster):
-    """One machine: a whole `qcluster` tree; `kill()` SIGKILLs all of it, `start()` boots it
+    """One machine: its two `qcluster` trees; `kill()` SIGKILLs all of it, `start()` boots it
     again with the same data directory (a reboot, the compiled-module cache kept)."""
 
     def __init__(
@@ -67,19 +67,9 @@ class Host(Cluster):
         if database_url:
             self.env["DATABASE_URL"] = database_url
 
-    def start(self) -> Host:
-        command = [sys.executable, "manage.py", "qcluster"]
-        if self.netns:
-            command = ["ip", "netns", "exec", self.netns, *command]
-        self.process = subprocess.Popen(
-            command,
-            cwd=Path(__file__).resolve().parent.parent,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
+    def command(self) -> list[str]:
+        command = super().command()
+        return ["ip", "netns", "exec", self.netns, *command] if self.netns else command
 
     def pause(self) -> None:
         """SIGSTOP the whole tree: a machine that stalls (swapping, a VM paused)."""

@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from django.conf import settings
+
 
 def find_server() -> str | None:
     return os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
@@ -93,8 +95,10 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError(f"redis-server did not answer on {self.host}:{self.port}")
 
-    def queue_length(self, key: str = "django_q:agent-exchange:q") -> int:
-        """LLEN of a list (django-q2's queue by default), by the plain Redis protocol."""
+    def queue_length(self, key: str | None = None) -> int:
+        """LLEN of a list (django-q2's task-run queue by default), by the plain Redis
+        protocol."""
+        key = key or f"django_q:{settings.TASK_QUEUE}:q"
         with socket.create_connection((self.host, self.port), timeout=2) as sock:
             sock.sendall(f"LLEN {key}\r\n".encode())
             reply = sock.recv(64)

@@ -47,7 +47,7 @@ def requester(alice):
 def queued(monkeypatch) -> list[tuple]:
     """What the marketplace asks the worker queue to run."""
     calls: list[tuple] = []
-    monkeypatch.setattr(dispute_flows, "async_task", lambda *args, **kw: calls.append(args))
+    monkeypatch.setattr(dispute_flows, "service_send", lambda *args, **kw: calls.append(args))
     return calls
 
 

@@ -51,7 +51,7 @@ def test_a_worker_replays_the_receipt_of_a_disputed_task(monkeypatch, settings):
         wait_for(lambda: replayed(first), timeout=30, message="the replay", cluster=cluster)
         # The second dispute's message is lost: recovery asks again once it is overdue.
         with monkeypatch.context() as patch:
-            patch.setattr(dispute_flows, "async_task", lambda *args, **kwargs: None)
+            patch.setattr(dispute_flows, "service_send", lambda *args, **kwargs: None)
             second = dispute_file(task_id=tasks[1].pk, user=alice, reason="wrong")
         assert dispute_replays_recover() == 0  # asked for just now
         later = timezone.now() + timedelta(seconds=settings.DISPUTE_REPLAY_RETRY_SECONDS + 1)

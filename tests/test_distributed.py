@@ -45,6 +45,13 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
+
+@pytest.fixture(autouse=True)
+def _one_requester_submits_hundreds(settings):
+    # These tests load one requester far past the abuse limit on purpose.
+    settings.MAX_TASKS_IN_FLIGHT = 100_000
+
+
 log = logging.getLogger(__name__)
 ECHO = Path(__file__).resolve().parent.parent / "agents" / "dist" / "echo.wasm"
 HOSTS, TASKS = 3, 300

@@ -87,7 +87,8 @@ def known_state(alice, bob):
     now = timezone.now()
     for waited in (40, 5):
         queued = task("queued", ago=waited + 1, binary=binary)
-        Task.objects.filter(pk=queued.pk).update(enqueued_at=now - timedelta(seconds=waited))
+        since = now - timedelta(seconds=waited)
+        Task.objects.filter(pk=queued.pk).update(enqueued_at=since, queued_at=since)
     task("running", ago=3, started=2, binary=binary)
     task("cancelled", ago=50, finished=49, binary=binary)  # finished, but never ran
     # Settled in the window (the last 300 s) and submitted within 600 s: in the histogram.
@@ -165,7 +166,8 @@ def assert_known_state(samples: dict[str, dict[tuple, float]]) -> None:
 
     assert samples["agent_exchange_queue_depth"] == {
         (("queue", "tasks"),): 2,
-        (("queue", "broker"),): 2,
+        (("queue", "broker_tasks"),): 0,
+        (("queue", "broker_service"),): 2,
     }
     assert samples["agent_exchange_broker_up"] == {(): 1}
     assert 40 <= samples["agent_exchange_oldest_queued_task_age_seconds"][()] < 45
@@ -200,6 +202,11 @@ def assert_known_state(samples: dict[str, dict[tuple, float]]) -> None:
         (("host", "worker-2"), ("state", "live")): 1,
         (("host", "worker-2"), ("state", "stale")): 0,
     }
+    # Work waits (two messages just sent), but for seconds, not WORKER_STALL_SECONDS.
+    assert samples["agent_exchange_worker_stalled"] == {
+        (("host", "worker-1"),): 0,
+        (("host", "worker-2"),): 0,
+    }
 
 
 def test_metrics_report_the_exchange_state_in_prometheus_text(client, known_state):
@@ -222,9 +229,10 @@ def test_a_scrape_is_a_fixed_handful_of_queries_whatever_the_rows(client, known_
         beat(f"Process-more-{i}", f"worker-{i + 3}", seconds_ago=i)
     with CaptureQueriesContext(connection) as after:
         samples = scrape(client)
-    # open tasks by status, finished ones in the window, the broker, recovery, withdrawals,
-    # open funding discrepancies, webhook deliveries, heartbeats.
-    assert len(before.captured_queries) == len(after.captured_queries) == 8
+    # open tasks by status, finished ones in the window, the broker (each queue), recovery,
+    # withdrawals, open funding discrepancies, webhook deliveries, heartbeats, and the work
+    # waiting for the one queue a live cluster serves.
+    assert len(before.captured_queries) == len(after.captured_queries) == 10
     assert (
         samples["agent_exchange_settlement_latency_seconds_gcount"][(("stage", "claimed"),)] == 14
     )
@@ -246,10 +254,10 @@ def test_an_empty_exchange_reports_zeros_and_no_hosts(client):
 
 
 def test_a_broken_broker_leaves_its_depth_out_and_says_so(client, monkeypatch):
-    def no_broker():
+    def no_broker(queue):
         raise TimeoutError("redis did not answer")
 
-    monkeypatch.setattr(health, "get_broker", no_broker)
+    monkeypatch.setattr(health, "broker_for", no_broker)
     samples = scrape(client)
     assert samples["agent_exchange_queue_depth"] == {(("queue", "tasks"),): 0}
     assert samples["agent_exchange_broker_up"] == {(): 0}

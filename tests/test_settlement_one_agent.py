@@ -30,6 +30,13 @@ from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
+
+@pytest.fixture(autouse=True)
+def _one_requester_submits_hundreds(settings):
+    # These tests load one requester far past the abuse limit on purpose.
+    settings.MAX_TASKS_IN_FLIGHT = 100_000
+
+
 THREADS = 4
 TASKS_EACH = 200
 BUDGET = 50_000

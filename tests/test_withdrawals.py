@@ -356,7 +356,7 @@ def test_recovery_resends_a_pending_withdrawal_whose_message_was_lost(
     import marketplace.withdrawals as service
 
     sent: list[tuple] = []
-    monkeypatch.setattr(service, "async_task", lambda *args, **kwargs: sent.append(args))
+    monkeypatch.setattr(service, "service_send", lambda *args, **kwargs: sent.append(args))
     withdrawal, _ = withdrawal_request(user=rich_alice, amount=CR)  # its message never left
     settings.FUNDING_RECOVER_AFTER_SECONDS = 3600
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django_q.tasks import async_task
 
 from escrow.models import Account, Escrow
 from escrow.services import deposit_create, system_balance
@@ -19,6 +18,7 @@ from execution.engine.receipts import receipt_verify
 from execution.services import affordable_fuel
 from marketplace.binaries import binary_upload
 from marketplace.models import Agent, Task
+from marketplace.queues import task_run_send
 from marketplace.services import task_submit
 from marketplace.storage import binary_storage
 from reputation.models import ReputationEvent
@@ -146,11 +146,11 @@ def test_a_duplicate_delivery_through_the_broker_changes_nothing(people):
     echo = agent_with(bob, "echo", ECHO.read_bytes())
     task = task_submit(requester=alice, agent=echo, input="once", budget=100_000)
     # A second message for the same task, as a broker redelivery would produce.
-    async_task("execution.tasks.run_task", str(task.pk))
+    task_run_send(task_id=task.pk)
     with Cluster() as cluster:
         wait_for(lambda: final(task), timeout=30, message="the task to finish", cluster=cluster)
         settled = (balance(alice), balance(bob), ReputationEvent.objects.count())
-        async_task("execution.tasks.run_task", str(task.pk))
+        task_run_send(task_id=task.pk)
         from django_q.models import OrmQ
 
         wait_for(lambda: not OrmQ.objects.exists(), timeout=30, message="messages to drain")

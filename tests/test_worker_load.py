@@ -25,6 +25,13 @@ from tests.workers import Cluster, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
+
+@pytest.fixture(autouse=True)
+def _one_requester_submits_hundreds(settings):
+    # These tests load one requester far past the abuse limit on purpose.
+    settings.MAX_TASKS_IN_FLIGHT = 100_000
+
+
 ECHO = Path(__file__).resolve().parent.parent / "agents" / "dist" / "echo.wasm"
 WORKERS, PER_WORKER = 4, 200
 FUNDS = 100_000_000

@@ -19,9 +19,10 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.models import Schedule
-from django_q.tasks import async_task, schedule
+from django_q.tasks import schedule
 from rest_framework.renderers import JSONRenderer
 
+from marketplace.queues import service_send
 from marketplace.webhooks import transport
 from marketplace.webhooks.events import event_data
 from marketplace.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -64,7 +65,7 @@ def deliver_event(event_id: str) -> str:
     if not ids:
         return f"{event_id}: nothing to deliver"
     for pk in ids[1:]:
-        async_task(DELIVER, pk, 0, task_name=f"webhook {event_id} #{pk}")
+        service_send(DELIVER, pk, 0, task_name=f"webhook {event_id} #{pk}")
     return deliver(ids[0], 0)
 
 
@@ -214,7 +215,7 @@ def deliveries_sweep() -> dict[str, int]:
             pk=pk, status=Status.PENDING, attempts=attempts, next_attempt_at=at
         ).update(next_attempt_at=now + attempt_lease())
         if won:
-            async_task(DELIVER, pk, attempts, task_name=f"webhook retry #{pk}")
+            service_send(DELIVER, pk, attempts, task_name=f"webhook retry #{pk}")
             sent += 1
     old = WebhookDelivery.objects.filter(created_at__lt=now - RETENTION).exclude(
         status=Status.PENDING

@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from escrow.errors import DomainError
+from marketplace.queues import service_send_on_commit
 from marketplace.webhooks.events import EVENT_TYPES, PING
 from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
 from marketplace.webhooks.signing import secret_new
@@ -139,9 +139,7 @@ def _event_sql(by_endpoint: bool) -> tuple[str, str]:
 
 def webhook_event_send(event_id: str) -> None:
     """Deliver a recorded event once the caller's transaction commits."""
-    transaction.on_commit(
-        lambda: async_task(DELIVER_EVENT, event_id, task_name=f"webhook {event_id}")
-    )
+    service_send_on_commit(DELIVER_EVENT, event_id, task_name=f"webhook {event_id}")
 
 
 def event_types_clean(events: list[str]) -> str:

@@ -1,0 +1,57 @@
+"""The two queues the workers take their work from (SPEC §18).
+
+Every host runs two q2 clusters (`manage.py supervise` starts both): one takes task runs
+from TASK_QUEUE, the other takes everything else from the service queue — webhook
+deliveries, dispute replays, withdrawals and the scheduled jobs (recovery among them). A
+backlog of task runs then never delays a webhook, a payout or the recovery that would clear
+the backlog, and a task cluster that stalls doesn't stall them either.
+
+q2 sends a message to the queue of the process that sends it unless told otherwise, and
+both kinds of process send both kinds of message (a settlement records a webhook event; the
+service cluster's recovery re-sends task runs), so every message here names its queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django_q.brokers import Broker, get_broker
+from django_q.tasks import async_task
+
+RUN_TASK = "execution.tasks.run_task"
+
+
+def task_queue() -> str:
+    return settings.TASK_QUEUE
+
+
+def service_queue() -> str:
+    return settings.SERVICE_QUEUE
+
+
+def queues() -> dict[str, str]:
+    """The queues by role, as /healthz and /metrics name them."""
+    return {"tasks": task_queue(), "service": service_queue()}
+
+
+def broker_for(queue: str) -> Broker:
+    return get_broker(queue)
+
+
+def task_run_send(*, task_id: Any) -> None:
+    """A message that makes a worker of the task queue run the next task (see
+    `execution.services.task_execute_next`: which task it runs is the fair share's choice,
+    not the message's)."""
+    async_task(RUN_TASK, str(task_id), task_name=f"run {task_id}", cluster=task_queue())
+
+
+def service_send(func: str, *args: Any, task_name: str) -> None:
+    """A job for the service queue: a webhook delivery, a dispute replay, a withdrawal."""
+    async_task(func, *args, task_name=task_name, cluster=service_queue())
+
+
+def service_send_on_commit(func: str, *args: Any, task_name: str) -> None:
+    """`service_send` once the caller's transaction commits (at once outside of one)."""
+    transaction.on_commit(lambda: service_send(func, *args, task_name=task_name))
