@@ -14,6 +14,10 @@ from marketplace.env import env_int, env_str
 
 # The database cache's table, which marketplace migration 0012 creates under this name.
 CACHE_TABLE = "marketplace_cache"
+# django-q2's sentinels save their cluster's status to a cache twice a second; in the shared
+# database cache that would be a write per half second per cluster, for the q2 admin pages
+# alone (the heartbeats are the record): each process keeps its own.
+Q2_STATS = {"q2": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 
 def cache_settings(*, redis_url: str | None, secret_key: str) -> dict[str, dict[str, Any]]:
@@ -28,7 +32,8 @@ def cache_settings(*, redis_url: str | None, secret_key: str) -> dict[str, dict[
                 "BACKEND": "django.core.cache.backends.redis.RedisCache",
                 "LOCATION": redis_url,
                 "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", f"ax-{digest[:12]}"),
-            }
+            },
+            **Q2_STATS,
         }
     return {
         "default": {
@@ -37,5 +42,6 @@ def cache_settings(*, redis_url: str | None, secret_key: str) -> dict[str, dict[
             # Past this many rows, expired ones are deleted and then a third of the rest: live
             # counters must not be evicted by a flood of keys (Django's default is 300).
             "OPTIONS": {"MAX_ENTRIES": env_int("CACHE_MAX_ENTRIES", 50_000)},
-        }
+        },
+        **Q2_STATS,
     }

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from marketplace.api_config import SPECTACULAR, rest_framework_settings
 from marketplace.cache_config import cache_settings
 from marketplace.env import (
     database_from_url,
@@ -25,6 +26,7 @@ from marketplace.env import (
     env_optional,
     env_str,
 )
+from marketplace.queue_config import q_cluster_settings
 from marketplace.storage_config import binary_storage_backend
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -335,39 +337,15 @@ Q_WORKERS = env_int("Q_WORKERS", 1)
 Q_SERVICE_WORKERS = env_int("Q_SERVICE_WORKERS", 2)
 if Q_WORKERS < 1 or Q_SERVICE_WORKERS < 1:
     raise ImproperlyConfigured("Q_WORKERS and Q_SERVICE_WORKERS must be at least 1")
-Q_CLUSTER: dict = {
-    "name": SERVICE_QUEUE,
-    "workers": Q_SERVICE_WORKERS,
-    "timeout": Q_TIMEOUT,
-    "retry": Q_RETRY,
-    # The task table (status, attempts, lease) decides retries, not q2.
-    "max_attempts": 1,
-    "ack_failures": True,
-    # No successful result kept (the Task table is the record): a positive limit makes q2's
-    # monitor lock and read every kept row to prune one, for every task. Failures are kept.
-    "save_limit": env_int("Q_SAVE_LIMIT", -1),
-    # Messages a cluster takes ahead of its workers stay locked for `retry` seconds if it
-    # dies; keep that hoard small so other machines pick the work up.
-    "queue_limit": 2 * Q_SERVICE_WORKERS,
-    "bulk": 1,
-    "catch_up": False,
-    # How often an idle ORM-broker cluster looks for work: the floor of a task's queue wait.
-    "poll": 0.1,
-    "sync": env_bool("Q_SYNC", False),
-    "ALT_CLUSTERS": {
-        # The task-run cluster: Q_WORKERS processes, and no scheduler (the service cluster
-        # runs the schedules, into its own queue).
-        TASK_QUEUE: {
-            "workers": Q_WORKERS,
-            "queue_limit": 2 * Q_WORKERS,
-            "scheduler": False,
-        },
-    },
-}
-if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
-else:
-    Q_CLUSTER["orm"] = "default"
+Q_CLUSTER = q_cluster_settings(
+    service_queue=SERVICE_QUEUE,
+    task_queue=TASK_QUEUE,
+    service_workers=Q_SERVICE_WORKERS,
+    task_workers=Q_WORKERS,
+    timeout=Q_TIMEOUT,
+    retry=Q_RETRY,
+    redis_url=REDIS_URL,
+)
 
 # --- Webhooks ------------------------------------------------------------------------
 # Non-public targets (private, loopback, link-local, …) are refused at creation and after
@@ -385,53 +363,8 @@ WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 24 
 CACHES = cache_settings(redis_url=REDIS_URL, secret_key=SECRET_KEY)
 
 # --- API -----------------------------------------------------------------------------
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        # `Authorization: Bearer <API key>`: scoped, capped keys (marketplace.apikeys).
-        "marketplace.api.auth_keys.ApiKeyAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "marketplace.api.pagination.Pagination",
-    "PAGE_SIZE": 50,
-    # JSON in and out; the binary upload endpoint alone takes multipart.
-    "DEFAULT_PARSER_CLASSES": ["marketplace.api.parsers.JSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "marketplace.exceptions.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {
-        "auth": env_str("API_AUTH_THROTTLE_RATE", "20/minute"),
-        "uploads": API_UPLOAD_THROTTLE_RATE,
-    },
-    # Proxies in front of the app that append to X-Forwarded-For (0: use the peer address,
-    # so a client cannot pick its own throttling identity).
-    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
-    "TEST_REQUEST_DEFAULT_FORMAT": "json",
-}
-SPECTACULAR_SETTINGS = {
-    "TITLE": "Agent Exchange API",
-    "DESCRIPTION": (
-        "Requesters pay agents (WASM programs) to run tasks; budgets are held in escrow and "
-        "settled on completion. Amounts are integers in micro-credits (1 CR = 1 000 000 µCR). "
-        'Every failure is `{"error": {"code", "message", "fields"}}`.'
-    ),
-    "VERSION": "1.0.0",
-    "SERVE_INCLUDE_SCHEMA": False,
-    "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {
-        "TaskStatusEnum": "marketplace.models.Task.Status",
-        "AgentStatusEnum": "marketplace.models.Agent.Status",
-        "EscrowStatusEnum": "escrow.models.Escrow.Status",
-        "FailureReasonEnum": "marketplace.models.Task.FailureReason",
-        "TransferKindEnum": "escrow.models.Transfer.Kind",
-    },
-    "POSTPROCESSING_HOOKS": [
-        "drf_spectacular.hooks.postprocess_schema_enums",
-        "marketplace.api.schema.add_error_component",
-    ],
-}
+REST_FRAMEWORK = rest_framework_settings(upload_rate=API_UPLOAD_THROTTLE_RATE)
+SPECTACULAR_SETTINGS = SPECTACULAR
 
 LOGGING = {
     "version": 1,

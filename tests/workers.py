@@ -251,6 +251,9 @@ class Supervisor:
     def kill_everything(self) -> None:
         if self.process is None:
             return
+        # Frozen first, so that it starts no cluster while its tree is listed and killed.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGSTOP)
         tree = [self.process.pid, *descendants(self.process.pid)]
         for pid in tree:
             with contextlib.suppress(ProcessLookupError):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -50,10 +51,13 @@ POLL_SECONDS = 0.1
 CHECK_SECONDS = 2.0
 
 
-def _stop_with_the_supervisor() -> None:
-    """In the child before exec (Linux): SIGTERM the cluster if the supervisor is killed."""
+def _stop_with_the_supervisor(supervisor: int) -> None:
+    """In the child before exec (Linux): SIGTERM the cluster if the supervisor is killed. A
+    supervisor that died before the request was made sends nothing: then stop at once."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != supervisor:
+            os._exit(1)
 
 
 @dataclass
@@ -136,7 +140,8 @@ class Command(BaseCommand):
             [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster"],
             env=env,
             start_new_session=True,
-            preexec_fn=_stop_with_the_supervisor,  # the supervisor runs no threads
+            # The supervisor runs no threads, so a preexec_fn is safe here.
+            preexec_fn=functools.partial(_stop_with_the_supervisor, os.getpid()),
         )
         cluster.started = time.monotonic()
         self.stderr.write(
