@@ -280,6 +280,8 @@ MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
 MAX_TASKS_IN_FLIGHT = env_int("MAX_TASKS_IN_FLIGHT", 100)
 if MAX_TASKS_IN_FLIGHT < 1:
     raise ImproperlyConfigured("MAX_TASKS_IN_FLIGHT must be at least 1")
+# Task submissions per user, and per API key, as a DRF rate ("600/minute"); 429 beyond it.
+TASK_SUBMIT_RATE = env_str("TASK_SUBMIT_RATE", "600/minute")
 # A running task whose lease is older than its timeout plus this margin is presumed lost.
 LEASE_MARGIN_SECONDS = env_int("LEASE_MARGIN_SECONDS", 30)
 # A queued task not picked up for this long is enqueued again (its message may be lost, as

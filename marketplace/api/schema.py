@@ -102,7 +102,8 @@ ERROR_MEANINGS = {
     409: "Conflicts with the current state or with an earlier use of the Idempotency-Key.",
     413: "Too large (`request_too_large`, `input_too_large`, `wasm_too_large`).",
     415: "Unsupported Content-Type (`unsupported_media_type`).",
-    429: "Too many attempts (`throttled`); see Retry-After.",
+    429: "Too many attempts (`throttled`), or too many tasks in flight (`too_many_tasks`); "
+    "see Retry-After.",
 }
 AUTHENTICATED = (401,)
 WRITES = (400, 401, 403, 413, 415)
@@ -286,7 +287,7 @@ TASK_SUBMIT: dict[str, Any] = {
         )
     ],
     "parameters": [IDEMPOTENCY_PARAMETER],
-    "responses": {201: TaskSerializer, **errors(*WRITES, 402, 409)},
+    "responses": {201: TaskSerializer, **errors(*WRITES, 402, 409, 429)},
 }
 TASK: dict[str, Any] = {
     "tags": ["tasks"],

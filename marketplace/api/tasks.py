@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
-from rest_framework.decorators import api_view
+from rest_framework.decorators import api_view, throttle_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -23,12 +23,14 @@ from marketplace.api.serializers.tasks import (
 from marketplace.exceptions import TaskNotFound
 from marketplace.idempotency import idempotent
 from marketplace.services import task_cancel, task_submit
+from marketplace.submission_throttle import SubmissionKeyThrottle, SubmissionUserThrottle
 
 
 @extend_schema(**schema.TASKS_LIST)
 @extend_schema(**schema.TASK_SUBMIT)
 @key_scope(GET="tasks:read", POST="tasks:write")
 @api_view(["GET", "POST"])
+@throttle_classes([SubmissionUserThrottle, SubmissionKeyThrottle])
 def tasks(request: Request) -> Response:
     user = current_user(request)
     if request.method == "POST":

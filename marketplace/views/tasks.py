@@ -36,10 +36,12 @@ from marketplace.errors import (
     InputTooLarge,
     InvalidOutputSchema,
     LimitExceeded,
+    TooManyTasks,
 )
 from marketplace.forms import TaskForm
 from marketplace.models import Task
 from marketplace.services import task_cancel, task_submit
+from marketplace.submission_throttle import submission_refusal
 from marketplace.templatetags.exchange import format_credits
 from marketplace.views.common import (
     POLL_ACTIVE,
@@ -121,6 +123,13 @@ def _task_error(form: TaskForm, exc: DomainError) -> None:
             )
         form.add_error("payment", message)
         return
+    if isinstance(exc, TooManyTasks):
+        form.add_error(
+            None,
+            f"You already have {settings.MAX_TASKS_IN_FLIGHT} tasks pending, queued or running: "
+            "the most you can have at once. Submit this one when some of them have finished.",
+        )
+        return
     for error_class, name in TASK_ERROR_FIELDS:
         if isinstance(exc, error_class):
             message = exc.message
@@ -161,7 +170,10 @@ def task_new(request: HtmxHttpRequest) -> HttpResponseBase:
     channels = list(selectors.open_channels_of(user))
     if request.method == "POST":
         form = TaskForm(request.POST, channels=channels)
-        if form.is_valid():
+        refusal = submission_refusal(request) if form.is_valid() else None
+        if refusal is not None:
+            form.add_error(None, refusal)
+        elif form.is_valid():
             data = form.cleaned_data
             form, task = submit_money_form(
                 form,

@@ -43,7 +43,9 @@ def test_the_schema_is_served_with_the_error_envelope(anon, db):
     assert error["required"] == ["error"]
     assert error["properties"]["error"]["required"] == ["code", "message", "fields"]
     task_post = document["paths"]["/api/v1/tasks/"]["post"]
-    assert set(task_post["responses"]) == {"201", "400", "401", "402", "403", "409", "413", "415"}
+    assert set(task_post["responses"]) == {
+        *("201", "400", "401", "402", "403", "409", "413", "415", "429")
+    }
     assert task_post["responses"]["402"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Error"
     }
