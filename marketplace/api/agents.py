@@ -1,5 +1,6 @@
 """Agents: a catalogue every signed-in user reads; only an agent's owner changes it or
-uploads its binaries (anybody else gets 403 `not_agent_owner`)."""
+uploads its binaries (anybody else gets 403 `not_agent_owner`). An API key limited to some
+agents changes and uploads to those alone, and creates none (403 `agent_not_allowed`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from rest_framework.response import Response
 
 from marketplace import selectors
 from marketplace.api import schema
-from marketplace.api.auth_keys import ANY_KEY, key_scope
+from marketplace.api.auth_keys import ANY_KEY, agent_allowlist, key_scope
 from marketplace.api.common import current_user, page_response, valid
 from marketplace.api.parsers import WasmUploadParser
 from marketplace.api.serializers.agents import (
@@ -23,7 +24,7 @@ from marketplace.api.serializers.agents import (
     ReputationSerializer,
 )
 from marketplace.binaries import UploadRateThrottle, binary_upload
-from marketplace.errors import AgentNotFound
+from marketplace.errors import AgentNotAllowed, AgentNotFound
 from marketplace.exceptions import NotAgentOwner
 from marketplace.services import agent_create, agent_update
 
@@ -36,6 +37,12 @@ REPUTATION_EVENTS_SHOWN = 100
 @api_view(["GET", "POST"])
 def agents(request: Request) -> Response:
     if request.method == "POST":
+        allowlist = agent_allowlist(request)
+        if allowlist is not None:
+            raise AgentNotAllowed(
+                "This API key is limited to its agents: it cannot create one.",
+                fields={"agents": sorted(allowlist.slugs)},
+            )
         data = valid(AgentWriteSerializer, request.data)
         created = agent_create(owner=current_user(request), **data)
         found = selectors.agent_by_slug(created.slug, missing=AgentNotFound)
@@ -55,6 +62,7 @@ def agents(request: Request) -> Response:
 @api_view(["GET", "PATCH"])
 def agent(request: Request, slug: str) -> Response:
     if request.method == "PATCH":
+        _check_allowlist(request, slug)
         owned = selectors.agent_owned_by(
             current_user(request), slug, missing=AgentNotFound, not_owner=NotAgentOwner
         )
@@ -70,6 +78,7 @@ def agent(request: Request, slug: str) -> Response:
 @parser_classes([WasmUploadParser])
 @throttle_classes([UploadRateThrottle])
 def agent_binaries(request: Request, slug: str) -> Response:
+    _check_allowlist(request, slug)
     owned = selectors.agent_owned_by(
         current_user(request), slug, missing=AgentNotFound, not_owner=NotAgentOwner
     )
@@ -79,6 +88,13 @@ def agent_binaries(request: Request, slug: str) -> Response:
     # Uploading the current binary again changes nothing: 200, not 201.
     status = 200 if binary.pk == previous else 201
     return Response(BinarySerializer(binary).data, status=status)
+
+
+def _check_allowlist(request: Request, slug: str) -> None:
+    # Before the owner's check: a key learns nothing about agents outside its list.
+    allowlist = agent_allowlist(request)
+    if allowlist is not None:
+        allowlist.check(slug=slug)
 
 
 @extend_schema(**schema.AGENT_REPUTATION)

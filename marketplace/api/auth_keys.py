@@ -29,8 +29,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 
 from marketplace.apikey_models import ApiKey
-from marketplace.apikeys import KeyRefused, api_key_find, api_key_touch
+from marketplace.apikeys import KeyRefused, api_key_allowlist, api_key_find, api_key_touch
 from marketplace.errors import ScopeRequired
+from marketplace.selectors.access import AgentAllowlist
 
 # Declared where any valid key may come, whatever its scopes (the agent catalogue).
 ANY_KEY = "any"
@@ -62,6 +63,14 @@ def declared_scopes(view: Any) -> dict[str, str]:
 def api_key_of(request: Request) -> ApiKey | None:
     """The key the request came with, or None for a session or the user token."""
     return request.auth if isinstance(request.auth, ApiKey) else None
+
+
+def agent_allowlist(request: Request) -> AgentAllowlist | None:
+    """The agents the request's key is limited to: everything it does (spending, editing,
+    uploads, reading and cancelling tasks, channels) keeps to them. None for a key that may
+    use any agent, and for a session or the account's token, which act for the account."""
+    key = api_key_of(request)
+    return None if key is None else api_key_allowlist(key)
 
 
 def _is_public(view: Any) -> bool:

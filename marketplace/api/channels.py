@@ -1,6 +1,7 @@
 """Payment channels and voucher keys. A channel is seen by the user paying from it and by
 its agent's owner, a key by its user; anybody else gets 404 `not_found`, as for one that
-never existed."""
+never existed. An API key limited to some agents sees and closes only their channels (403
+`agent_not_allowed` for the others)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from rest_framework.response import Response
 from escrow.channels import channel_close, channel_open
 from escrow.errors import ChannelNotFound
 from escrow.keys import key_register, key_revoke, keys_of
+from escrow.models import PaymentChannel
 from marketplace import selectors
 from marketplace.api import schema
-from marketplace.api.auth_keys import api_key_of, key_scope
+from marketplace.api.auth_keys import agent_allowlist, api_key_of, key_scope
 from marketplace.api.common import current_user, page_response, valid
 from marketplace.api.serializers.channels import (
     ChannelOpenSerializer,
@@ -60,14 +62,18 @@ def channels(request: Request) -> Response:
             return Response(ChannelSerializer(found).data, status=201)
 
         return idempotent(request, user, run)
-    return page_response(request, selectors.channels_of(user), ChannelSerializer)
+    listing = selectors.channels_of(user)
+    allowlist = agent_allowlist(request)
+    if allowlist is not None:
+        listing = listing.filter(agent_id__in=allowlist.ids)
+    return page_response(request, listing, ChannelSerializer)
 
 
 @extend_schema(**schema.CHANNEL)
 @key_scope(GET="channels:write")
 @api_view(["GET"])
 def channel(request: Request, channel_id: Any) -> Response:
-    found = selectors.channel_for(current_user(request), channel_id, missing=ChannelNotFound)
+    found = _channel_for(request, channel_id)
     return Response(ChannelSerializer(found).data)
 
 
@@ -76,10 +82,18 @@ def channel(request: Request, channel_id: Any) -> Response:
 @api_view(["POST"])
 def channel_close_view(request: Request, channel_id: Any) -> Response:
     user = current_user(request)
-    found = selectors.channel_for(user, channel_id, missing=ChannelNotFound)
+    found = _channel_for(request, channel_id)
     channel_close(channel_id=found.pk, by_user_id=user.pk)
     closed = selectors.channel_for(user, found.pk, missing=ChannelNotFound)
     return Response(ChannelSerializer(closed).data)
+
+
+def _channel_for(request: Request, channel_id: Any) -> PaymentChannel:
+    found = selectors.channel_for(current_user(request), channel_id, missing=ChannelNotFound)
+    allowlist = agent_allowlist(request)
+    if allowlist is not None:
+        allowlist.check(agent_id=found.agent_id)
+    return found
 
 
 @extend_schema(**schema.KEYS_LIST)

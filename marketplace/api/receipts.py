@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from execution.engine.receipts import public_key_info, public_keys_info, receipt_verify
 from marketplace import selectors
 from marketplace.api import schema
-from marketplace.api.auth_keys import key_scope
+from marketplace.api.auth_keys import agent_allowlist, key_scope
 from marketplace.api.common import current_user, valid
 from marketplace.api.serializers.receipts import (
     PublicKeySerializer,
@@ -33,7 +33,9 @@ from marketplace.exceptions import ReceiptNotReady, TaskNotFound
 @key_scope(GET="tasks:read")
 @api_view(["GET"])
 def task_receipt(request: Request, task_id: Any) -> Response:
-    task = selectors.task_of(current_user(request), task_id, missing=TaskNotFound)
+    task = selectors.task_of(
+        current_user(request), task_id, missing=TaskNotFound, allowlist=agent_allowlist(request)
+    )
     # Receipts are issued when a task settles; until then the task has none.
     receipt = getattr(task, "receipt", None)
     if receipt is None:

@@ -1,5 +1,6 @@
 """Tasks: submit (idempotent), list, read and cancel. A task is its requester's alone;
-anybody else gets 404 `task_not_found`, as for an id that never existed."""
+anybody else gets 404 `task_not_found`, as for an id that never existed. An API key limited
+to some agents lists only their tasks, and gets 403 `agent_not_allowed` for the others."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rest_framework.response import Response
 
 from marketplace import selectors
 from marketplace.api import schema
-from marketplace.api.auth_keys import api_key_of, key_scope
+from marketplace.api.auth_keys import agent_allowlist, api_key_of, key_scope
 from marketplace.api.common import current_user, page_response, valid
 from marketplace.api.serializers.tasks import (
     TaskListSerializer,
@@ -49,7 +50,11 @@ def tasks(request: Request) -> Response:
         return idempotent(request, user, run)
     query = valid(TaskQuerySerializer, request.query_params)
     listing = selectors.tasks_of(
-        user, with_escrow=True, status=query.get("status"), agent_slug=query.get("agent")
+        user,
+        with_escrow=True,
+        status=query.get("status"),
+        agent_slug=query.get("agent"),
+        allowlist=agent_allowlist(request),
     ).order_by(*TaskQuerySerializer.ORDERINGS[query["ordering"]])
     return page_response(request, listing, TaskListSerializer)
 
@@ -58,7 +63,9 @@ def tasks(request: Request) -> Response:
 @key_scope(GET="tasks:read")
 @api_view(["GET"])
 def task(request: Request, task_id: Any) -> Response:
-    found = selectors.task_of(current_user(request), task_id, missing=TaskNotFound)
+    found = selectors.task_of(
+        current_user(request), task_id, missing=TaskNotFound, allowlist=agent_allowlist(request)
+    )
     return Response(TaskSerializer(found).data)
 
 
@@ -67,7 +74,10 @@ def task(request: Request, task_id: Any) -> Response:
 @api_view(["POST"])
 def task_cancel_view(request: Request, task_id: Any) -> Response:
     user = current_user(request)
-    cancelled = task_cancel(task=selectors.task_of(user, task_id, missing=TaskNotFound))
+    allowlist = agent_allowlist(request)
+    cancelled = task_cancel(
+        task=selectors.task_of(user, task_id, missing=TaskNotFound, allowlist=allowlist)
+    )
     # Read back: the refund and the escrow's new status are what the caller wants to see.
     found = selectors.task_of(user, cancelled.pk, missing=TaskNotFound)
     return Response(TaskSerializer(found).data)

@@ -25,6 +25,7 @@ from escrow.errors import DomainError
 from marketplace.apikey_models import ApiKey
 from marketplace.errors import AgentNotAllowed, ApiKeyRevoked, TooManyApiKeys
 from marketplace.models import Agent
+from marketplace.selectors.access import AgentAllowlist
 
 KEY_START = "axk_"
 PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -209,10 +210,23 @@ def api_key_touch(key: ApiKey) -> None:
         )
 
 
+def api_key_allowlist(key: ApiKey) -> AgentAllowlist | None:
+    """The agents the key is limited to, or None when it may use any. The refusal (403
+    `agent_not_allowed`) names the agents it may use."""
+    agents = sorted(key.agents.values_list("slug", "pk"))
+    if not agents:
+        return None
+    slugs = [slug for slug, _ in agents]
+
+    def refuse() -> AgentNotAllowed:
+        return AgentNotAllowed("This API key may not use this agent.", fields={"agents": slugs})
+
+    return AgentAllowlist(
+        ids=frozenset(pk for _, pk in agents), slugs=frozenset(slugs), refuse=refuse
+    )
+
+
 def api_key_check_agent(key: ApiKey, agent_id: int) -> None:
-    allowed = set(key.agents.values_list("pk", flat=True))
-    if allowed and agent_id not in allowed:
-        raise AgentNotAllowed(
-            "This API key may not use this agent.",
-            fields={"agents": sorted(key.agents.values_list("slug", flat=True))},
-        )
+    allowlist = api_key_allowlist(key)
+    if allowlist is not None:
+        allowlist.check(agent_id=agent_id)
