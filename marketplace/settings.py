@@ -102,6 +102,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a body over the limit is refused (413) before anything reads it.
+    "marketplace.request_limits.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the collected static files (CSS, htmx) under gunicorn, with far-future caching.
     "whitenoise.middleware.WhiteNoiseMiddleware",
