@@ -3,9 +3,23 @@ nothing that needs Django set up."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from marketplace.env import env_int, env_str
+
+# DRF's rate format: "10/minute", "5/hour" (s, sec, m, min, h, hour, d, day).
+_RATE = re.compile(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)")
+
+
+def throttle_rate(name: str, default: str) -> str:
+    """A rate from the environment, refused at start when DRF could not read it."""
+    rate = env_str(name, default)
+    if not _RATE.fullmatch(rate):
+        raise ImproperlyConfigured(f"{name} must be a rate such as 10/minute, got {rate!r}")
+    return rate
 
 
 def rest_framework_settings(*, upload_rate: str) -> dict[str, Any]:

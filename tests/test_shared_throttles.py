@@ -125,9 +125,11 @@ def test_with_redis_the_counts_are_shared_and_kept_apart_per_deployment(tmp_path
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_process_and_this_one_share_the_counts_on_postgresql(settings, tmp_path):
     """The API token endpoint's `auth` rate (20 a minute) and the upload rate, counted half by
-    another process on the same database and half here."""
+    another process on the same database and half here. (Its login buckets, 10 a minute, are
+    raised out of the way; tests/test_login_throttle_processes.py has them.)"""
     cache.clear()  # transactional tests leave the cache table as the last one left it
     settings.API_UPLOAD_THROTTLE_RATE = "2/hour"
+    settings.LOGIN_THROTTLE_RATE = "20/minute"
     bob = UserFactory.create(username="bob")
     make_agent(bob, slug="fresh", with_binary=False)
     env = {
@@ -136,6 +138,7 @@ def test_a_worker_process_and_this_one_share_the_counts_on_postgresql(settings, 
         "DATA_DIR": str(settings.DATA_DIR),
         "MEDIA_ROOT": str(tmp_path),
         "API_UPLOAD_THROTTLE_RATE": "2/hour",
+        "LOGIN_THROTTLE_RATE": "20/minute",
     }
 
     def other_process(logins: int, uploads: int) -> dict[str, list[int]]:

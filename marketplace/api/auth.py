@@ -1,4 +1,5 @@
-"""Registration and login: the two public endpoints, throttled per client address."""
+"""Registration and login: the two public endpoints, throttled per client address, and logins
+per username too, in the same buckets as the pages (marketplace/login_throttle.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ from marketplace.api.serializers.auth import (
     TokenSerializer,
 )
 from marketplace.exceptions import InvalidCredentials
+from marketplace.login_throttle import (
+    LoginAddressThrottle,
+    LoginUsernameThrottle,
+    SignupThrottle,
+    signup_count,
+)
 from marketplace.services import user_register, user_token
 
 
@@ -30,10 +37,11 @@ from marketplace.services import user_register, user_token
 @api_view(["POST"])
 @authentication_classes([])
 @permission_classes([AllowAny])
-@throttle_classes([AuthRateThrottle])
+@throttle_classes([AuthRateThrottle, SignupThrottle])
 def register(request: Request) -> Response:
     data = valid(RegisterSerializer, request.data)
     user, token = user_register(username=data["username"], password=data["password"])
+    signup_count(request)
     body = {"id": user.pk, "username": user.username, "token": token}
     return Response(RegisteredSerializer(body).data, status=201)
 
@@ -42,7 +50,8 @@ def register(request: Request) -> Response:
 @api_view(["POST"])
 @authentication_classes([])
 @permission_classes([AllowAny])
-@throttle_classes([AuthRateThrottle])
+# The login pages' buckets too, looked at before the password is checked.
+@throttle_classes([AuthRateThrottle, LoginAddressThrottle, LoginUsernameThrottle])
 def token(request: Request) -> Response:
     data = valid(CredentialsSerializer, request.data)
     user = authenticate(request._request, username=data["username"], password=data["password"])

@@ -104,19 +104,23 @@ def test_login_validates_its_input(anon):
 
 
 def test_auth_endpoints_are_throttled_per_client(anon, settings):
+    """Logins in the login pages' buckets (LOGIN_THROTTLE_RATE, tests/test_login_throttle.py);
+    sign-ups in their own (SIGNUP_THROTTLE_RATE)."""
     UserFactory.create(username="alice", password=PASSWORD)
-    for _ in range(20):
+    for _ in range(10):
         assert anon.post(TOKEN, {"username": "alice", "password": "guess"}).status_code == 400
 
     response = anon.post(TOKEN, {"username": "alice", "password": PASSWORD})
 
     assert error(response) == (429, "throttled")
     assert int(response.headers["Retry-After"]) > 0
-    assert error(anon.post(REGISTER, {"username": "dora", "password": PASSWORD})) == (
+    assert anon.post(REGISTER, {"username": "dora", "password": PASSWORD}).status_code == 201
+    settings.SIGNUP_THROTTLE_RATE = "1/hour"
+    assert error(anon.post(REGISTER, {"username": "erin", "password": PASSWORD})) == (
         429,
         "throttled",
     )
-    assert not User.objects.filter(username="dora").exists()
+    assert not User.objects.filter(username="erin").exists()
 
 
 def test_anonymous_requests_get_401_with_the_token_challenge(anon):
