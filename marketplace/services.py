@@ -75,7 +75,7 @@ def agent_create(
         )
         if value is not None
     }
-    output_schema_check(output_schema)
+    output_schema_check(output_schema, user_id=owner.pk)
     with transaction.atomic():
         agent = Agent(
             owner=owner,
@@ -182,7 +182,7 @@ def task_submit(
         raise LimitExceeded(
             "min_reputation is between 0 and 100.", fields={"min_reputation": ["0..100"]}
         )
-    output_schema_check(output_schema)
+    output_schema_check(output_schema, user_id=requester.pk)
     if payment == Task.Payment.CHANNEL:
         # Before any row is written or locked: a forged voucher never holds a lock.
         voucher = voucher_verify(
@@ -380,7 +380,7 @@ def agent_update(*, agent: Agent, **changes: Any) -> Agent:
     if "tags" in changes:
         changes["tags"] = " ".join(changes["tags"] or [])
     if "output_schema" in changes:
-        output_schema_check(changes["output_schema"])
+        output_schema_check(changes["output_schema"], user_id=agent.owner_id)
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         for name, value in changes.items():

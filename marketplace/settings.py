@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from marketplace.api_config import SPECTACULAR, rest_framework_settings, throttle_rate
+from marketplace.api_config import SPECTACULAR, rest_framework_settings
 from marketplace.cache_config import cache_settings
 from marketplace.env import (
     database_from_url,
@@ -102,8 +102,6 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: a body over the limit is refused (413) before anything reads it.
-    "marketplace.request_limits.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the collected static files (CSS, htmx) under gunicorn, with far-future caching.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -114,8 +112,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    # After the CSRF check: login pages' attempts are counted before the password is checked.
-    "marketplace.login_throttle.LoginThrottleMiddleware",
 ]
 
 ROOT_URLCONF = "marketplace.urls"
@@ -286,6 +282,10 @@ if MAX_TASKS_IN_FLIGHT < 1:
     raise ImproperlyConfigured("MAX_TASKS_IN_FLIGHT must be at least 1")
 # Task submissions per user, and per API key, as a DRF rate ("600/minute"); 429 beyond it.
 TASK_SUBMIT_RATE = env_str("TASK_SUBMIT_RATE", "600/minute")
+# Seconds of output-schema checking each user gets a minute (marketplace/schemas.py), and
+# how long a refused schema is refused again without being compiled.
+SCHEMA_CHECK_SECONDS_PER_MINUTE = env_int("SCHEMA_CHECK_SECONDS_PER_MINUTE", 10)
+SCHEMA_REFUSAL_CACHE_SECONDS = env_int("SCHEMA_REFUSAL_CACHE_SECONDS", 24 * 3600)
 # A running task whose lease is older than its timeout plus this margin is presumed lost.
 LEASE_MARGIN_SECONDS = env_int("LEASE_MARGIN_SECONDS", 30)
 # A queued task not picked up for this long is enqueued again (its message may be lost, as
@@ -367,13 +367,6 @@ WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 24 
 # Every throttle counts in one cache for all processes and hosts: Redis with REDIS_URL, else
 # a table of the database (marketplace.cache_config).
 CACHES = cache_settings(redis_url=REDIS_URL, secret_key=SECRET_KEY)
-
-# --- Abuse limits (SPEC §23) --------------------------------------------------------
-# Login attempts (the login page, the admin's, the API token endpoint) per client address and
-# per username; accounts created (page and API) per client address. As DRF rates; 429 beyond
-# them (marketplace/login_throttle.py).
-LOGIN_THROTTLE_RATE = throttle_rate("LOGIN_THROTTLE_RATE", "10/minute")
-SIGNUP_THROTTLE_RATE = throttle_rate("SIGNUP_THROTTLE_RATE", "5/hour")
 
 # --- API -----------------------------------------------------------------------------
 REST_FRAMEWORK = rest_framework_settings(upload_rate=API_UPLOAD_THROTTLE_RATE)

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,16 +68,21 @@ NOT_JSON = "not_json"  # the output is not a JSON document
 FAILS = "fails"  # the output does not satisfy the schema
 TOO_SLOW = "too_slow"  # no answer by the deadline
 TOO_BIG = "too_big"  # the check went over the helper's memory
+BUSY = "busy"  # the helper was checking for others all the while it could be waited for
 
 
 class CheckerUnavailable(RuntimeError):
     """The helper process could not be started or answered nonsense: a platform fault."""
 
 
-def compile_schema(schema: Any, *, timeout_s: float) -> Verdict:
+def compile_schema(schema: Any, *, timeout_s: float, wait_s: float | None = None) -> Verdict:
     """Whether `schema` compiles (meta-schema and every pattern): OK or SCHEMA_INVALID,
-    or TOO_SLOW / TOO_BIG when compiling it takes more than `timeout_s` or the memory."""
-    return _checker().ask(_COMPILE + _frame(_dump(schema)), timeout_s)
+    or TOO_SLOW / TOO_BIG when compiling it takes more than `timeout_s` or the memory.
+
+    The helper checks one schema at a time: waiting for it while it checks others' is not
+    this schema's time. With `wait_s`, the wait is bounded apart (BUSY past it) and
+    `timeout_s` starts once the helper is this check's."""
+    return _checker().ask(_COMPILE + _frame(_dump(schema)), timeout_s, wait_s=wait_s)
 
 
 def check_output(schema: Any, output: bytes, *, timeout_s: float) -> Verdict:
@@ -104,16 +109,53 @@ class _HelperGone(Exception):
     pass
 
 
+class _Turns:
+    """A lock taken in the order it was asked for: a check waits for the ones asked before
+    it and no longer (a plain lock may hand itself to a later asker again and again, so
+    that one caller keeping the checker busy starves the others)."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.waiting: deque[object] = deque()
+        self.held = False
+
+    def acquire(self, timeout: float) -> bool:
+        me = object()
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            self.waiting.append(me)
+            while self.held or self.waiting[0] is not me:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.waiting.remove(me)
+                    self.changed.notify_all()
+                    return False
+                self.changed.wait(left)
+            self.waiting.popleft()
+            self.held = True
+            return True
+
+    def release(self) -> None:
+        with self.changed:
+            self.held = False
+            self.changed.notify_all()
+
+
 class _Checker:
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.lock = threading.Lock()
+        self.lock = _Turns()
         self.process: subprocess.Popen[bytes] | None = None
 
-    def ask(self, request: bytes, timeout_s: float) -> Verdict:
+    def ask(self, request: bytes, timeout_s: float, *, wait_s: float | None = None) -> Verdict:
         deadline = time.monotonic() + max(0.0, timeout_s)
-        if not self.lock.acquire(timeout=max(0.0, timeout_s)):
-            return Verdict(TOO_SLOW, _too_slow(timeout_s))
+        if wait_s is None:  # the wait counts against the timeout
+            if not self.lock.acquire(timeout=max(0.0, timeout_s)):
+                return Verdict(TOO_SLOW, _too_slow(timeout_s))
+        else:
+            if not self.lock.acquire(timeout=max(0.0, wait_s)):
+                return Verdict(BUSY, f"the checker stayed busy for {wait_s:g} s")
+            deadline = time.monotonic() + max(0.0, timeout_s)
         try:
             for attempt in range(2):
                 # Starting a helper is the platform's cost, not the check's: off the clock.

@@ -43,8 +43,9 @@ def agents(request: Request) -> Response:
                 "This API key is limited to its agents: it cannot create one.",
                 fields={"agents": sorted(allowlist.slugs)},
             )
-        data = valid(AgentWriteSerializer, request.data)
-        created = agent_create(owner=current_user(request), **data)
+        owner = current_user(request)
+        data = valid(AgentWriteSerializer, request.data, context={"schema_user": owner.pk})
+        created = agent_create(owner=owner, **data)
         found = selectors.agent_by_slug(created.slug, missing=AgentNotFound)
         return Response(AgentSerializer(found).data, status=201)
     query = valid(AgentQuerySerializer, request.query_params)
@@ -66,7 +67,12 @@ def agent(request: Request, slug: str) -> Response:
         owned = selectors.agent_owned_by(
             current_user(request), slug, missing=AgentNotFound, not_owner=NotAgentOwner
         )
-        changes = valid(AgentUpdateSerializer, request.data, partial=True)
+        changes = valid(
+            AgentUpdateSerializer,
+            request.data,
+            partial=True,
+            context={"schema_user": owned.owner_id},
+        )
         agent_update(agent=owned, **changes)
     # Read back through the catalogue query, with the score the listing shows.
     return Response(AgentSerializer(selectors.agent_by_slug(slug, missing=AgentNotFound)).data)

@@ -117,7 +117,7 @@ class AgentWriteSerializer(serializers.Serializer):
         return value
 
     def validate_output_schema(self, value: Any) -> Any:
-        return checked_output_schema(value)
+        return checked_output_schema(value, user_id=self.context.get("schema_user"))
 
 
 class AgentUpdateSerializer(AgentWriteSerializer):

@@ -63,7 +63,7 @@ def existing_agent(slug: str) -> Agent:
     return agent
 
 
-def checked_output_schema(value: Any) -> Any:
+def checked_output_schema(value: Any, *, user_id: int | None = None) -> Any:
     """An `output_schema` input, checked by the services' own rule (`marketplace.schemas`).
 
     The API reports a bad one as a field error (400 `validation_error`, like any other bad
@@ -73,7 +73,7 @@ def checked_output_schema(value: Any) -> Any:
     if value is not None and not isinstance(value, dict):
         raise serializers.ValidationError("Must be a JSON object (a JSON Schema).")
     try:
-        output_schema_check(value)
+        output_schema_check(value, user_id=user_id)
     except SchemaTooLarge:
         raise
     except InvalidOutputSchema as exc:

@@ -92,7 +92,8 @@ class TaskSubmitSerializer(serializers.Serializer):
         return agent
 
     def validate_output_schema(self, value: Any) -> Any:
-        return checked_output_schema(value)
+        requester = self.context.get("requester")
+        return checked_output_schema(value, user_id=requester.pk if requester else None)
 
 
 class TaskResultSerializer(serializers.Serializer):
