@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from marketplace.api_config import SPECTACULAR, rest_framework_settings
+from marketplace.api_config import SPECTACULAR, rest_framework_settings, throttle_rate
 from marketplace.cache_config import cache_settings
 from marketplace.env import (
     database_from_url,
@@ -102,6 +102,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a body over the limit is refused (413) before anything reads it.
+    "marketplace.request_limits.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the collected static files (CSS, htmx) under gunicorn, with far-future caching.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -112,6 +114,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # After the CSRF check: login pages' attempts are counted before the password is checked.
+    "marketplace.login_throttle.LoginThrottleMiddleware",
 ]
 
 ROOT_URLCONF = "marketplace.urls"
@@ -367,6 +371,13 @@ WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 3 * 24 
 # Every throttle counts in one cache for all processes and hosts: Redis with REDIS_URL, else
 # a table of the database (marketplace.cache_config).
 CACHES = cache_settings(redis_url=REDIS_URL, secret_key=SECRET_KEY)
+
+# --- Abuse limits (SPEC §23) --------------------------------------------------------
+# Login attempts (the login page, the admin's, the API token endpoint) per client address and
+# per username; accounts created (page and API) per client address. As DRF rates; 429 beyond
+# them (marketplace/login_throttle.py).
+LOGIN_THROTTLE_RATE = throttle_rate("LOGIN_THROTTLE_RATE", "10/minute")
+SIGNUP_THROTTLE_RATE = throttle_rate("SIGNUP_THROTTLE_RATE", "5/hour")
 
 # --- API -----------------------------------------------------------------------------
 REST_FRAMEWORK = rest_framework_settings(upload_rate=API_UPLOAD_THROTTLE_RATE)
