@@ -150,6 +150,7 @@ def production_env() -> dict[str, str]:
         "DEBUG": "false",
         "SECRET_KEY": settings.SECRET_KEY,
         "CUSTODIAL_KEY_RING": ",".join(settings.CUSTODIAL_KEY_RING),
+        "WEBHOOK_KEY_RING": ",".join(settings.WEBHOOK_KEY_RING),
         "RECEIPT_SIGNING_KEYS": ",".join(settings.RECEIPT_SIGNING_KEYS),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",

@@ -23,6 +23,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 
 from escrow.keys import custodial_private_key
 from execution.engine.receipts import verifying_key
+from marketplace.webhooks.keyring import secret_decrypt
 
 TAG = "hosts"
 _SALT = "marketplace.checks.shared-secret"
@@ -53,7 +54,8 @@ def check_shared_configuration(app_configs: Any = None, **kwargs: Any) -> list[c
                 id="hosts.W001",
             )
         )
-    generated = [n for n in ("SECRET_KEY", "CUSTODIAL_KEY_RING") if not os.environ.get(n)]
+    keys = ("SECRET_KEY", "CUSTODIAL_KEY_RING", "WEBHOOK_KEY_RING")
+    generated = [n for n in keys if not os.environ.get(n)]
     if not (os.environ.get("RECEIPT_SIGNING_KEYS") or os.environ.get("RECEIPT_SIGNING_KEY")):
         generated.append("RECEIPT_SIGNING_KEYS")
     if generated:
@@ -72,7 +74,7 @@ def check_shared_configuration(app_configs: Any = None, **kwargs: Any) -> list[c
         # modules that import the WSGI app.
         return problems
     try:
-        problems += _secret_key() + _receipt_keys() + _custodial_keys()
+        problems += _secret_key() + _receipt_keys() + _custodial_keys() + _webhook_secrets()
     except DatabaseError:
         return problems  # not migrated yet (checks run before `migrate` too)
     return problems
@@ -133,6 +135,25 @@ def _custodial_keys() -> list[checks.CheckMessage]:
                 "database: this host could not sign vouchers for browser users.",
                 hint="Give every host the same CUSTODIAL_KEY_RING.",
                 id="hosts.E003",
+            )
+        ]
+    return []
+
+
+def _webhook_secrets() -> list[checks.CheckMessage]:
+    endpoint = apps.get_model("marketplace", "WebhookEndpoint")
+    stored = endpoint.objects.order_by("-created_at").values_list("pk", "secret_encrypted").first()
+    if stored is None:
+        return []
+    try:
+        secret_decrypt(stored[1])
+    except ImproperlyConfigured:
+        return [
+            checks.Error(
+                f"WEBHOOK_KEY_RING cannot decrypt the secret of webhook endpoint {stored[0]}: "
+                "this host could not sign deliveries.",
+                hint="Give every host the same WEBHOOK_KEY_RING.",
+                id="hosts.E005",
             )
         ]
     return []

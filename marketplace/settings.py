@@ -378,6 +378,17 @@ CACHES = cache_settings(redis_url=REDIS_URL, secret_key=SECRET_KEY)
 # them (marketplace/login_throttle.py).
 LOGIN_THROTTLE_RATE = throttle_rate("LOGIN_THROTTLE_RATE", "10/minute")
 SIGNUP_THROTTLE_RATE = throttle_rate("SIGNUP_THROTTLE_RATE", "5/hour")
+# A webhook event carries a task's input and output only up to this size; past it, their
+# sizes, hashes and the task's API link. Pings per endpoint, as a DRF rate; 429 beyond it.
+WEBHOOK_MAX_INLINE_BYTES = env_int("WEBHOOK_MAX_INLINE_BYTES", 16 * 1024)
+WEBHOOK_PING_RATE = env_str("WEBHOOK_PING_RATE", "10/minute")
+# Fernet keys that encrypt webhook secrets at rest: the first encrypts, all decrypt
+# (`manage.py rotate_webhook_secrets` moves every secret to the first).
+WEBHOOK_KEY_RING = _key_ring(
+    "WEBHOOK_KEY_RING",
+    "webhook_key_ring",
+    lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+)
 
 # --- API -----------------------------------------------------------------------------
 REST_FRAMEWORK = rest_framework_settings(upload_rate=API_UPLOAD_THROTTLE_RATE)

@@ -27,6 +27,7 @@ def shared_keys() -> dict[str, str]:
     return {
         "SECRET_KEY": settings.SECRET_KEY,
         "CUSTODIAL_KEY_RING": ",".join(settings.CUSTODIAL_KEY_RING),
+        "WEBHOOK_KEY_RING": ",".join(settings.WEBHOOK_KEY_RING),
         "RECEIPT_SIGNING_KEYS": ",".join(settings.RECEIPT_SIGNING_KEYS),
         "RECEIPT_SIGNING_KEY": "",
     }

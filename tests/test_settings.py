@@ -33,6 +33,7 @@ def production_keys() -> dict[str, str]:
     return {
         "SECRET_KEY": secrets.token_urlsafe(50),
         "CUSTODIAL_KEY_RING": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "WEBHOOK_KEY_RING": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "RECEIPT_SIGNING_KEYS": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
 

@@ -26,7 +26,13 @@ from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, Task
 from marketplace.services import task_cancel, task_submit
 from marketplace.webhooks import delivery
-from marketplace.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from marketplace.webhooks.keyring import secret_encrypt
+from marketplace.webhooks.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from marketplace.webhooks.outbox import webhook_create, webhook_event_record, webhook_ping
 from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory
 from tests.webhook_receiver import Receiver
@@ -104,13 +110,13 @@ def test_a_settled_task_is_delivered_once_signed_with_the_task_body(people, rece
 
     row = the_delivery()
     # The settlement wrote a small row; nothing was rendered inside its transaction.
-    assert (row.type, row.object_id, row.status, row.attempts, row.body) == (
+    assert (row.type, row.object_id, row.status, row.attempts) == (
         "task.succeeded",
         str(task.pk),
         "pending",
         0,
-        None,
     )
+    assert not WebhookEvent.objects.exists()
     # …and handed it to the broker after the commit.
     sent = [(message.task["func"], message.task["args"]) for message in OrmQ.objects.all()]
     assert ("marketplace.webhooks.tasks.deliver_event", (row.event_id,)) in sent
@@ -124,7 +130,10 @@ def test_a_settled_task_is_delivered_once_signed_with_the_task_body(people, rece
     assert abs(event["created"] - time.time()) < 60
     api = APIClient()
     api.force_authenticate(alice)
-    assert event["data"] == {"task": api.get(f"/api/v1/tasks/{task.pk}/").json()}
+    assert event["data"] == {
+        "task": api.get(f"/api/v1/tasks/{task.pk}/").json(),
+        "links": {"task": f"/api/v1/tasks/{task.pk}/"},
+    }
     assert got.headers["X-Exchange-Event"] == "task.succeeded"
     assert got.headers["Content-Type"] == "application/json"
     verify = readme_verify()
@@ -134,7 +143,8 @@ def test_a_settled_task_is_delivered_once_signed_with_the_task_body(people, rece
 
     row.refresh_from_db()
     assert (row.status, row.attempts, row.next_attempt_at) == ("delivered", 1, None)
-    assert row.body is not None and row.body.encode() == got.body
+    # The body is frozen once, for the event.
+    assert WebhookEvent.objects.get(pk=row.event_id).body.encode() == got.body
     [attempt] = WebhookAttempt.objects.all()
     assert (attempt.number, attempt.status_code, attempt.succeeded, attempt.error) == (
         1,
@@ -272,7 +282,11 @@ def test_each_subscribed_endpoint_gets_its_row_in_the_changes_transaction(people
     also = webhook_create(owner=alice, url=url + "2", events=["task.succeeded"])
     webhook_create(owner=alice, url=url + "3", events=["task.cancelled"])
     WebhookEndpoint.objects.create(
-        owner=alice, url=url, events="task.succeeded", secret="s", disabled_at=timezone.now()
+        owner=alice,
+        url=url,
+        events="task.succeeded",
+        secret_encrypted=secret_encrypt("s"),
+        disabled_at=timezone.now(),
     )
     webhook_create(owner=bob, url=url, events=["task.succeeded"])
     task = submit(alice, agent)

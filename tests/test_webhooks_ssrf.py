@@ -15,6 +15,7 @@ import pytest
 from django.db import transaction
 
 from marketplace.webhooks import delivery, transport
+from marketplace.webhooks.keyring import secret_encrypt
 from marketplace.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from marketplace.webhooks.outbox import webhook_event_record
 from tests.api.conftest import client_for, error
@@ -121,7 +122,9 @@ def test_a_public_name_is_accepted_and_nothing_is_contacted_at_creation(dns):
 def _delivered_to(url: str) -> tuple[WebhookDelivery, WebhookAttempt]:
     """An endpoint (stored directly, as if created while the rule was off) and one attempt."""
     alice = UserFactory.create()
-    WebhookEndpoint.objects.create(owner=alice, url=url, events="task.failed", secret="whsec_t")
+    WebhookEndpoint.objects.create(
+        owner=alice, url=url, events="task.failed", secret_encrypted=secret_encrypt("whsec_t")
+    )
     with transaction.atomic():
         webhook_event_record(owner_id=alice.pk, type="task.failed", object_id="x")
     row = WebhookDelivery.objects.get(endpoint__owner=alice)

@@ -25,7 +25,9 @@ WEBHOOK_ID_PARAMETER = OpenApiParameter(
 )
 DELIVERY = (
     " Each event is a POST of `{id, type, created, data}` (for tasks, `data.task` is the "
-    "body of `GET /tasks/{id}/`) with `X-Exchange-Event: <type>` and `X-Exchange-Signature: "
+    "body of `GET /tasks/{id}/`, and `data.links.task` its path; past 16 KiB its `input` and "
+    "`result.output` are replaced by `{omitted: true, bytes, sha256}`) with "
+    "`X-Exchange-Event: <type>` and `X-Exchange-Signature: "
     't=<unix>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" keyed with the secret>`. Any 2xx '
     "within 5 s is delivered; anything else is retried with backoff for about a day, with "
     "the same event id and body. An endpoint failing for days is disabled "
@@ -58,7 +60,8 @@ WEBHOOK_CREATE: dict[str, Any] = {
     ],
     "responses": {201: WebhookCreatedSerializer, **errors(*WRITES, 409)},
     "description": "Add an endpoint; the response carries its signing `secret`, shown only "
-    "this once. Private, loopback and other non-public targets are refused (400 "
+    "this once. The URL is stored in ASCII (IDNA host, percent-encoded path and query). "
+    "Private, loopback and other non-public targets are refused (400 "
     "`webhook_url_refused`)." + DELIVERY,
 }
 WEBHOOK: dict[str, Any] = {
@@ -88,9 +91,10 @@ WEBHOOK_PING: dict[str, Any] = {
     "tags": ["webhooks"],
     "parameters": [WEBHOOK_ID_PARAMETER],
     "request": None,
-    "responses": {202: WebhookPingSerializer, **errors(401, 403, 404, 409)},
+    "responses": {202: WebhookPingSerializer, **errors(401, 403, 404, 409, 429)},
     "description": "Send a `ping` event to this endpoint, delivered (and logged) like any "
-    "other. 409 `webhook_disabled` for a disabled endpoint.",
+    "other. 409 `webhook_disabled` for a disabled endpoint; 429 `throttled` (with "
+    "Retry-After) past 10 pings a minute to one endpoint.",
 }
 WEBHOOK_ENABLE: dict[str, Any] = {
     "tags": ["webhooks"],

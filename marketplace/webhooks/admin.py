@@ -29,8 +29,8 @@ class WebhookEndpointAdmin(ReadOnlyAdmin):
     list_display = ["url", "owner", "events", "consecutive_failures", "disabled_at", "created_at"]
     list_filter = [("disabled_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["url", "owner__username", "=id"]
-    # The secret signs deliveries; it is its owner's, shown to them once.
-    exclude = ["secret"]
+    # The secret signs deliveries; it is its owner's, shown to them once (and kept encrypted).
+    exclude = ["secret_encrypted"]
     actions = ["enable"]
 
     @admin.action(description="Enable the selected endpoints again")

@@ -4,6 +4,11 @@ Delivery is at-least-once, like the broker under it. Each attempt first claims t
 with a compare-and-set on its attempt count (so two messages for the same attempt send it
 once) and leases it: an attempt whose worker died is sent again by the sweep once the
 lease runs out. The network is only ever touched outside a transaction.
+
+Whatever goes wrong in an attempt (rendering, decrypting the secret, signing, sending) is
+recorded as a failed attempt with its error and takes the normal retry schedule, so no
+error can make an event retry for ever unseen; and an attempt past `WEBHOOK_MAX_ATTEMPTS`
+is never sent.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import Exists, F, OuterRef, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.models import Schedule
@@ -25,7 +30,12 @@ from rest_framework.renderers import JSONRenderer
 from marketplace.queues import service_send
 from marketplace.webhooks import transport
 from marketplace.webhooks.events import event_data
-from marketplace.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from marketplace.webhooks.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from marketplace.webhooks.signing import EVENT_HEADER, SIGNATURE_HEADER, signature_header
 
 log = logging.getLogger(__name__)
@@ -34,7 +44,7 @@ Status = WebhookDelivery.Status
 DELIVER = "marketplace.webhooks.tasks.deliver"
 # Due rows one sweep hands out; the next sweep (a minute later) takes the rest.
 SWEEP_BATCH = 500
-# Finished deliveries (and their frozen bodies) are kept this long for the delivery log.
+# Finished deliveries (and then their events' frozen bodies) are kept this long for the log.
 RETENTION = timedelta(days=30)
 PRUNE_BATCH = 1_000
 # An endpoint is disabled only after at least this many failures in a row …
@@ -78,6 +88,13 @@ def deliver(delivery_id: int, attempts: int) -> str:
     ).update(attempts=number, next_attempt_at=timezone.now() + attempt_lease())
     if claimed != 1:
         return f"delivery {delivery_id} attempt {number}: taken or finished"
+    if number > settings.WEBHOOK_MAX_ATTEMPTS:
+        # The last attempt's outcome was never recorded (its worker died, or the record
+        # failed): the event has had its tries.
+        WebhookDelivery.objects.filter(pk=delivery_id, attempts=number).update(
+            status=Status.FAILED, next_attempt_at=None
+        )
+        return f"delivery {delivery_id}: out of attempts, failed"
     delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
     endpoint = delivery.endpoint
     if endpoint.disabled_at is not None:
@@ -87,22 +104,13 @@ def deliver(delivery_id: int, attempts: int) -> str:
         return f"delivery {delivery_id}: endpoint disabled, skipped"
     attempted_at = timezone.now()
     try:
-        body = (delivery.body if delivery.body is not None else _freeze(delivery)).encode()
-    except Exception:
-        # Ours, not the receiver's: logged, and retried like a failed attempt.
-        log.exception("webhook delivery %s: the event could not be rendered", delivery_id)
-        outcome = transport.Outcome(None, "the platform could not render the event", 0)
-    else:
-        outcome = transport.post(
-            endpoint.url,
-            body=body,
-            headers={
-                EVENT_HEADER: delivery.type,
-                SIGNATURE_HEADER: signature_header(
-                    secret=endpoint.secret, body=body, timestamp=int(time.time())
-                ),
-            },
-        )
+        outcome = _attempt(delivery, endpoint)
+    except Exception as exc:
+        # Ours, not the receiver's: logged, shown in the delivery log, and retried like any
+        # failed attempt.
+        log.exception("webhook delivery %s attempt %s failed on our side", delivery_id, number)
+        elapsed = int((timezone.now() - attempted_at).total_seconds() * 1000)
+        outcome = transport.Outcome(None, f"{type(exc).__name__}: {exc}"[:500], max(0, elapsed))
     retry_at = _record(delivery, number, outcome, attempted_at)
     if retry_at is not None and number == 1:
         # The first retry comes within a minute: the minute's sweep alone could take
@@ -118,8 +126,23 @@ def deliver(delivery_id: int, attempts: int) -> str:
     return f"delivery {delivery_id} attempt {number}: {verdict}"
 
 
-def _freeze(delivery: WebhookDelivery) -> str:
-    """Render the event once, for every endpoint it goes to, and keep the bytes."""
+def _attempt(delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> transport.Outcome:
+    body = _frozen(delivery).encode()
+    signature = signature_header(secret=endpoint.secret, body=body, timestamp=int(time.time()))
+    return transport.post(
+        endpoint.url,
+        body=body,
+        headers={EVENT_HEADER: delivery.type, SIGNATURE_HEADER: signature},
+    )
+
+
+def _frozen(delivery: WebhookDelivery) -> str:
+    """The event's body: rendered once, at the first attempt to any of its endpoints, and
+    stored once, in its WebhookEvent; every later attempt sends those bytes."""
+    event = WebhookEvent.objects.filter(pk=delivery.event_id).values_list("body", flat=True)
+    frozen = event.first()
+    if frozen is not None:
+        return frozen
     payload: dict[str, Any] = {
         "id": delivery.event_id,
         "type": delivery.type,
@@ -127,12 +150,19 @@ def _freeze(delivery: WebhookDelivery) -> str:
         "data": event_data(delivery.type, delivery.object_id),
     }
     rendered = JSONRenderer().render(payload).decode()
-    WebhookDelivery.objects.filter(event_id=delivery.event_id, body__isnull=True).update(
-        body=rendered
+    # Another endpoint's first attempt may freeze it at the same moment: the first wins.
+    WebhookEvent.objects.bulk_create(
+        [
+            WebhookEvent(
+                id=delivery.event_id,
+                type=delivery.type,
+                created_at=delivery.created_at,
+                body=rendered,
+            )
+        ],
+        ignore_conflicts=True,
     )
-    # Another endpoint's first attempt may have frozen it a moment earlier: use theirs.
-    frozen = WebhookDelivery.objects.values_list("body", flat=True).get(pk=delivery.pk)
-    return frozen if frozen is not None else rendered
+    return event.get()
 
 
 def _record(
@@ -222,4 +252,11 @@ def deliveries_sweep() -> dict[str, int]:
     )
     stale = list(old.values_list("pk", flat=True)[:PRUNE_BATCH])
     pruned = WebhookDelivery.objects.filter(pk__in=stale).delete()[0] if stale else 0
+    # An event's body goes with the last of its deliveries.
+    orphans = WebhookEvent.objects.filter(created_at__lt=now - RETENTION).exclude(
+        Exists(WebhookDelivery.objects.filter(event_id=OuterRef("pk")))
+    )
+    gone = list(orphans.values_list("pk", flat=True)[:PRUNE_BATCH])
+    if gone:
+        pruned += WebhookEvent.objects.filter(pk__in=gone).delete()[0]
     return {"sent": sent, "pruned": pruned}

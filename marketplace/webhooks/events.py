@@ -4,7 +4,9 @@
 frozen: the outbox row written by the change's own transaction stays small (a type and an
 object id), and a retry sends exactly the bytes the first attempt did. A kind of object
 renders through the function registered for its prefix (the part of the type before the
-dot); another part of the product adds its own with `renderer_register`.
+dot); another part of the product adds its own with `renderer_register`. A task's body is
+bounded (`inline.task_bounded`): past `WEBHOOK_MAX_INLINE_BYTES` its input and output are
+left out, and `data.links.task` says where to read them.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
 from escrow.models import Dispute, Withdrawal
 from marketplace.api.serializers.disputes import DisputeSerializer
 from marketplace.api.serializers.tasks import TaskSerializer
 from marketplace.api.serializers.withdrawals import WithdrawalSerializer
 from marketplace.models import Task
+from marketplace.webhooks.inline import task_bounded
 
 TASK_EVENTS = ("task.succeeded", "task.failed", "task.cancelled")
 EVENT_TYPES = (
@@ -48,12 +53,16 @@ def event_data(type: str, object_id: str) -> dict[str, Any]:
 
 
 def _task(object_id: str) -> dict[str, Any]:
-    """`data.task`: the body of GET /api/v1/tasks/{id}/."""
+    """`data.task`: the body of GET /api/v1/tasks/{id}/ (bounded), and `data.links.task`
+    its URL, where the requester reads it whole."""
     try:
         task = Task.objects.select_related("agent", "escrow").filter(pk=object_id).first()
     except ValidationError:  # not a task id
         task = None
-    return {"task": None if task is None else TaskSerializer(task).data}
+    if task is None:
+        return {"task": None}
+    shown = task_bounded(TaskSerializer(task).data, settings.WEBHOOK_MAX_INLINE_BYTES)
+    return {"task": shown, "links": {"task": reverse("api:task", args=[task.pk])}}
 
 
 def _ping(object_id: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Webhook endpoints, their outbox of events, and the log of every delivery attempt.
+"""Webhook endpoints, their outbox of events, the events' frozen bodies, and the log of every
+delivery attempt.
 
 Imported by `marketplace.models`, so they belong to the marketplace app and its migrations.
 """
@@ -11,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from marketplace.webhooks.keyring import secret_decrypt, secret_encrypt
+
 
 class WebhookEndpoint(models.Model):
     """A URL that receives a user's events, signed with the endpoint's own secret."""
@@ -20,8 +23,8 @@ class WebhookEndpoint(models.Model):
     url = models.CharField(max_length=2000)
     # Space-separated event types, sorted (matched with a word-boundary regex).
     events = models.CharField(max_length=400)
-    # Kept in clear: every delivery signs with it. Shown to the owner once, at creation.
-    secret = models.CharField(max_length=100)
+    # The signing secret under WEBHOOK_KEY_RING (see `secret`). Shown to the owner once.
+    secret_encrypted = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
     # The current streak of failed attempts; both reset by a delivered one.
     failing_since = models.DateTimeField(null=True, blank=True)
@@ -42,13 +45,40 @@ class WebhookEndpoint(models.Model):
     def event_list(self) -> list[str]:
         return self.events.split()
 
+    @property
+    def secret(self) -> str:
+        """The clear secret deliveries are signed with; only ever kept encrypted."""
+        return secret_decrypt(self.secret_encrypted)
+
+    @secret.setter
+    def secret(self, clear: str) -> None:
+        self.secret_encrypted = secret_encrypt(clear)
+
+
+class WebhookEvent(models.Model):
+    """An event's body, rendered and frozen at its first delivery attempt, stored once
+    however many endpoints it goes to: deliveries reference it by its id. Large task inputs
+    and outputs are left out of it (marketplace/webhooks/events.py), so its size is bounded.
+    """
+
+    id = models.CharField(primary_key=True, max_length=40)  # evt_…, the deliveries' event_id
+    type = models.CharField(max_length=40)
+    created_at = models.DateTimeField()
+    body = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="webhook_event_age_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.type})"
+
 
 class WebhookDelivery(models.Model):
     """One event on its way to one endpoint: the outbox row, and its retry state.
 
     Written in the transaction of the change it reports. The body is rendered and frozen
-    at the first attempt (outside any transaction), so every retry sends the same bytes
-    under the same event id.
+    at the first attempt (outside any transaction) into the event's WebhookEvent, so every
+    retry, to every endpoint, sends the same bytes under the same event id.
     """
 
     class Status(models.TextChoices):
@@ -67,7 +97,6 @@ class WebhookDelivery(models.Model):
     # When a worker should try (again); while an attempt is in flight, when it is presumed lost.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
-    body = models.TextField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

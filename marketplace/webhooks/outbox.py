@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+from cryptography.fernet import InvalidToken
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
@@ -19,9 +21,11 @@ from django.utils import timezone
 from escrow.errors import DomainError
 from marketplace.queues import service_send_on_commit
 from marketplace.webhooks.events import EVENT_TYPES, PING
+from marketplace.webhooks.keyring import secret_reencrypt
 from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
+from marketplace.webhooks.pings import ping_allow
 from marketplace.webhooks.signing import secret_new
-from marketplace.webhooks.transport import url_check
+from marketplace.webhooks.transport import url_check, url_normalise
 
 DELIVER_EVENT = "marketplace.webhooks.tasks.deliver_event"
 # Endpoints per user: bounds what one event fans out to.
@@ -151,18 +155,21 @@ def event_types_clean(events: list[str]) -> str:
 
 
 def webhook_create(*, owner: User, url: str, events: list[str]) -> WebhookEndpoint:
-    """A new endpoint with a fresh secret. The URL is resolved and checked here (outside
-    any transaction), and again at every delivery."""
+    """A new endpoint with a fresh secret (`endpoint.secret`, shown to the owner once; the
+    row keeps it encrypted). The URL is stored in its ASCII form, resolved and checked here
+    (outside any transaction), and again at every delivery."""
     subscribed = event_types_clean(events)
+    url = url_normalise(url)
     url_check(url)
     with transaction.atomic():
         # The owner's row serializes this user's creations, so the limit holds.
         User.objects.select_for_update().filter(pk=owner.pk).first()
         if WebhookEndpoint.objects.filter(owner=owner).count() >= MAX_ENDPOINTS:
             raise WebhookLimitReached()
-        return WebhookEndpoint.objects.create(
-            owner=owner, url=url, events=subscribed, secret=secret_new()
-        )
+        endpoint = WebhookEndpoint(owner=owner, url=url, events=subscribed)
+        endpoint.secret = secret_new()  # kept encrypted
+        endpoint.save(force_insert=True)
+        return endpoint
 
 
 def webhook_delete(*, endpoint: WebhookEndpoint) -> None:
@@ -179,9 +186,11 @@ def webhook_enable(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
 
 
 def webhook_ping(*, endpoint: WebhookEndpoint) -> str:
-    """Send a `ping` event to this endpoint, delivered like any other. Returns its id."""
+    """Send a `ping` event to this endpoint, delivered like any other. Returns its id.
+    At most `WEBHOOK_PING_RATE` of them per endpoint (429 `throttled` beyond it)."""
     if endpoint.disabled_at is not None:
         raise WebhookDisabled()
+    ping_allow(endpoint_id=endpoint.pk)
     with transaction.atomic():
         event_id = webhook_event_record(
             owner_id=endpoint.owner_id,
@@ -192,3 +201,28 @@ def webhook_ping(*, endpoint: WebhookEndpoint) -> str:
     if event_id is None:  # disabled or deleted in the meantime
         raise WebhookDisabled()
     return event_id
+
+
+@dataclass
+class Rotation:
+    rotated: int = 0
+    unreadable: list[str] = field(default_factory=list)  # endpoint ids
+
+
+def webhook_secrets_rotate() -> Rotation:
+    """Re-encrypt every endpoint's secret with WEBHOOK_KEY_RING's first key, after which
+    the older keys can leave the ring. Row by row, each a conditional UPDATE, so it can run
+    while deliveries go on and can be run again; secrets no key of the ring can read are
+    left alone and reported."""
+    rotation = Rotation()
+    rows = WebhookEndpoint.objects.values_list("pk", "secret_encrypted")
+    for pk, encrypted in rows.iterator(chunk_size=500):
+        try:
+            fresh = secret_reencrypt(encrypted)
+        except InvalidToken:
+            rotation.unreadable.append(str(pk))
+            continue
+        rotation.rotated += WebhookEndpoint.objects.filter(
+            pk=pk, secret_encrypted=encrypted
+        ).update(secret_encrypted=fresh)
+    return rotation

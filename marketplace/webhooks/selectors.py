@@ -35,6 +35,5 @@ def webhook_attempts(endpoint: WebhookEndpoint) -> QuerySet[WebhookAttempt]:
     return (
         WebhookAttempt.objects.filter(endpoint=endpoint)
         .select_related("delivery")
-        .defer("delivery__body")
         .order_by("-attempted_at", "-id")
     )

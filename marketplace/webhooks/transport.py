@@ -9,6 +9,11 @@ DNS cannot answer one thing to the check and another to the connect. Redirects a
 followed: a 3xx is a failed attempt. `WEBHOOK_ALLOW_PRIVATE` lifts the address rule, for
 development. Standard library only: http.client does no redirects, proxies or pooling
 behind our back.
+
+URLs are normalised to ASCII when an endpoint is created (`url_normalise`: IDNA for the host,
+percent-encoding for the path and query), and again before every POST for endpoints stored
+before that: http.client cannot send anything else, and once raised a UnicodeEncodeError
+out of here on every attempt, for ever. `post` never raises.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
@@ -29,6 +34,10 @@ from escrow.errors import DomainError
 
 MAX_URL_LENGTH = 2000
 USER_AGENT = "AgentExchange-Webhooks/1"
+# Characters a path or a query may carry as they are (RFC 3986's unreserved and
+# sub-delimiters, ":" and "@", and "%" so that escapes already made stay as they are).
+PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+QUERY_SAFE = PATH_SAFE + "?"
 
 
 class UrlRefused(DomainError):
@@ -76,6 +85,27 @@ def url_parse(url: str) -> Target:
     return Target(parts.scheme, parts.hostname, port or default, path)
 
 
+def url_normalise(url: str) -> str:
+    """`url` in ASCII: the host in IDNA and lower case, the path and query percent-encoded
+    (UTF-8), the fragment (never sent) dropped. Already-ASCII URLs keep their escapes."""
+    target = url_parse(url.strip())
+    parts = urlsplit(url.strip())
+    try:
+        host = target.host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise UrlRefused(f"{target.host[:100]} is not a valid host name.") from None
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    default = 443 if target.scheme == "https" else 80
+    netloc = host if target.port == default and parts.port is None else f"{host}:{target.port}"
+    path = quote(parts.path or "/", safe=PATH_SAFE)
+    query = f"?{quote(parts.query, safe=QUERY_SAFE)}" if parts.query else ""
+    normalised = f"{target.scheme}://{netloc}{path}{query}"
+    if len(normalised) > MAX_URL_LENGTH:
+        raise UrlRefused(f"The URL is longer than {MAX_URL_LENGTH} characters once encoded.")
+    return normalised
+
+
 def address_refusal(address: str) -> str | None:
     """Why a webhook may not go to this IP address, or None when it is a public one."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -109,7 +139,8 @@ def resolve(target: Target) -> list[str]:
 
 
 def url_check(url: str) -> Target:
-    """Refuse a URL no delivery could reach (at creation; deliveries check again)."""
+    """Refuse a URL no delivery could reach (at creation, given `url_normalise`'s;
+    deliveries check again)."""
     target = url_parse(url)
     resolve(target)
     return target
@@ -178,7 +209,14 @@ def post(url: str, *, body: bytes, headers: dict[str, str]) -> Outcome:
     """POST `body` to `url`; never raises. Must not run inside a database transaction."""
     started = time.monotonic()
     try:
-        target = url_parse(url)
+        return _post(url, body=body, headers=headers, started=started)
+    except Exception as exc:  # whatever it is, it is a failed attempt, never a lost one
+        return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], _ms_since(started))
+
+
+def _post(url: str, *, body: bytes, headers: dict[str, str], started: float) -> Outcome:
+    try:
+        target = url_parse(url_normalise(url))
         addresses = resolve(target)
     except UrlRefused as exc:
         return Outcome(None, f"refused: {exc.message}"[:500], _ms_since(started))
