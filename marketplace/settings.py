@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -93,6 +94,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files for /api/v1/docs/, served as static files
     "django_htmx",
     "django_q",
     "marketplace",
@@ -202,7 +204,15 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Trusted only when the environment names the header a TLS proxy in front sets to "https"
+# (SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto): with no proxy to overwrite it, any client could
+# send it and pass a plain-HTTP request off as HTTPS.
+_proxy_header = env_optional("SECURE_PROXY_SSL_HEADER")
+if _proxy_header and not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_header):
+    raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER must be a header name: X-Forwarded-Proto")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https") if _proxy_header else None
+)
 X_FRAME_OPTIONS = "DENY"
 
 # --- Money ---------------------------------------------------------------------------

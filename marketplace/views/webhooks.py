@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseBase
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from escrow.errors import DomainError
@@ -51,6 +52,7 @@ class WebhookForm(forms.Form):
     )
 
 
+@never_cache  # the response that shows a new endpoint's secret must not be kept by any cache
 @require_http_methods(["GET", "POST"])
 @login_required
 def webhook_list(request: HtmxHttpRequest) -> HttpResponseBase:
