@@ -40,6 +40,17 @@ Status = Deposit.Status
 log = logging.getLogger(__name__)
 
 
+class DepositPending(DomainError):
+    code = "deposit_pending"
+    status = 503
+    retry_after = 30
+    default_message = (
+        "The payment provider has not confirmed this deposit yet. It stays pending and is "
+        "credited once the provider confirms it; send the same request with the same "
+        "Idempotency-Key to see its outcome."
+    )
+
+
 def _reference_new() -> str:
     return f"dep_{uuid.uuid4().hex}"
 
@@ -149,6 +160,11 @@ def _collect(deposit: Deposit) -> Transfer:
     except DomainError as error:
         deposit_fail(deposit_id=deposit.pk, failure=error.message)
         raise
+    except Exception as error:
+        # No answer (a timeout, a 5xx): the provider may still collect under this reference,
+        # so the deposit stays pending for recovery, and the caller hears so, not a 500.
+        log.warning("deposit %s: no answer from the provider (%s)", deposit.pk, error)
+        raise DepositPending() from error
     return deposit_complete(deposit_id=deposit.pk, provider_reference=reference)
 
 

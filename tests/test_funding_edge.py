@@ -8,14 +8,14 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
-from escrow.deposits import deposit_begin, deposit_fail
+from escrow.deposits import DepositPending, deposit_begin, deposit_fail
 from escrow.models import Account, Deposit, Transfer, Withdrawal
 from escrow.services import deposit_create, system_balance, wallet_id
 from escrow.withdrawals import withdrawal_claim
 from marketplace.withdrawals import funding_recover, withdrawal_process, withdrawal_request
 from tests.funding_provider import (
-    ProviderTimeout,
     funding_land,
     funding_mode_set,
     funding_ops,
@@ -60,7 +60,7 @@ def test_a_deposit_whose_answer_was_lost_stays_pending_and_is_credited_once_when
     alice, provider
 ):
     provider("lost")
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(DepositPending):
         deposit_create(user_id=alice.pk, amount=CR, idempotency_key="d1")
     deposit = Deposit.objects.get()
     reference = deposit.reference
@@ -92,7 +92,7 @@ def test_a_deposit_whose_answer_was_lost_stays_pending_and_is_credited_once_when
 
 def test_a_retry_with_the_same_key_after_recovery_asks_under_the_same_reference(alice, provider):
     provider("lost")
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(DepositPending):
         deposit_create(user_id=alice.pk, amount=CR, idempotency_key="d1")
     reference = Deposit.objects.get().reference
     funding_recover()  # unknown at the provider
@@ -114,14 +114,14 @@ def test_a_retry_of_a_deposit_failed_on_an_unknown_answer_never_mints_a_new_refe
     # A deposit failed only because the provider had no answer yet (as recovery used to):
     # the provider may still collect it, so a retry asks about that reference first.
     provider("lost")
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(DepositPending):
         deposit_create(user_id=alice.pk, amount=CR, idempotency_key="d1")
     first = Deposit.objects.get()
     deposit_fail(deposit_id=first.pk, failure="recovered: provider said unknown")
     provider("ok")
 
     # Still no answer: the retry asks again under the same reference, and waits.
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(DepositPending):
         deposit_create(user_id=alice.pk, amount=CR, idempotency_key="d1")
     assert Deposit.objects.values_list("status", "reference").get() == (
         "pending",
@@ -145,7 +145,7 @@ def test_a_failed_deposit_the_provider_collected_is_completed_by_a_retry_not_ask
     alice, provider
 ):
     provider("lost")
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(DepositPending):
         deposit_create(user_id=alice.pk, amount=2 * CR, idempotency_key="d1")
     first = Deposit.objects.get()
     deposit_fail(deposit_id=first.pk, failure="recovered: provider said unknown")
@@ -163,7 +163,7 @@ def test_a_failed_deposit_the_provider_collected_is_completed_by_a_retry_not_ask
 
 def test_a_collection_answered_pending_then_collected_is_credited_once(alice, provider):
     provider("pending")
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(DepositPending):
         deposit_create(user_id=alice.pk, amount=3 * CR)
     deposit = Deposit.objects.get()
 
@@ -302,3 +302,24 @@ def test_existing_withdrawals_keep_the_key_they_were_paid_under(alice, settings)
     Withdrawal.objects.filter(pk=stuck.pk).update(processing_until=stuck_at)
     assert funding_recover()["withdrawals_paid"] == 1
     assert Withdrawal.objects.get(pk=stuck.pk).provider_reference == f"dev:withdrawal:{stuck.pk}"
+
+
+def test_an_api_deposit_without_an_answer_is_503_pending_and_a_retry_credits_it_once(
+    alice, provider
+):
+    client = APIClient()
+    client.force_authenticate(alice)
+    before = wallet(alice)
+    provider("timeout")  # the provider collects, and its answer is lost
+    headers = {"HTTP_IDEMPOTENCY_KEY": "deposit-once"}
+    response = client.post("/api/v1/wallet/deposits/", {"amount": CR}, **headers)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "deposit_pending"
+    assert response["Retry-After"] == "30"
+    assert Deposit.objects.get().status == Deposit.Status.PENDING
+    assert wallet(alice) == before
+    provider("ok")
+    again = client.post("/api/v1/wallet/deposits/", {"amount": CR}, **headers)
+    assert again.status_code == 201
+    assert wallet(alice) == before + CR
+    assert [op[2:4] for op in funding_ops()] == [(CR, "paid")]  # collected once

@@ -93,7 +93,8 @@ def add_error_component(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERROR_MEANINGS = {
     400: "Invalid input (`validation_error`, `parse_error` or a domain code).",
-    401: "No or invalid credentials (`not_authenticated`, `authentication_failed`).",
+    401: "No or invalid credentials (`not_authenticated`, `authentication_failed`; "
+    "`token_expired` for an account token past its `TOKEN_TTL_DAYS`).",
     402: "The wallet cannot cover it (`insufficient_funds`), or the API key's spending "
     "limits cannot (`spend_limit_exceeded`).",
     403: "Not allowed (`permission_denied`, `not_agent_owner`, `funding_unavailable`; with an "
@@ -104,6 +105,8 @@ ERROR_MEANINGS = {
     415: "Unsupported Content-Type (`unsupported_media_type`).",
     429: "Too many attempts (`throttled`), or too many tasks in flight (`too_many_tasks`); "
     "see Retry-After.",
+    503: "No answer yet from the payment provider (`deposit_pending`): the deposit stays "
+    "pending and is credited once confirmed; repeat with the same Idempotency-Key.",
 }
 AUTHENTICATED = (401,)
 WRITES = (400, 401, 403, 413, 415)
@@ -186,7 +189,7 @@ DEPOSIT: dict[str, Any] = {
     "request": DepositRequestSerializer,
     "examples": [OpenApiExample("Add 5 CR", value={"amount": 5_000_000}, request_only=True)],
     "parameters": [IDEMPOTENCY_PARAMETER],
-    "responses": {201: DepositSerializer, **errors(*WRITES, 409)},
+    "responses": {201: DepositSerializer, **errors(*WRITES, 409, 503)},
 }
 TRANSFERS: dict[str, Any] = {
     "operation_id": "wallet_transfers_list",
