@@ -110,8 +110,8 @@ class RequestSizeLimitMiddleware:
                 return too_large(request, limit, length)
             # Django's own stream stops at the declared length.
             return self.get_response(request)
-        stream = CappedStream(request._stream, limit)  # type: ignore[attr-defined]
-        request._stream = stream  # type: ignore[attr-defined]
+        stream = CappedStream(request._stream, limit)
+        request._stream = stream  # type: ignore[assignment]
         response = self.get_response(request)
         # Whatever the code that read past the cap made of the error (Django answers 400),
         # the answer is 413.

@@ -45,7 +45,7 @@ class CountingInput(FakePayload):
         super().__init__(body)
         self.bytes_read = 0
 
-    def read(self, size: int | None = -1) -> bytes:
+    def read(self, size: int = -1) -> bytes:
         data = super().read(size)
         self.bytes_read += len(data)
         return data
