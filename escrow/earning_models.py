@@ -96,6 +96,8 @@ class Dispute(models.Model):
 
     class Meta:
         ordering = ["-opened_at", "-id"]
+        # Deciding a contested dispute moves money; changing one is never allowed.
+        permissions = [("decide_dispute", "Can decide contested disputes")]
         indexes = [
             models.Index(fields=["status", "respond_by"], name="dispute_due_idx"),
             models.Index(

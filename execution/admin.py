@@ -1,7 +1,9 @@
 """Tasks, receipts and worker heartbeats in the admin.
 
-Tasks change only through the executor's services (the refund and requeue actions); receipts
-are read-only, with their signature checked on display; heartbeats are written by the workers.
+Tasks change only through the executor's services (the refund and requeue actions, which
+need `marketplace.refund_task` and `marketplace.requeue_task`, not just the view
+permission); receipts are read-only, with their signature checked on display; heartbeats are
+written by the workers.
 """
 
 from __future__ import annotations
@@ -113,7 +115,16 @@ class TaskAdmin(admin.ModelAdmin):
     def diagnostics(self, obj: Task) -> str:
         return _preview(obj.stderr)
 
-    @admin.action(description="Refund: fail the selected stuck tasks as platform error")
+    def has_refund_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketplace.refund_task")
+
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketplace.requeue_task")
+
+    @admin.action(
+        description="Refund: fail the selected stuck tasks as platform error",
+        permissions=["refund"],
+    )
     def refund(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         done = 0
         for task_id in queryset.values_list("pk", flat=True):
@@ -131,7 +142,10 @@ class TaskAdmin(admin.ModelAdmin):
         if not done:
             self.message_user(request, "Nothing was refunded.", messages.WARNING)
 
-    @admin.action(description="Requeue the selected stuck tasks (running, lease expired)")
+    @admin.action(
+        description="Requeue the selected stuck tasks (running, lease expired)",
+        permissions=["requeue"],
+    )
     def requeue(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         done, skipped = 0, 0
         for task_id in queryset.values_list("pk", flat=True):

@@ -1,5 +1,9 @@
 """Agents, binaries and idempotency records in the admin. State changes go through services
-(the actions). The Task admin lives in execution.admin: its actions are the executor's."""
+(the actions). The Task admin lives in execution.admin: its actions are the executor's.
+
+Every action that moves money or changes access needs a permission of its own (the
+model's Meta `permissions`), never just the view permission: suspending or reactivating an
+agent needs `marketplace.suspend_agent`. Superusers hold every permission."""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from django.contrib import admin, messages
 from django.db.models import F, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django_q import admin as q_admin
+from django_q.models import Failure, Success
+from rest_framework.authtoken.models import TokenProxy
 
 from marketplace.models import Agent, AgentBinary, IdempotencyRecord
 from marketplace.services import AGENT_EDITABLE_FIELDS, agent_activate, agent_suspend, agent_update
@@ -99,7 +106,12 @@ class AgentAdmin(admin.ModelAdmin):
         if changes:
             agent_update(agent=obj, **changes)
 
-    @admin.action(description="Suspend the selected agents (they take no new tasks)")
+    def has_suspend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketplace.suspend_agent")
+
+    @admin.action(
+        description="Suspend the selected agents (they take no new tasks)", permissions=["suspend"]
+    )
     def suspend(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         done = sum(agent_suspend(agent=agent) for agent in queryset)
         self.message_user(
@@ -109,7 +121,7 @@ class AgentAdmin(admin.ModelAdmin):
             messages.SUCCESS if done else messages.WARNING,
         )
 
-    @admin.action(description="Activate the selected agents")
+    @admin.action(description="Activate the selected agents", permissions=["suspend"])
     def activate(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         done = sum(agent_activate(agent=agent) for agent in queryset)
         self.message_user(
@@ -152,6 +164,35 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+
+# The account token is its user's alone. DRF's admin for it lists every token in the clear
+# and lets staff mint one for anybody, which is acting as them: it is taken out. Users
+# rotate and revoke their own (the token page, the API); an operator who must cut one off
+# changes the user's password or deactivates the account.
+if admin.site.is_registered(TokenProxy):
+    admin.site.unregister(TokenProxy)
+
+
+# django-q2's job lists offer to run their jobs again (a task run, a payout), to anyone who
+# may view them. Its models cannot take a permission of their own here, so resubmitting
+# needs the model's change permission, as any other change would.
+@admin.action(description="Resubmit the selected jobs to the queue", permissions=["change"])
+def resubmit_jobs(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    q_admin.resubmit_task(model_admin, request, queryset)
+
+
+class SuccessAdmin(q_admin.TaskAdmin):
+    actions = [resubmit_jobs]
+
+
+class FailureAdmin(q_admin.FailAdmin):  # resubmitting a failure also deletes it (q2's rule)
+    actions = [resubmit_jobs]
+
+
+for job_model, job_admin in ((Success, SuccessAdmin), (Failure, FailureAdmin)):
+    if admin.site.is_registered(job_model):
+        admin.site.unregister(job_model)
+    admin.site.register(job_model, job_admin)
 
 # API keys have an admin module of their own; importing it registers it.
 from marketplace import apikey_admin  # noqa: E402, F401

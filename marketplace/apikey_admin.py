@@ -1,5 +1,6 @@
 """API keys and what they spent, in the admin: read-only (keys are made by their users and
-shown once), with revocation as the one action, through the service."""
+shown once), with revocation as the one action, through the service; it needs
+`marketplace.revoke_apikey`, not just the view permission."""
 
 from __future__ import annotations
 
@@ -61,7 +62,10 @@ class ApiKeyAdmin(ReadOnlyAdmin):
     def spent_cr(self, key: ApiKey) -> str:
         return _credits(key.spent_total)
 
-    @admin.action(description="Revoke the selected keys")
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketplace.revoke_apikey")
+
+    @admin.action(description="Revoke the selected keys", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         live = list(queryset.filter(revoked_at__isnull=True))
         for key in live:

@@ -57,6 +57,7 @@ class ApiKey(models.Model):
     class Meta:
         ordering = ["-created_at", "-pk"]
         verbose_name = "API key"
+        permissions = [("revoke_apikey", "Can revoke users' API keys")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(spent_total__gte=0, spent_daily__gte=0, spent_monthly__gte=0),

@@ -1,6 +1,7 @@
 """Disputes in the admin: listed, searched, never edited; an operator decides a contested
 one with an action that goes through `marketplace.disputes.dispute_decide` (registered by
-`marketplace.admin`, since escrow may not import the service)."""
+`marketplace.admin`, since escrow may not import the service). Deciding moves money, so it
+needs `escrow.decide_dispute`, not the view permission."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class DisputeAdmin(admin.ModelAdmin):
         return False
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("escrow.change_dispute")
+        return request.user.has_perm("escrow.decide_dispute")
 
     @admin.action(description="Refund the requester (contested disputes)", permissions=["decide"])
     def refund(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> None:

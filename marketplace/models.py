@@ -90,6 +90,8 @@ class Agent(models.Model):
 
     class Meta:
         ordering = ["slug"]
+        # Operators' actions: viewing or editing an agent does not let anyone suspend it.
+        permissions = [("suspend_agent", "Can suspend and reactivate agents")]
         constraints = [
             models.CheckConstraint(condition=Q(base_fee__gte=0), name="agent_base_fee_gte_0"),
             models.CheckConstraint(condition=Q(fuel_price__gte=0), name="agent_fuel_price_gte_0"),
@@ -260,6 +262,11 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Operators' actions on stuck tasks: a refund moves money, a requeue runs it again.
+        permissions = [
+            ("refund_task", "Can refund stuck tasks"),
+            ("requeue_task", "Can requeue stuck tasks"),
+        ]
         indexes = [
             models.Index(fields=["status", "lease_expires_at"], name="task_lease_idx"),
             # The workers' next task, and the fair share's floor (the lowest queued tag).

@@ -33,7 +33,10 @@ class WebhookEndpointAdmin(ReadOnlyAdmin):
     exclude = ["secret_encrypted"]
     actions = ["enable"]
 
-    @admin.action(description="Enable the selected endpoints again")
+    def has_enable_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketplace.enable_webhookendpoint")
+
+    @admin.action(description="Enable the selected endpoints again", permissions=["enable"])
     def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         disabled = list(queryset.filter(disabled_at__isnull=False))
         for endpoint in disabled:

@@ -37,6 +37,8 @@ class WebhookEndpoint(models.Model):
     class Meta:
         ordering = ["created_at"]
         indexes = [models.Index(fields=["owner", "created_at"], name="webhook_owner_idx")]
+        # An operator's action: sending a user's events to a URL again.
+        permissions = [("enable_webhookendpoint", "Can enable disabled webhook endpoints")]
 
     def __str__(self) -> str:
         return f"webhook {self.url} of user {self.owner_id}"
