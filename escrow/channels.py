@@ -24,6 +24,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from escrow.earning_models import Dispute
 from escrow.errors import (
     ChannelAgentMismatch,
     ChannelExpired,
@@ -383,13 +384,26 @@ def _settle(channel: PaymentChannel) -> None:
     """closing → settled, moving the money once. The channel row must be locked."""
     channels = system_account_id(Account.Kind.CHANNELS, channel.shard)
     payee = channel.payee_id
-    if holding() and channel.redeemed:  # the owner's share waits, one earning per task
-        shares = [
+    shares = (
+        [
             Share(task_id, (cost or 0) - (fee or 0), fee or 0)
             for task_id, cost, fee in Escrow.objects.filter(
                 channel=channel, status=Escrow.Status.COMPLETED, cost__gt=0
             ).values_list("task_id", "cost", "fee")
         ]
+        if channel.redeemed
+        else []
+    )
+    # With nothing held, a dispute opened while the channel was open (and the hold on) still
+    # claims its task's share: then the shares are held after all (that one frozen, the
+    # others released by the next sweep), never paid out from under the dispute.
+    disputed = (
+        not holding()
+        and Dispute.objects.filter(
+            task_id__in=[share.task_id for share in shares], status__in=Dispute.PENDING
+        ).exists()
+    )
+    if shares and (holding() or disputed):  # the owner's share waits, one earning per task
         earnings_hold(wallet_id=payee, shares=shares, channel_id=channel.pk)
         payee = system_account_id(Account.Kind.EARNINGS, channel.shard)
     fees = system_account_id(Account.Kind.PLATFORM_FEES, channel.shard)

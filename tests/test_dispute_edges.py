@@ -102,48 +102,76 @@ def counters(key) -> tuple[int, int, int]:
 # --- 1. the sweep resolves each overdue dispute on its own ------------------------------------
 
 
-def broken_channel_dispute(requester, agent, bob, settings) -> Dispute:
-    """The real case: a channel task disputed while the hold was on, whose channel then
-    settled with EARNINGS_HOLD_SECONDS = 0 and paid the owner's share straight to the wallet.
-    Nothing is held for the task any more, so the dispute can't be refunded."""
-    channel = open_channel(requester, agent, bob)
-    task = on_channel(requester, agent, channel)
+def broken_dispute(requester, agent, monkeypatch) -> Dispute:
+    """A dispute whose refund fails (its held earning can't be found, as a channel task's
+    could not once its channel paid its share out unheld)."""
+    task = settled(requester, agent)
     dispute = dispute_file(task_id=task.pk, user=requester, reason="wrong")
-    hold = settings.EARNINGS_HOLD_SECONDS
-    settings.EARNINGS_HOLD_SECONDS = 0
-    channel_close(channel_id=channel.pk, by_user_id=requester.pk)
-    settings.EARNINGS_HOLD_SECONDS = hold
-    assert not Earning.objects.filter(task=task).exists()
+    refund = money._refund_earning
+
+    def fails_for_it(disputed, **kwargs):
+        if disputed.pk == dispute.pk:
+            raise Earning.DoesNotExist("no earning held for the task")
+        return refund(disputed, **kwargs)
+
+    monkeypatch.setattr(money, "_refund_earning", fails_for_it)
     return dispute
 
 
 def test_a_broken_overdue_dispute_never_stops_other_owners_earnings(
-    requester, agent, bob, charlie, settings
+    requester, agent, bob, charlie, monkeypatch
 ):
     other = make_agent(charlie, "other")
     bobs, charlies = settled(requester, agent), settled(requester, other)
     refundable = dispute_file(task_id=settled(requester, other).pk, user=requester, reason="w")
     # The newest dispute is read first: the broken one comes before the refundable one.
-    broken = broken_channel_dispute(requester, agent, bob, settings)
+    broken = broken_dispute(requester, agent, monkeypatch)
     overdue(refundable, broken)
     matured()
-    bob_before = balance(bob)  # the channel paid bob its share outright
-    assert bob_before == SHARE
 
     result = sweep_earnings()
 
     assert result == {"released": 2, "disputes_accepted": 1, "disputes_failed": 1}
-    assert (balance(bob), held_for(bob)) == (bob_before + SHARE, 0)
+    assert (balance(bob), held_for(bob)) == (SHARE, SHARE)  # the broken one's stays frozen
     assert (balance(charlie), held_for(charlie)) == (SHARE, 0)
     assert dict(Earning.objects.values_list("task_id", "status")) == {
         bobs.pk: "released",
         charlies.pk: "released",
         refundable.task_id: "refunded",
+        broken.task_id: "frozen",
     }
     assert Dispute.objects.get(pk=refundable.pk).status == "accepted"
     assert Dispute.objects.get(pk=broken.pk).status == "open"  # left for an operator, logged
     # alice paid four tasks and got one back.
-    assert balance(requester) == START - DEPOSIT + (DEPOSIT - COST) - 3 * COST + COST
+    assert balance(requester) == START - 3 * COST
+
+
+def test_a_channel_settling_with_nothing_held_still_holds_a_disputed_tasks_share(
+    requester, agent, bob, settings
+):
+    """A channel task disputed while the hold was on, its channel settling after the hold was
+    turned off: the share stays frozen for the dispute, which then refunds it exactly. (The
+    channel used to pay it out unheld, and the dispute could then never be resolved.)"""
+    channel = open_channel(requester, agent, bob)
+    disputed, kept = (
+        on_channel(requester, agent, channel),
+        on_channel(requester, agent, channel, nonce=2),
+    )
+    dispute = dispute_file(task_id=disputed.pk, user=requester, reason="wrong")
+    settings.EARNINGS_HOLD_SECONDS = 0
+    channel_close(channel_id=channel.pk, by_user_id=requester.pk)
+    assert dict(Earning.objects.values_list("task_id", "status")) == {
+        disputed.pk: "frozen",
+        kept.pk: "held",  # released by the next sweep: nothing is held any more
+    }
+    assert (balance(bob), held_for(bob)) == (0, 2 * SHARE)
+    assert sweep_earnings()["released"] == 1
+    assert (balance(bob), held_for(bob)) == (SHARE, SHARE)
+    before = balance(requester)
+    dispute_accept(dispute_id=dispute.pk, user=bob)
+    assert Earning.objects.get(task=disputed).status == "refunded"
+    assert (balance(bob), held_for(bob)) == (SHARE, 0)
+    assert balance(requester) == before + COST
 
 
 def test_any_exception_in_one_dispute_is_counted_and_the_others_go_on(
