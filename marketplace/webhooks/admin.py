@@ -1,5 +1,6 @@
-"""Webhooks in the admin: endpoints (without their secrets), the outbox and the attempt
-log, read-only; enabling a disabled endpoint is the one action, through the service."""
+"""Webhooks in the admin: endpoints (without their secrets), the outbox, the events' frozen
+bodies and the attempt log, read-only; enabling a disabled endpoint is the one action,
+through the service."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from marketplace.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from marketplace.webhooks.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from marketplace.webhooks.outbox import webhook_enable
 
 
@@ -50,6 +56,13 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_filter = ["status", "type", "created_at"]
     search_fields = ["=event_id", "=object_id", "endpoint__url", "endpoint__owner__username"]
     list_select_related = ["endpoint"]
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "type", "created_at"]
+    list_filter = ["type", "created_at"]
+    search_fields = ["=id"]
 
 
 @admin.register(WebhookAttempt)
