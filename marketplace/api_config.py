@@ -25,7 +25,8 @@ def throttle_rate(name: str, default: str) -> str:
 def rest_framework_settings(*, upload_rate: str) -> dict[str, Any]:
     return {
         "DEFAULT_AUTHENTICATION_CLASSES": [
-            "rest_framework.authentication.TokenAuthentication",
+            # `Authorization: Token <key>`: the account token, until it expires.
+            "marketplace.api.auth_token.AccountTokenAuthentication",
             # `Authorization: Bearer <API key>`: scoped, capped keys (marketplace.apikeys).
             "marketplace.api.auth_keys.ApiKeyAuthentication",
             "rest_framework.authentication.SessionAuthentication",

@@ -25,7 +25,8 @@ app_name = "api"
 
 urlpatterns = [
     path("auth/register/", auth.register, name="register"),
-    path("auth/token/", auth.token, name="token"),
+    path("auth/token/", auth.TokenEndpoint.as_view(), name="token"),
+    path("auth/token/rotate/", auth.token_rotate, name="token-rotate"),
     path("wallet/", wallet.wallet, name="wallet"),
     path("wallet/deposits/", wallet.deposits, name="deposits"),
     path("wallet/transfers/", wallet.transfers, name="transfers"),

@@ -6,5 +6,7 @@ class MarketplaceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the `hosts` startup checks (shared keys of a distributed deployment).
-        from marketplace import checks  # noqa: F401
+        # `checks` registers the `hosts` startup checks (shared keys of a distributed
+        # deployment); `account_tokens` connects the receiver that revokes the account token
+        # when the password changes.
+        from marketplace import account_tokens, checks  # noqa: F401

@@ -346,16 +346,10 @@ def user_register(*, username: str, password: str) -> tuple[User, str]:
 
 
 def user_token(*, user: User) -> str:
-    """The user's API token, created on first login."""
-    from rest_framework.authtoken.models import Token
+    """The user's live account token, issued on a first login or when it has expired."""
+    from marketplace.account_tokens import account_token_live
 
-    try:
-        with transaction.atomic():
-            token, _ = Token.objects.get_or_create(user=user)
-    except IntegrityError:
-        # A concurrent first login created it between our read and our insert.
-        token = Token.objects.get(user=user)
-    return token.key
+    return account_token_live(user=user)
 
 
 AGENT_EDITABLE_FIELDS = (

@@ -399,6 +399,10 @@ WEBHOOK_KEY_RING = _key_ring(
     "webhook_key_ring",
     lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
 )
+# The account token (`Authorization: Token …`) expires this many days after it was issued.
+TOKEN_TTL_DAYS = env_int("TOKEN_TTL_DAYS", 90)
+if TOKEN_TTL_DAYS < 1:
+    raise ImproperlyConfigured("TOKEN_TTL_DAYS must be at least 1")
 
 # --- API -----------------------------------------------------------------------------
 REST_FRAMEWORK = rest_framework_settings(upload_rate=API_UPLOAD_THROTTLE_RATE)

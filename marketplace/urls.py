@@ -5,6 +5,7 @@ from django.urls import include, path
 from execution.health import healthz
 from execution.metrics import metrics
 from marketplace.views import (
+    account,
     agents,
     apikeys,
     auth,
@@ -34,6 +35,10 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/token/", account.account_token, name="account-token"),
+    path("account/token/rotate/", account.account_token_rotate_view, name="account-token-rotate"),
+    path("account/token/revoke/", account.account_token_revoke_view, name="account-token-revoke"),
+    path("account/password/", account.account_password, name="account-password"),
     path("wallet/", wallet.wallet, name="wallet"),
     path("wallet/ledger.csv", wallet.wallet_export, name="wallet-export"),
     path("wallet/balances/", wallet.wallet_balances, name="wallet-balances"),

@@ -185,7 +185,11 @@ MATRIX: dict[str, ObjectEndpoint | CollectionEndpoint] = {
     "api:register": CollectionEndpoint(
         public=True, anonymous=allowed({"OPTIONS": 200, "POST": 400})
     ),
-    "api:token": CollectionEndpoint(public=True, anonymous=allowed({"OPTIONS": 200, "POST": 400})),
+    # Logging in needs no credentials; revoking the token (DELETE) and rotating it do.
+    "api:token": CollectionEndpoint(
+        public=True, anonymous=allowed({"OPTIONS": 200, "POST": 400, "DELETE": 401})
+    ),
+    "api:token-rotate": CollectionEndpoint(),
     "api:wallet": CollectionEndpoint(),
     "api:deposits": CollectionEndpoint(),
     "api:transfers": CollectionEndpoint(),
