@@ -5,6 +5,7 @@ never sent twice, and the key the provider sees names one operation in any datab
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -311,7 +312,7 @@ def test_an_api_deposit_without_an_answer_is_503_pending_and_a_retry_credits_it_
     client.force_authenticate(alice)
     before = wallet(alice)
     provider("timeout")  # the provider collects, and its answer is lost
-    headers = {"HTTP_IDEMPOTENCY_KEY": "deposit-once"}
+    headers: dict[str, Any] = {"HTTP_IDEMPOTENCY_KEY": "deposit-once"}
     response = client.post("/api/v1/wallet/deposits/", {"amount": CR}, **headers)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "deposit_pending"

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule
 
-from escrow.deposits import deposit_fail
+from escrow.deposits import DepositPending, deposit_fail
 from escrow.models import Account, Deposit, Transfer, Withdrawal
 from escrow.payout_models import FundingDiscrepancy
 from escrow.reconcile import funding_reconcile
@@ -85,7 +85,7 @@ def paid(user, amount: int) -> Withdrawal:
 
 def test_a_collection_left_pending_here_is_credited_once(alice, provider):
     provider("lost")
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(DepositPending):
         deposit_create(user_id=alice.pk, amount=3 * CR, idempotency_key="d")
     deposit = Deposit.objects.get()
     funding_land(deposit.reference)
@@ -105,7 +105,7 @@ def test_a_collection_left_pending_here_is_credited_once(alice, provider):
 
 def test_a_failed_deposit_the_provider_collected_is_completed_with_its_transfer(alice, provider):
     provider("lost")
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(DepositPending):
         deposit_create(user_id=alice.pk, amount=2 * CR)
     deposit = Deposit.objects.get()
     deposit_fail(deposit_id=deposit.pk, failure="recovered: provider said unknown")
@@ -134,7 +134,7 @@ def test_a_collection_nobody_here_asked_for_is_flagged_not_credited(alice, provi
 
 def test_a_collection_of_another_amount_is_flagged_not_credited(alice, provider):
     provider("lost")
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(DepositPending):
         deposit_create(user_id=alice.pk, amount=CR)
     deposit = Deposit.objects.get()
     funding_record_set(deposit.reference, kind="collect", amount=5 * CR, status="paid")
@@ -355,7 +355,7 @@ def test_reconciliation_recovery_and_a_retry_at_once_credit_a_late_collection_on
     from tests.test_ledger_concurrency import run_threads
 
     provider("lost")
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(DepositPending):
         deposit_create(user_id=alice.pk, amount=4 * CR, idempotency_key="d")
     funding_land(Deposit.objects.get().reference)
 
