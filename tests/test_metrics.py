@@ -19,6 +19,7 @@ from execution.metrics import BUCKETS, recovery_record
 from execution.models import RecoveryCount, WorkerHeartbeat
 from execution.services import tasks_recover
 from marketplace.models import Task
+from marketplace.webhooks.keyring import secret_encrypt
 from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.factories import AgentBinaryFactory, TaskFactory
 
@@ -107,7 +108,10 @@ def known_state(alice, bob):
         withdrawal_settle(withdrawal_id=withdrawal.pk, paid=paid, reference="ref", failure="no")
 
     endpoint = WebhookEndpoint.objects.create(
-        owner=bob, url="https://hooks.example.com/x", events="task.succeeded", secret="s"
+        owner=bob,
+        url="https://hooks.example.com/x",
+        events="task.succeeded",
+        secret_encrypted=secret_encrypt("s"),
     )
     for i, status in enumerate(["delivered", "failed"]):
         WebhookDelivery.objects.create(

@@ -29,6 +29,7 @@ from execution.services import Execution, task_claim, task_settle
 from marketplace.apikeys.lifecycle import api_key_create
 from marketplace.models import Agent, Task
 from marketplace.services import task_submit
+from marketplace.webhooks.keyring import secret_encrypt
 from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
 from reputation.models import ReputationEvent
 from tests.factories import AgentBinaryFactory, AgentFactory
@@ -250,7 +251,10 @@ def test_a_deposit_takes_at_most_eight_round_trips(alice):
 
 def test_the_settlement_that_loses_the_task_writes_no_webhook_event(requester, agent):
     WebhookEndpoint.objects.create(
-        owner=requester, url="https://example.com/hook", events="task.succeeded", secret="s"
+        owner=requester,
+        url="https://example.com/hook",
+        events="task.succeeded",
+        secret_encrypted=secret_encrypt("s"),
     )
     task = _submit(requester, agent)
     claim = task_claim(task_id=task.pk)
