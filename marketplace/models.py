@@ -189,6 +189,8 @@ class Task(models.Model):
         INVALID_OUTPUT = "invalid_output"
         VALIDATION_FAILED = "validation_failed"
         PLATFORM_ERROR = "platform_error"
+        # Cancelled, not failed: nobody had started it by its deadline (SPEC §19).
+        DEADLINE_PASSED = "deadline_passed"
 
     class Payment(models.TextChoices):
         ESCROW = "escrow"
@@ -259,6 +261,13 @@ class Task(models.Model):
     fair_tag = models.BigIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A task still queued at this moment is cancelled as deadline_passed (SPEC §19): by the
+    # deadline sweep, or by the worker that claims it late. Null: no deadline.
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    # Somebody waits for this task to be final (`Prefer: wait`, marketplace/task_wait.py):
+    # becoming final then sends a NOTIFY (a trigger, PostgreSQL only). Only then, because
+    # every notifying commit takes one lock for the whole database.
+    wake_waiters = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -280,6 +289,12 @@ class Task(models.Model):
                 fields=["requester", "fair_tag"],
                 condition=Q(status__in=["pending_funding", "queued", "running"]),
                 name="task_in_flight_idx",
+            ),
+            # The deadline sweep's queued tasks whose deadline has passed.
+            models.Index(
+                fields=["deadline_at"],
+                condition=Q(status="queued", deadline_at__isnull=False),
+                name="task_deadline_idx",
             ),
         ]
         constraints = [
