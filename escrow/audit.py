@@ -12,7 +12,7 @@ from django.db.models import Count, Q, Sum
 from escrow.earnings_audit import earnings_problems
 from escrow.funding_audit import funding_problems
 from escrow.models import Account, Escrow, PaymentChannel, Transfer
-from escrow.services import system_balance
+from escrow.system_accounts import system_balance
 
 Kind = Transfer.Kind
 EXPECTED_LEGS: dict[str, set[str]] = {

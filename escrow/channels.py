@@ -42,15 +42,9 @@ from escrow.errors import (
 from escrow.holds import Share, earnings_hold, holding
 from escrow.keys import custodial_key, custodial_private_key, voucher_signer
 from escrow.keys import key_register as key_register  # re-exported: callers know it here
+from escrow.ledger import Leg, ledger_post, validate_amount, wallet_id
 from escrow.models import Account, Escrow, PaymentChannel, Transfer, Voucher
-from escrow.services import (
-    Leg,
-    ledger_post,
-    shard_for,
-    system_account_id,
-    validate_amount,
-    wallet_id,
-)
+from escrow.system_accounts import shard_for, system_account_id
 
 VOUCHER_DOMAIN = "agent-exchange/voucher/v1"
 Status = PaymentChannel.Status

@@ -25,16 +25,10 @@ from django.utils import timezone
 
 from escrow.errors import DomainError, FundingUnavailable, IdempotencyConflict, InvalidAmount
 from escrow.funding import funding_provider
+from escrow.ledger import Leg, ledger_post, validate_amount, wallet_id
 from escrow.models import Account, Transfer
 from escrow.payout_models import Deposit
-from escrow.services import (
-    Leg,
-    ledger_post,
-    shard_for,
-    system_account_id,
-    validate_amount,
-    wallet_id,
-)
+from escrow.system_accounts import shard_for, system_account_id
 
 Status = Deposit.Status
 log = logging.getLogger(__name__)

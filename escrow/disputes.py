@@ -32,8 +32,9 @@ from django.utils import timezone
 from escrow.earning_models import Dispute, Earning
 from escrow.errors import DomainError
 from escrow.holds import holding
+from escrow.ledger import Leg, ledger_post, wallet_id
 from escrow.models import Account, Escrow, PaymentChannel, Transfer
-from escrow.services import Leg, ledger_post, system_account_id, wallet_id
+from escrow.system_accounts import system_account_id
 
 Status = Dispute.Status
 

@@ -19,8 +19,9 @@ from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
 from escrow.earning_models import Earning
+from escrow.ledger import Leg, ledger_post
 from escrow.models import Account, Transfer
-from escrow.services import Leg, ledger_post, system_account_id
+from escrow.system_accounts import system_account_id
 
 Status = Earning.Status
 

@@ -9,7 +9,7 @@ from django.db.models import Exists, OuterRef, Sum
 from escrow.dispute_audit import dispute_refund_problems, dispute_task_problems
 from escrow.earning_models import Earning
 from escrow.models import Account, Escrow, Transfer
-from escrow.services import system_balance
+from escrow.system_accounts import system_balance
 
 # Mismatched earnings listed by name in the report; beyond this, only counted.
 LISTED = 10

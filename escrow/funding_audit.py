@@ -9,7 +9,7 @@ from django.db.models import Sum
 
 from escrow.models import Account, Transfer
 from escrow.payout_models import Deposit, Withdrawal
-from escrow.services import system_balance
+from escrow.system_accounts import system_balance
 
 Kind = Transfer.Kind
 SETTLEMENT: dict[str, str] = {

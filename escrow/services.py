@@ -1,4 +1,5 @@
-"""Ledger and escrow services: the only code that changes balances.
+"""Ledger and escrow services: the only code that changes balances (through the postings
+of `escrow.ledger`).
 
 Lock order, shared by every service in the project so that no two transactions can
 wait on each other in a cycle: tasks → channels → agent reputation → escrows → accounts
@@ -15,16 +16,16 @@ won; database constraints back every rule up.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from escrow.errors import EscrowStateError, IdempotencyConflict, InsufficientFunds, InvalidAmount
+from escrow.deposits import deposit_run
+from escrow.errors import EscrowStateError, IdempotencyConflict, InvalidAmount
 from escrow.holds import Share, earnings_hold, holding
-from escrow.ledger_sql import TRANSFER_COLUMNS, apply_balances, post_postgresql, posting_of
+from escrow.ledger import Leg, ledger_post, validate_amount, wallet_id
+from escrow.ledger import wallet_open as wallet_open
 from escrow.models import Account, Escrow, PaymentChannel, Transfer
 from escrow.system_accounts import shard_for as shard_for
 from escrow.system_accounts import system_account_id as system_account_id
@@ -34,84 +35,7 @@ from escrow.system_accounts import system_balance as system_balance
 Kind = Transfer.Kind
 
 
-@dataclass(frozen=True)
-class Leg:
-    """One transfer of a posting: `amount` from the debit account to the credit account."""
-
-    debit_id: int
-    credit_id: int
-    amount: int
-    kind: str
-    escrow_id: int | None = None
-    channel_id: Any = None
-    task_id: Any = None
-    idempotency_key: str | None = None
-    memo: str = ""
-
-
-def validate_amount(amount: object, *, allow_zero: bool = False) -> int:
-    """`amount`, if it is a whole number of µCR above zero (or zero, when allowed);
-    otherwise InvalidAmount."""
-    if isinstance(amount, bool) or not isinstance(amount, int):
-        raise InvalidAmount(f"Amounts are integers of µCR, got {amount!r}.")
-    if amount < 0 or (amount == 0 and not allow_zero):
-        raise InvalidAmount(f"Amount must be {'≥ 0' if allow_zero else '> 0'}, got {amount}.")
-    return amount
-
-
-# --- accounts --------------------------------------------------------------------------
-
-
-def wallet_open(*, user_id: int) -> Account:
-    """The user's wallet, created on first use (safe against concurrent first use)."""
-    account = Account.objects.filter(kind=Account.Kind.WALLET, user_id=user_id).first()
-    if account is not None:
-        return account
-    try:
-        with transaction.atomic():
-            return Account.objects.create(kind=Account.Kind.WALLET, user_id=user_id)
-    except IntegrityError:
-        return Account.objects.get(kind=Account.Kind.WALLET, user_id=user_id)
-
-
-def wallet_id(*, user_id: int) -> int:
-    return wallet_open(user_id=user_id).pk
-
-
 # --- moving money ------------------------------------------------------------------------
-
-
-def ledger_post(legs: Sequence[Leg]) -> list[Transfer]:
-    """Post the legs to the ledger: change every balance they touch by its net effect and
-    record one Transfer per leg, in one statement on PostgreSQL (two elsewhere).
-
-    Must run inside a transaction. Zero-amount legs are dropped. The account rows are
-    locked in primary-key order by the statement itself, and the balances' CHECK
-    constraint is the guard: a balance that would go below zero fails the statement
-    (InsufficientFunds), so nothing is read before it is written.
-    """
-    changed, rows = posting_of(legs)
-    if not rows:
-        return []
-    names = [name for name, _ in TRANSFER_COLUMNS]
-    transfers = [Transfer(**dict(zip(names, row, strict=True))) for row in rows]
-    try:
-        if connection.vendor == "postgresql":
-            ids = post_postgresql(changed, rows)
-            if ids is None:
-                raise InvalidAmount("Unknown account in transfer.")
-            for transfer, pk in zip(transfers, ids, strict=True):
-                transfer.pk = pk
-                transfer._state.adding = False
-            return transfers
-        apply_balances(changed)
-        return Transfer.objects.bulk_create(transfers)
-    except IntegrityError as exc:
-        if "account_balance_gte_0" not in str(exc):
-            raise
-        raise InsufficientFunds(
-            "Not enough money: an account this payment draws on holds less than it needs."
-        ) from exc
 
 
 def _existing_transfer(
@@ -166,9 +90,6 @@ def deposit_create(
     *, user_id: int, amount: int, idempotency_key: str | None = None, provider: str | None = None
 ) -> Transfer:
     """Bring money in from outside: external → the user's wallet (see `escrow.deposits`)."""
-    # Imported here: escrow.deposits builds on this module.
-    from escrow.deposits import deposit_run
-
     return deposit_run(
         user_id=user_id, amount=amount, idempotency_key=idempotency_key, provider=provider
     )

@@ -30,16 +30,10 @@ from django.utils import timezone
 
 from escrow.errors import DomainError, IdempotencyConflict
 from escrow.funding import PROVIDER_CALL_TIMEOUT_SECONDS
+from escrow.ledger import Leg, ledger_post, validate_amount, wallet_id
 from escrow.models import Account, Transfer
 from escrow.payout_models import Withdrawal
-from escrow.services import (
-    Leg,
-    ledger_post,
-    shard_for,
-    system_account_id,
-    validate_amount,
-    wallet_id,
-)
+from escrow.system_accounts import shard_for, system_account_id
 
 Kind = Transfer.Kind
 Status = Withdrawal.Status

@@ -17,7 +17,7 @@ from django.utils import timezone
 from escrow.earning_models import Earning
 from escrow.errors import EscrowStateError, InvalidAmount
 from escrow.holds import release_time
-from escrow.ledger_sql import posting_of, posting_sql
+from escrow.ledger import posting_of, posting_sql
 from escrow.models import Escrow
 from escrow.services import refund_leg, release_legs
 from execution.channel_finish import Recorded

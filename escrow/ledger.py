@@ -1,20 +1,100 @@
-"""The ledger's two ways of writing a posting (see `escrow.services.ledger_post`)."""
+"""The ledger's one way of moving money: a posting of legs (`ledger_post`), written in one
+statement on PostgreSQL (`posting_sql`, which a settlement can also put in a statement of
+its own) and two elsewhere; and the wallets the legs move money between."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import BigIntegerField, Case, F, Value, When
 from django.utils import timezone
 
-from escrow.errors import InvalidAmount
+from escrow.errors import InsufficientFunds, InvalidAmount
 from escrow.models import Account, Transfer
 
-if TYPE_CHECKING:
-    from escrow.services import Leg
+
+@dataclass(frozen=True)
+class Leg:
+    """One transfer of a posting: `amount` from the debit account to the credit account."""
+
+    debit_id: int
+    credit_id: int
+    amount: int
+    kind: str
+    escrow_id: int | None = None
+    channel_id: Any = None
+    task_id: Any = None
+    idempotency_key: str | None = None
+    memo: str = ""
+
+
+def validate_amount(amount: object, *, allow_zero: bool = False) -> int:
+    """`amount`, if it is a whole number of µCR above zero (or zero, when allowed);
+    otherwise InvalidAmount."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidAmount(f"Amounts are integers of µCR, got {amount!r}.")
+    if amount < 0 or (amount == 0 and not allow_zero):
+        raise InvalidAmount(f"Amount must be {'≥ 0' if allow_zero else '> 0'}, got {amount}.")
+    return amount
+
+
+# --- wallets -----------------------------------------------------------------------------
+
+
+def wallet_open(*, user_id: int) -> Account:
+    """The user's wallet, created on first use (safe against concurrent first use)."""
+    account = Account.objects.filter(kind=Account.Kind.WALLET, user_id=user_id).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            return Account.objects.create(kind=Account.Kind.WALLET, user_id=user_id)
+    except IntegrityError:
+        return Account.objects.get(kind=Account.Kind.WALLET, user_id=user_id)
+
+
+def wallet_id(*, user_id: int) -> int:
+    return wallet_open(user_id=user_id).pk
+
+
+# --- posting -----------------------------------------------------------------------------
+
+
+def ledger_post(legs: Sequence[Leg]) -> list[Transfer]:
+    """Post the legs to the ledger: change every balance they touch by its net effect and
+    record one Transfer per leg, in one statement on PostgreSQL (two elsewhere).
+
+    Must run inside a transaction. Zero-amount legs are dropped. The account rows are
+    locked in primary-key order by the statement itself, and the balances' CHECK
+    constraint is the guard: a balance that would go below zero fails the statement
+    (InsufficientFunds), so nothing is read before it is written.
+    """
+    changed, rows = posting_of(legs)
+    if not rows:
+        return []
+    names = [name for name, _ in TRANSFER_COLUMNS]
+    transfers = [Transfer(**dict(zip(names, row, strict=True))) for row in rows]
+    try:
+        if connection.vendor == "postgresql":
+            ids = post_postgresql(changed, rows)
+            if ids is None:
+                raise InvalidAmount("Unknown account in transfer.")
+            for transfer, pk in zip(transfers, ids, strict=True):
+                transfer.pk = pk
+                transfer._state.adding = False
+            return transfers
+        apply_balances(changed)
+        return Transfer.objects.bulk_create(transfers)
+    except IntegrityError as exc:
+        if "account_balance_gte_0" not in str(exc):
+            raise
+        raise InsufficientFunds(
+            "Not enough money: an account this payment draws on holds less than it needs."
+        ) from exc
 
 
 def apply_balances(changed: dict[int, int]) -> None:
