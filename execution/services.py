@@ -217,6 +217,14 @@ def task_execute(*, task_id: Any = None) -> str:
     if claim is None:
         return "not queued: nothing to do"
     task, attempt = claim
+    if task.deadline_at is not None and task.deadline_at <= timezone.now():
+        # Claimed too late (the deadline sweep had not come by yet): it never runs.
+        try:
+            task_cancel(task=task, reason=Reason.DEADLINE_PASSED, attempt=attempt)
+            outcome = f"attempt {attempt}: cancelled, its deadline passed"
+        except TaskStateConflict:  # an operator moved it on meanwhile
+            outcome = f"attempt {attempt}: past its deadline (stale)"
+        return outcome if task_id is not None else f"task {task.pk} {outcome}"
     # Read once: checked before the run, and handed to the settlement after it.
     escrow = Escrow.objects.filter(task_id=task.pk).first()
     refusal = task_refusal(task, escrow=escrow)

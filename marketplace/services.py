@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -113,6 +114,10 @@ def task_enqueue(*, task_id: Any) -> None:
     transaction.on_commit(send, robust=True)
 
 
+# The longest deadline a submission may name (SPEC §19).
+TASK_MAX_DEADLINE_SECONDS = 86_400
+
+
 def _limit(name: str, value: int | None, maximum: int) -> int | None:
     if value is None:
         return None
@@ -143,8 +148,12 @@ def task_submit(
     voucher: Any = None,
     idempotency_key: str | None = None,
     api_key: ApiKey | None = None,
+    deadline_seconds: int | None = None,
 ) -> Task:
     """Create the task, pin its binary and price, fund its escrow, enqueue it: all or nothing.
+
+    With `deadline_seconds`, a task nobody has started that many seconds from now is
+    cancelled as `deadline_passed` with a full refund (execution/deadlines.py).
 
     With `payment="channel"`, the task's budget is held against a payment channel by the
     voucher instead: the escrow row records the task but holds no money of its own.
@@ -175,6 +184,7 @@ def task_submit(
         "memory_limit_mb": _limit("memory_limit_mb", memory_limit_mb, settings.TASK_MAX_MEMORY_MB),
         "timeout_ms": _limit("timeout_ms", timeout_ms, settings.TASK_MAX_TIMEOUT_MS),
     }
+    deadline = _limit("deadline_seconds", deadline_seconds, TASK_MAX_DEADLINE_SECONDS)
     threshold = Decimal(
         str(min_reputation if min_reputation is not None else settings.DEFAULT_MIN_REPUTATION)
     )
@@ -230,6 +240,7 @@ def task_submit(
         output_schema=output_schema,
         payment=payment,
         api_key=api_key,
+        deadline_at=None if deadline is None else timezone.now() + timedelta(seconds=deadline),
         **limits,
         **pinned,
     )
@@ -308,14 +319,26 @@ def _same_submission(existing: Task, *, agent: Agent, input: str, budget: int) -
 
 
 @transaction.atomic(durable=True)
-def task_cancel(*, task: Task) -> Task:
-    """queued → cancelled with a full refund. A worker that claimed it first wins."""
-    won = Task.objects.filter(pk=task.pk, status=Task.Status.QUEUED).update(
+def task_cancel(*, task: Task, reason: str = "", attempt: int | None = None) -> Task:
+    """queued → cancelled with a full refund. A worker that claimed it first wins.
+
+    `reason` is the failure reason it records (none for the requester's own cancellation).
+    With `attempt`, the task is the one a worker claimed as that attempt, and has not run:
+    running (that attempt) → cancelled, as if it had never been claimed."""
+    if attempt is None:
+        cancellable = Task.objects.filter(pk=task.pk, status=Task.Status.QUEUED)
+        unclaimed: dict[str, Any] = {}
+    else:
+        cancellable = Task.objects.filter(pk=task.pk, status=Task.Status.RUNNING, attempts=attempt)
+        unclaimed = {"started_at": None, "lease_expires_at": None}
+    won = cancellable.update(
         status=Task.Status.CANCELLED,
         cost=0,
         fee=0,
         refund=task.budget,
+        failure_reason=reason,
         finished_at=timezone.now(),
+        **unclaimed,
     )
     if won != 1:
         current = Task.objects.values_list("status", flat=True).get(pk=task.pk)
