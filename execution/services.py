@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +22,8 @@ from escrow.models import Escrow, Voucher
 from execution.claiming import task_claim_returning
 from execution.engine import outputs, sandbox
 from execution.metrics import recovery_record
+from execution.runs import Execution, affordable_fuel
+from execution.settlement import task_settle
 from marketplace.binaries import binary_read
 from marketplace.errors import TaskStateConflict
 from marketplace.models import Agent, Task
@@ -31,45 +33,6 @@ from reputation.models import AgentReputation
 
 log = logging.getLogger(__name__)
 Reason = Task.FailureReason
-
-
-@dataclass(frozen=True)
-class Execution:
-    """What a run produced; `reason` is empty on success."""
-
-    reason: str = ""
-    exit_code: int | None = None
-    stdout: bytes = b""
-    stderr: bytes = b""
-    fuel_used: int = 0
-    fuel_limit: int = 0
-    elapsed_ms: int = 0
-    detail: str = ""
-
-    @property
-    def succeeded(self) -> bool:
-        return not self.reason
-
-
-# --- money ---------------------------------------------------------------------------------
-
-
-def cost_for(*, base_fee: int, fuel_price: int, fuel_used: int, budget: int) -> int:
-    """base fee + fuel at µCR per million units (rounded up), never above the budget."""
-    # Integer ceiling division: a float here is off by a µCR once the product passes 2**53.
-    return min(budget, base_fee + -(-fuel_used * fuel_price // 1_000_000))
-
-
-def fee_for(cost: int) -> int:
-    return cost * settings.PLATFORM_FEE_BPS // 10_000
-
-
-def affordable_fuel(task: Task) -> int:
-    """The fuel a run gets: the task's limit, capped so that its cost fits the budget."""
-    if task.fuel_price <= 0:
-        return task.fuel_limit
-    spare = task.budget - task.base_fee
-    return max(0, min(task.fuel_limit, spare * 1_000_000 // task.fuel_price))
 
 
 # --- claim and checks ----------------------------------------------------------------------
@@ -381,6 +344,3 @@ def task_refund(*, task_id: Any, detail: str = "refunded by an operator") -> Tas
         f"Only a queued or running task can be refunded; this one is {task.status}."
     )
 
-
-# Settlement has a module of its own; it builds on the definitions above.
-from execution.settlement import task_settle  # noqa: E402

@@ -31,8 +31,8 @@ from execution.engine.receipts import receipt_sign
 from execution.escrow_finish import EscrowFinish
 from execution.models import Receipt
 from execution.result_record import Refused, StandingMoved, task_result_record
+from execution.runs import Execution, affordable_fuel, cost_for, fee_for
 from execution.scoring import task_outcome
-from execution.services import Execution, affordable_fuel, cost_for, fee_for
 from marketplace.apikeys import api_key_give_back
 from marketplace.models import Task
 from marketplace.quotes import fuel_sample_sql

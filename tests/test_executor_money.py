@@ -22,14 +22,8 @@ from escrow.errors import IdempotencyConflict, InsufficientFunds
 from escrow.models import Account, Escrow, Transfer
 from escrow.services import deposit_create, system_balance
 from execution.engine.receipts import receipt_verify
-from execution.services import (
-    Execution,
-    affordable_fuel,
-    cost_for,
-    task_claim,
-    task_settle,
-    tasks_recover,
-)
+from execution.runs import Execution, affordable_fuel, cost_for, fee_for
+from execution.services import task_claim, task_settle, tasks_recover
 from marketplace.errors import (
     AgentHasNoBinary,
     AgentUnavailable,
@@ -354,8 +348,6 @@ def test_cancel_refunds_a_queued_task_only(requester, agent):
     budget=st.integers(1, 10**12),
 )
 def test_cost_is_within_budget_and_fee_within_cost(base_fee, fuel_price, fuel_used, budget):
-    from execution.services import fee_for
-
     cost = cost_for(base_fee=base_fee, fuel_price=fuel_price, fuel_used=fuel_used, budget=budget)
     assert 0 <= cost <= budget
     assert 0 <= fee_for(cost) <= cost

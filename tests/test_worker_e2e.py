@@ -15,7 +15,7 @@ from escrow.models import Account, Escrow
 from escrow.services import deposit_create, system_balance
 from execution.engine import modules
 from execution.engine.receipts import receipt_verify
-from execution.services import affordable_fuel
+from execution.runs import affordable_fuel
 from marketplace.binaries import binary_upload
 from marketplace.models import Agent, Task
 from marketplace.queues import task_run_send

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from escrow.services import deposit_create
-from execution.services import Execution, cost_for, task_claim, task_settle
+from execution.runs import Execution, cost_for
+from execution.services import task_claim, task_settle
 from marketplace.apikeys import api_key_create
 from marketplace.binaries import binary_upload
 from marketplace.models import Agent, FuelSample
