@@ -343,4 +343,3 @@ def task_refund(*, task_id: Any, detail: str = "refunded by an operator") -> Tas
     raise TaskStateConflict(
         f"Only a queued or running task can be refunded; this one is {task.status}."
     )
-
