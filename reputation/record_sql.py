@@ -5,14 +5,12 @@ alone (`reputation.services.reputation_record`) or put in a statement of its own
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import connection
 
 from reputation.models import AgentReputation, ReputationEvent
-
-if TYPE_CHECKING:
-    from reputation.services import Scoring
+from reputation.scoring import Scoring
 
 # Another write that goes with an event, given the name of the CTE it must follow (or
 # None, for a statement of its own): its SQL and parameters.

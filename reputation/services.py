@@ -23,6 +23,7 @@ from reputation.policies import (
     score_outcome,
 )
 from reputation.record_sql import AlsoWrite, reputation_record_sql, reputation_recorded
+from reputation.scoring import Scoring
 
 # The AgentReputation counter each kind of outcome adds to.
 COUNTERS: dict[str, str] = {
@@ -193,22 +194,6 @@ def reputation_write_locked(
 
 
 # --- settlement: scored before the transaction, written by one conditional statement ------
-
-
-@dataclass(frozen=True)
-class Scoring:
-    """An outcome scored against the agent's standing as read before the settlement's
-    transaction. `version` is that standing's event counts (successes, failures, neutral):
-    every event adds one, so an unchanged version means an unchanged standing and record."""
-
-    agent_id: int
-    version: tuple[int, int, int]
-    changes: dict[str, Any]
-    event: dict[str, Any]
-
-    @property
-    def delta(self) -> Decimal:
-        return self.event["delta"]
 
 
 STANDING_FIELDS = (
