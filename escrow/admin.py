@@ -7,45 +7,17 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Sum
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+# Withdrawals, deposits and held earnings have an admin module of their own; importing it
+# registers it.
+from escrow import payout_admin  # noqa: F401
+from escrow.admin_base import LedgerAdmin, ReadOnlyAdmin, credits, credits_text
 from escrow.audit import ledger_audit
 from escrow.models import Account, Escrow, PaymentChannel, RequesterKey, Transfer, Voucher
 
 MAX_VIOLATIONS_SHOWN = 20
-
-
-def credits_text(amount: int) -> str:
-    sign = "−" if amount < 0 else ""
-    whole, micro = divmod(abs(amount), 1_000_000)
-    return f"{sign}{whole}.{micro:06d} CR"
-
-
-def credits(amount: int | None) -> str:
-    """An amount for a list column, kept on one line."""
-    if amount is None:
-        return "—"
-    return format_html('<span style="white-space:nowrap">{}</span>', credits_text(amount))
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """The ledger changes only through services; the admin shows it, never edits it."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-
-class LedgerAdmin(ReadOnlyAdmin):
-    # Each ledger changelist has a "Run the ledger audit" button.
-    change_list_template = "admin/escrow/ledger_change_list.html"
 
 
 @admin.register(Account)
@@ -217,6 +189,3 @@ class RequesterKeyAdmin(ReadOnlyAdmin):
     @admin.display(boolean=True, description="custodial")
     def custodial(self, obj: RequesterKey) -> bool:
         return bool(obj.custodial_secret)
-
-
-from escrow import payout_admin  # noqa: E402, F401  (registers withdrawals and deposits)

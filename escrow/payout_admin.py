@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from escrow.admin import LedgerAdmin, credits
+from escrow.admin_base import LedgerAdmin, credits
 from escrow.models import Deposit, Earning, Withdrawal
 from escrow.payout_models import FundingDiscrepancy
 from escrow.reconcile import discrepancies_resolve

@@ -11,7 +11,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from escrow.admin import credits, credits_text
+from escrow.admin_base import credits, credits_text
 from escrow.errors import DomainError
 from escrow.models import Dispute
 from marketplace.disputes import dispute_decide
