@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from execution.health import healthz
 from execution.metrics import metrics
+from marketplace.mcp.endpoint import mcp_endpoint
 from marketplace.views import (
     account,
     agents,
@@ -24,6 +25,9 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("marketplace.api_urls")),
+    # The Model Context Protocol (Streamable HTTP), for LLM agents with an API key.
+    path("mcp", mcp_endpoint, name="mcp"),
+    path("mcp/", mcp_endpoint),
     # The browser UI.
     path("", dashboard.dashboard, name="dashboard"),
     path("accounts/signup/", auth.signup, name="signup"),
