@@ -129,7 +129,8 @@ def check_output(task: Task, execution: Execution) -> Execution:
     it was. A schema the checker cannot compile (one stored before submissions were
     checked with it) is nobody's fault here: the task is refunded as not runnable.
     """
-    schema = task.output_schema or task.agent.output_schema
+    # The requester's own schema, else the contract of the version that ran (SPEC §19).
+    schema = task.output_schema or task.binary.output_schema
     if not execution.succeeded or not schema:
         return execution
     left_ms = max(task.timeout_ms - execution.elapsed_ms, 0)

@@ -27,7 +27,7 @@ from escrow.channels import channel_finish_task, channel_is_due, channel_settle_
 from escrow.models import Escrow
 from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
 from execution.channel_finish import ChannelFinish
-from execution.engine.receipts import receipt_sign
+from execution.engine.receipts import RECEIPT_VERSION, receipt_sign
 from execution.escrow_finish import EscrowFinish
 from execution.models import Receipt
 from execution.result_record import Refused, StandingMoved, task_result_record
@@ -73,6 +73,8 @@ class Settlement:
             {
                 "task_id": str(task.pk),
                 "agent": task.agent.slug,
+                "receipt_version": RECEIPT_VERSION,
+                "agent_version": task.binary.version,
                 "binary_sha256": task.binary.sha256,
                 "input_sha256": self.input_sha256,
                 "output_sha256": self.result["output_sha256"],

@@ -46,7 +46,8 @@ class AgentAdmin(admin.ModelAdmin):
     list_filter = ["status", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["slug", "name", "owner__username", "tags"]
     list_select_related = ["owner", "current_binary", "reputation"]
-    readonly_fields = ["owner", "slug", "status", "current_binary", "created_at"]
+    # The output schema is the current version's contract: read-only, like every version's.
+    readonly_fields = ["owner", "slug", "status", "current_binary", "output_schema", "created_at"]
     fields = [
         "slug",
         "owner",
@@ -138,7 +139,17 @@ class AgentBinaryAdmin(admin.ModelAdmin):
     list_filter = [("created_at", admin.DateFieldListFilter)]
     search_fields = ["agent__slug", "sha256"]
     list_select_related = ["agent"]
-    readonly_fields = ["agent", "version", "sha256", "size", "storage_name", "created_at"]
+    # A version and its contract (SPEC §19) never change: shown, never edited.
+    readonly_fields = [
+        "agent",
+        "version",
+        "sha256",
+        "size",
+        "storage_name",
+        "input_schema",
+        "output_schema",
+        "created_at",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

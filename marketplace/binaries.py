@@ -4,6 +4,7 @@ uploaded at a bounded rate per user (each one is compiled, which is the costly p
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from typing import Any
@@ -15,6 +16,7 @@ from django.db.models import Max
 from rest_framework.throttling import UserRateThrottle
 
 from execution.engine.validation import validate_wasm
+from marketplace.contracts import contract_schema_check
 from marketplace.models import Agent, AgentBinary
 from marketplace.storage import binary_storage
 
@@ -47,17 +49,36 @@ def binary_upload_refusal(request: Any) -> str | None:
     )
 
 
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+# An upload that names no input or output schema keeps the agent's current one.
+KEEP: Any = _Keep()
+
+
 def binary_storage_name(sha256: str) -> str:
     return f"wasm/{sha256[:2]}/{sha256}.wasm"
 
 
-def binary_upload(*, agent: Agent, data: bytes) -> AgentBinary:
-    """Validate `data`, store it by content, and make it the agent's next version.
+def binary_upload(
+    *, agent: Agent, data: bytes, input_schema: Any = KEEP, output_schema: Any = KEEP
+) -> AgentBinary:
+    """Validate `data` and its contract, store it by content, and make it the agent's
+    next version.
 
-    Raises a `WasmInvalid` subclass (nothing is stored) if the binary is rejected.
-    Uploading the agent's current binary again changes nothing and returns it; the bytes
-    of an older version become a new version, which is how an owner rolls back.
+    The contract (SPEC §19) is `input_schema` and `output_schema`, each a JSON Schema or
+    None; one not given is the current version's (the first version's output schema is
+    the one the agent was created with). Raises `InvalidSchema` for a schema that is not
+    one, and a `WasmInvalid` subclass if the binary is rejected (nothing is stored either
+    way). Uploading the agent's current binary with its current contract changes nothing
+    and returns it; the same bytes with another contract, or the bytes of an older version,
+    become a new version (which is how an owner rolls back). A version is never changed.
     """
+    for field, schema in (("input_schema", input_schema), ("output_schema", output_schema)):
+        if schema is not KEEP:
+            contract_schema_check(schema, field=field, user_id=agent.owner_id)
     validated = validate_wasm(data)
     # File I/O stays outside the transaction; an orphaned file is harmless and is reused
     # by the next upload of the same bytes.
@@ -67,7 +88,18 @@ def binary_upload(*, agent: Agent, data: bytes) -> AgentBinary:
         # The agent row lock serialises uploads, so versions are dense and never collide.
         locked = Agent.objects.select_for_update(no_key=True).get(pk=agent.pk)
         current = locked.current_binary
-        if current is not None and current.sha256 == validated.sha256:
+        contract = {
+            "input_schema": (current.input_schema if current is not None else None)
+            if input_schema is KEEP
+            else input_schema,
+            "output_schema": locked.output_schema if output_schema is KEEP else output_schema,
+        }
+        if (
+            current is not None
+            and current.sha256 == validated.sha256
+            and _same_json(current.input_schema, contract["input_schema"])
+            and _same_json(current.output_schema, contract["output_schema"])
+        ):
             binary = current
         else:
             last = locked.binaries.aggregate(last=Max("version"))["last"] or 0
@@ -77,10 +109,20 @@ def binary_upload(*, agent: Agent, data: bytes) -> AgentBinary:
                 sha256=validated.sha256,
                 size=validated.size,
                 storage_name=storage_name,
+                **contract,
             )
-            Agent.objects.filter(pk=locked.pk).update(current_binary=binary)
+            # The agent's `output_schema` is its current version's, kept in step here.
+            Agent.objects.filter(pk=locked.pk).update(
+                current_binary=binary, output_schema=binary.output_schema
+            )
     agent.current_binary = binary
+    agent.output_schema = binary.output_schema
     return binary
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    # Exactly the same document: Python's == takes 1, 1.0 and true for one another.
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def binary_read(binary: AgentBinary) -> bytes:

@@ -106,3 +106,29 @@ class TooManyTasks(DomainError):
     # Seconds a client should wait before it tries again (the Retry-After header).
     retry_after = 5
     default_message = "You have as many tasks in flight as allowed; wait for some to finish."
+
+
+# --- contracts of agent versions (SPEC §19) -------------------------------------------------
+
+
+class InvalidInput(DomainError):
+    """An input that breaks its version's input schema. `path` (also `fields["path"]`) is
+    the JSON pointer of the first failing place: for a missing required property, the
+    pointer that property would have."""
+
+    code = "invalid_input"
+    default_message = "The input does not match the agent's input schema."
+
+    def __init__(self, message: str | None = None, *, path: str = "") -> None:
+        super().__init__(message, fields={"path": path})
+        self.path = path
+
+
+class VersionNotFound(DomainError):
+    code = "version_not_found"
+    default_message = "The agent has no such version."
+
+
+class InvalidSchema(DomainError):
+    code = "invalid_schema"
+    default_message = "The schema is not a valid JSON Schema."

@@ -74,6 +74,8 @@ class Agent(models.Model):
     current_binary = models.ForeignKey(
         "AgentBinary", models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The current version's output schema, kept in step with it by every upload (before
+    # the first upload: the schema the first version gets unless it names one).
     output_schema = models.JSONField(null=True, blank=True)
     # The limits the owner says the agent needs: a task that names none runs with these,
     # and a resource failure counts against the agent only at or above them (SPEC §13).
@@ -129,6 +131,11 @@ class AgentBinary(models.Model):
     sha256 = models.CharField(max_length=64, db_index=True)
     size = models.PositiveIntegerField()
     storage_name = models.CharField(max_length=200)
+    # The version's contract (SPEC §19), fixed at upload (marketplace.binaries): with an
+    # input schema, a task's input is a JSON document that must match it; every output
+    # must match the output schema. A new contract is a new version, never an edit.
+    input_schema = models.JSONField(null=True, blank=True)
+    output_schema = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,4 +1,5 @@
-"""The one check of an agent's or a task's `output_schema`: a JSON Schema, or nothing.
+"""The one check of an agent's or a task's `output_schema`, and of a version's
+`input_schema` and `output_schema` (marketplace.contracts): a JSON Schema, or nothing.
 
 Both the API's input validation and the services apply it, so a schema the API accepts
 is one the services accept, and the other way round. A schema is accepted exactly when
@@ -59,24 +60,32 @@ class SchemaCheckerBusy(DomainError):
     default_message = "The schema checker is busy; try again in a few seconds."
 
 
-def output_schema_check(schema: Any, *, user_id: int | None = None) -> None:
+def output_schema_check(
+    schema: Any,
+    *,
+    user_id: int | None = None,
+    field: str = "output_schema",
+    invalid: type[DomainError] = InvalidOutputSchema,
+) -> None:
     """Raise `InvalidOutputSchema` unless `schema` is None or a JSON Schema object that
     the output validator compiles; `SchemaTooLarge` when it is over 64 KiB.
 
     The schema is checked against the meta-schema of the draft it declares (the latest
     draft when it declares none), and every `pattern` must compile for the linear-time
     regex engine (no lookaround, no backreferences). `user_id`: whose checker time it is
-    (None: the platform's own, uncounted).
+    (None: the platform's own, uncounted). `field` names the schema in messages, and
+    `invalid` is the error raised for one that does not compile (a version's contract
+    says `invalid_schema`).
     """
     if schema is None:
         return
     if not isinstance(schema, dict):
-        raise InvalidOutputSchema("output_schema must be a JSON object.")
+        raise invalid(f"{field} must be a JSON object.", fields={field: ["a JSON object"]})
     text = json.dumps(schema, separators=(",", ":"), sort_keys=True).encode()
     if len(text) > OUTPUT_SCHEMA_MAX_BYTES:
         raise SchemaTooLarge(
-            f"output_schema is {len(text)} bytes as JSON; the limit is {OUTPUT_SCHEMA_MAX_BYTES}.",
-            fields={"output_schema": [f"at most {OUTPUT_SCHEMA_MAX_BYTES} bytes"]},
+            f"{field} is {len(text)} bytes as JSON; the limit is {OUTPUT_SCHEMA_MAX_BYTES}.",
+            fields={field: [f"at most {OUTPUT_SCHEMA_MAX_BYTES} bytes"]},
         )
     digest = hashlib.sha256(text).hexdigest()
     if digest in _accepted:
@@ -84,26 +93,27 @@ def output_schema_check(schema: Any, *, user_id: int | None = None) -> None:
         return
     refused = cache.get(_refused_key(digest))
     if refused is not None:
-        raise InvalidOutputSchema(refused)
-    _budget_left_or_refuse(user_id)
+        raise invalid(f"{field} {refused}", fields={field: [refused]})
+    checker_budget_left_or_refuse(user_id, field=field)
     began = time.monotonic()
     verdict = outputs.compile_schema(
         schema, timeout_s=OUTPUT_SCHEMA_COMPILE_SECONDS, wait_s=CHECKER_WAIT_SECONDS
     )
     if verdict.kind == outputs.BUSY:
         raise SchemaCheckerBusy()
-    _charge(user_id, time.monotonic() - began)
+    checker_time_charge(user_id, time.monotonic() - began)
     if verdict.ok:
         _accepted[digest] = None
         while len(_accepted) > ACCEPTED_REMEMBERED:
             _accepted.popitem(last=False)
         return
     if verdict.kind == outputs.SCHEMA_INVALID:
-        message = f"output_schema is not a valid JSON Schema: {_hint(verdict)}"
+        reason = f"is not a valid JSON Schema: {_hint(verdict)}"
     else:
-        message = f"output_schema is too complex to compile: {verdict.message}."
-    cache.set(_refused_key(digest), message, settings.SCHEMA_REFUSAL_CACHE_SECONDS)
-    raise InvalidOutputSchema(message)
+        reason = f"is too complex to compile: {verdict.message}."
+    # Cached without the field's name: the same schema is refused under any name.
+    cache.set(_refused_key(digest), reason, settings.SCHEMA_REFUSAL_CACHE_SECONDS)
+    raise invalid(f"{field} {reason}", fields={field: [reason]})
 
 
 def _refused_key(digest: str) -> str:
@@ -116,7 +126,9 @@ def _budget_key(user_id: int) -> tuple[str, float]:
     return f"schema-check:{user_id}:{int(now // 60)}", 60 - now % 60
 
 
-def _budget_left_or_refuse(user_id: int | None) -> None:
+def checker_budget_left_or_refuse(user_id: int | None, *, field: str = "output_schema") -> None:
+    """Raise `SchemaCheckBudgetSpent` when the user has used this minute's share of the
+    checker (None: the platform, never refused)."""
     if user_id is None:
         return
     key, wait = _budget_key(user_id)
@@ -126,13 +138,14 @@ def _budget_left_or_refuse(user_id: int | None) -> None:
         error = SchemaCheckBudgetSpent(
             f"Your schemas took {spent_ms / 1000:.1f} s of checking this minute; the share "
             f"is {allowed:g} s. Try again in {math.ceil(wait)} s, or send a simpler schema.",
-            fields={"output_schema": [f"at most {allowed:g} s of checking a minute"]},
+            fields={field: [f"at most {allowed:g} s of checking a minute"]},
         )
         error.retry_after = math.ceil(wait)
         raise error
 
 
-def _charge(user_id: int | None, seconds: float) -> None:
+def checker_time_charge(user_id: int | None, seconds: float) -> None:
+    """Count `seconds` of checker time against the user's share (None: uncounted)."""
     if user_id is None:
         return
     key, _ = _budget_key(user_id)

@@ -26,11 +26,10 @@ from escrow.services import (
     wallet_open,
 )
 from marketplace.apikeys import api_key_charge_task, api_key_give_back
+from marketplace.contracts import contract_version, input_prepare
 from marketplace.errors import (
-    AgentHasNoBinary,
     AgentUnavailable,
     BudgetTooLow,
-    InputTooLarge,
     LimitExceeded,
     PaymentUnavailable,
     TaskStateConflict,
@@ -136,8 +135,9 @@ def task_submit(
     *,
     requester: User,
     agent: Agent,
-    input: str,
+    input: Any,
     budget: int,
+    version: int | None = None,
     fuel_limit: int | None = None,
     memory_limit_mb: int | None = None,
     timeout_ms: int | None = None,
@@ -158,9 +158,15 @@ def task_submit(
     With `payment="channel"`, the task's budget is held against a payment channel by the
     voucher instead: the escrow row records the task but holds no money of its own.
 
-    Everything that can be is done before the transaction: the checks, the voucher's
-    signature, the input's hash, one read of the agent and both wallets. The transaction
-    then writes the task (already queued), its escrow (already funded) and the money.
+    The task runs the agent's current version, or `version` when given (400
+    `version_not_found` for one it does not have). With an input schema, `input` is any
+    JSON value and must match it (400 `invalid_input`); without one, it is a string
+    (marketplace.contracts).
+
+    Everything that can be is done before the transaction: the checks (the input's against
+    its contract among them), the voucher's signature, the input's hash, one read of the
+    agent with its current version and both wallets. The transaction then writes the task
+    (already queued), its escrow (already funded) and the money.
     """
     if payment not in Task.Payment.values:
         raise PaymentUnavailable(f"Payment method {payment!r} is not available.")
@@ -172,12 +178,6 @@ def task_submit(
     if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
         raise InvalidAmount(
             "budget must be a positive integer of µCR.", fields={"budget": ["positive integer"]}
-        )
-    encoded = input.encode()
-    size = len(encoded)
-    if size > settings.TASK_MAX_INPUT_BYTES:
-        raise InputTooLarge(
-            f"The input is {size} bytes; the limit is {settings.TASK_MAX_INPUT_BYTES}."
         )
     named = {
         "fuel_limit": _limit("fuel_limit", fuel_limit, settings.TASK_MAX_FUEL),
@@ -198,14 +198,16 @@ def task_submit(
         voucher = voucher_verify(
             channel_id=channel, requester_user_id=requester.pk, voucher=voucher
         )
-    input_sha256 = hashlib.sha256(encoded).hexdigest()
     if getattr(agent, "wallets_for", None) != requester.pk:
-        # One statement: the agent as it is now, with its owner's and the requester's wallets.
+        # One statement: the agent as it is now, with its current version and its owner's
+        # and the requester's wallets.
         agent = agents_with_wallets(requester_id=requester.pk).get(pk=agent.pk)
     if agent.status != Agent.Status.ACTIVE:
         raise AgentUnavailable()
-    if agent.current_binary_id is None:
-        raise AgentHasNoBinary()
+    binary = contract_version(agent, version)
+    # Before any row is written: an input its version refuses costs nothing.
+    input = input_prepare(binary=binary, input=input, user_id=requester.pk)
+    input_sha256 = hashlib.sha256(input.encode()).hexdigest()
     # The budget must cover the base fee and buy at least one unit of fuel.
     least = agent.base_fee + (1 if agent.fuel_price > 0 else 0)
     if budget < least:
@@ -222,14 +224,14 @@ def task_submit(
         "recommended_fuel": recommended["fuel_limit"],
         "recommended_memory_mb": recommended["memory_limit_mb"],
         "recommended_timeout_ms": recommended["timeout_ms"],
-        "requester_schema": output_schema is not None and output_schema != agent.output_schema,
+        "requester_schema": output_schema is not None and output_schema != binary.output_schema,
     }
     payer = getattr(agent, "requester_wallet", None) or wallet_open(user_id=requester.pk).pk
     payee = getattr(agent, "owner_wallet", None) or wallet_open(user_id=agent.owner_id).pk
     task = Task(
         requester=requester,
         agent=agent,
-        binary_id=agent.current_binary_id,
+        binary=binary,
         idempotency_key=idempotency_key,
         input=input,
         input_sha256=input_sha256,
@@ -255,7 +257,7 @@ def task_submit(
         # A twin with the same key won the unique index: the task is that one's.
         if idempotency_key is None or not _key_taken(exc):
             raise exc
-    existing = Task.objects.select_related("agent", "escrow").get(
+    existing = Task.objects.select_related("agent", "binary", "escrow").get(
         requester=requester, idempotency_key=idempotency_key
     )
     return _same_submission(existing, agent=agent, input=input, budget=budget)
@@ -381,7 +383,6 @@ AGENT_EDITABLE_FIELDS = (
     "tags",
     "base_fee",
     "fuel_price",
-    "output_schema",
     "recommended_fuel",
     "recommended_memory_mb",
     "recommended_timeout_ms",
@@ -390,14 +391,13 @@ AGENT_EDITABLE_FIELDS = (
 
 def agent_update(*, agent: Agent, **changes: Any) -> Agent:
     """Change an agent's listing, prices or recommended limits. Tasks already submitted keep
-    the price and the recommendation they pinned."""
+    the price and the recommendation they pinned. Its `output_schema` is not among them: it
+    is the current version's, whose contract only a new upload changes (SPEC §19)."""
     unknown = set(changes) - set(AGENT_EDITABLE_FIELDS)
     if unknown:
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
     if "tags" in changes:
         changes["tags"] = " ".join(changes["tags"] or [])
-    if "output_schema" in changes:
-        output_schema_check(changes["output_schema"], user_id=agent.owner_id)
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         for name, value in changes.items():

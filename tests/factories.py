@@ -50,6 +50,8 @@ class AgentBinaryFactory(factory.django.DjangoModelFactory[AgentBinary]):
     sha256 = factory.LazyAttribute(lambda o: hashlib.sha256(f"{o.version}".encode()).hexdigest())
     size = 8
     storage_name = factory.LazyAttribute(lambda o: f"wasm/{o.sha256[:2]}/{o.sha256}.wasm")
+    # As an upload naming no contract: the agent's output schema, no input schema.
+    output_schema = factory.LazyAttribute(lambda o: o.agent.output_schema)
 
 
 class TaskFactory(factory.django.DjangoModelFactory[Task]):

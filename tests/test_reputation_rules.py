@@ -252,8 +252,10 @@ def test_a_later_edit_of_the_agent_does_not_change_the_verdict(requester, bob):
         budget=BUDGET,
         output_schema={"type": "array"},
     )
-    # The owner lowers the recommendation and adopts the schema after the submissions.
-    agent_update(agent=agent, recommended_fuel=1_000_000, output_schema={"type": "array"})
+    # The owner lowers the recommendation and adopts the schema (a new version) after the
+    # submissions, which run the version they were submitted for.
+    agent_update(agent=agent, recommended_fuel=1_000_000)
+    binary_upload(agent=agent, data=HONEST, output_schema={"type": "array"})
     for task in (starved, unpromised):
         task_execute(task_id=task.pk)
         task.refresh_from_db()

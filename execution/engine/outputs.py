@@ -47,7 +47,7 @@ CACHED_VALIDATORS = 64
 MESSAGE_CHARS = 500
 
 _OK, _SCHEMA, _NOT_JSON, _FAILS, _NO_MEMORY, _ERROR, _READY = b"0SJFMER"
-_COMPILE, _VALIDATE = b"C", b"V"
+_COMPILE, _VALIDATE, _INPUT = b"C", b"V", b"I"
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class Verdict:
 
     kind: str
     message: str = ""
+    # For a document that fails its schema (`check_input`): the JSON pointer of the first
+    # failing place; for a missing required property, the pointer it would have.
+    path: str = ""
 
     @property
     def ok(self) -> bool:
@@ -88,6 +91,21 @@ def compile_schema(schema: Any, *, timeout_s: float, wait_s: float | None = None
 def check_output(schema: Any, output: bytes, *, timeout_s: float) -> Verdict:
     """Whether `output` is a JSON document that satisfies `schema`, decided by `timeout_s`."""
     return _checker().ask(_VALIDATE + _frame(_dump(schema)) + _frame(output), timeout_s)
+
+
+def check_input(
+    schema: Any, document: bytes, *, timeout_s: float, wait_s: float | None = None
+) -> Verdict:
+    """Whether the JSON `document` (a task's input) satisfies `schema`, as `check_output`
+    decides for outputs; a failure's `path` is the JSON pointer of the first failing place.
+    `wait_s` as for `compile_schema`: the wait for the checker is bounded apart."""
+    verdict = _checker().ask(
+        _INPUT + _frame(_dump(schema)) + _frame(document), timeout_s, wait_s=wait_s
+    )
+    if verdict.kind != FAILS:
+        return verdict
+    found = json.loads(verdict.message)
+    return Verdict(FAILS, found["message"], path=found["path"])
 
 
 def _dump(schema: Any) -> bytes:
@@ -349,7 +367,7 @@ def _serve() -> None:  # pragma: no cover - runs in the helper process
     while True:
         op = read(1)
         schema = read(struct.unpack("<I", read(4))[0])
-        output = read(struct.unpack("<I", read(4))[0]) if op == _VALIDATE else b""
+        output = read(struct.unpack("<I", read(4))[0]) if op != _COMPILE else b""
         try:
             try:
                 compiled = validator(schema)
@@ -370,7 +388,7 @@ def _serve() -> None:  # pragma: no cover - runs in the helper process
             try:
                 compiled.validate(document)
             except jsonschema_rs.ValidationError as error:
-                reply(_FAILS, _failure(error))
+                reply(_FAILS, _input_failure(error) if op == _INPUT else _failure(error))
                 continue
             reply(_OK)
         except MemoryError:
@@ -393,6 +411,17 @@ def _failure(error: Any) -> str:
     where = "/".join(str(part) for part in error.instance_path)
     at = f" at /{where}" if where else ""
     return _cut(f"output fails the schema{at}: {error.message}")
+
+
+def _input_failure(error: Any) -> str:
+    parts = list(error.instance_path)
+    if type(error.kind).__name__ == "Required":
+        parts.append(error.kind.property)
+    # RFC 6901: "~" and "/" inside a name are escaped.
+    path = "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+    at = f" at {path}" if path else ""
+    message = _cut(f"input fails the schema{at}: {error.message}")
+    return json.dumps({"path": path, "message": message})
 
 
 def _cut(text: str) -> str:

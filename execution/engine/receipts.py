@@ -5,6 +5,10 @@ bytes. The signing keys form a ring (`RECEIPT_SIGNING_KEYS`): the first signs, a
 one of them still verifies, so receipts signed before a rotation stay valid. A receipt
 names its key by `key_id` (derived from the public key), and anyone holding the public
 keys (GET /api/v1/receipts/public-keys/) can verify a receipt offline.
+
+A task's receipt names its format in `receipt_version`. Format 2 adds `agent_version`, the
+binary version that ran (SPEC §19); a receipt without `receipt_version` is format 1, issued
+before it, and verifies exactly as it did: the signature covers whatever payload was signed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+# The format of the task receipts issued now (see above).
+RECEIPT_VERSION = 2
 
 
 def canonical_json(data: dict[str, Any]) -> str:

@@ -90,8 +90,13 @@ def agent_binaries(request: Request, slug: str) -> Response:
     )
     previous = owned.current_binary_id
     data = valid(BinaryUploadSerializer, request.data)
-    binary = binary_upload(agent=owned, data=data["wasm"])
-    # Uploading the current binary again changes nothing: 200, not 201.
+    binary = binary_upload(
+        agent=owned,
+        data=data["wasm"],
+        input_schema=data["input_schema"],
+        output_schema=data["output_schema"],
+    )
+    # Uploading the current binary with its contract again changes nothing: 200, not 201.
     status = 200 if binary.pk == previous else 201
     return Response(BinarySerializer(binary).data, status=status)
 

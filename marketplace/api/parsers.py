@@ -11,7 +11,7 @@ from rest_framework.exceptions import ParseError
 from execution.engine.validation import WasmTooLarge
 
 
-def _check_strings(value: Any) -> None:
+def check_strings(value: Any) -> None:
     """Refuse text no database can store: NUL characters and lone UTF-16 surrogates."""
     stack = [value]
     while stack:
@@ -38,7 +38,7 @@ class JSONParser(parsers.JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply.") from None
-        _check_strings(data)
+        check_strings(data)
         return data
 
 

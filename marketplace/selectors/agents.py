@@ -211,9 +211,10 @@ def agent_recent_tasks(agent: Agent, *, limit: int = 10) -> list[Task]:
 
 
 def agents_with_wallets(*, requester_id: int) -> QuerySet[Agent]:
-    """Agents, each with its owner's wallet id (`owner_wallet`) and the requester's
-    (`requester_wallet`): what a submission reads of its agent, in one statement."""
-    return Agent.objects.annotate(
+    """Agents, each with its current version (and its contract), its owner's wallet id
+    (`owner_wallet`) and the requester's (`requester_wallet`): what a submission reads of
+    its agent, in one statement."""
+    return Agent.objects.select_related("current_binary").annotate(
         owner_wallet=_wallet_of(OuterRef("owner_id")), requester_wallet=_wallet_of(requester_id)
     )
 

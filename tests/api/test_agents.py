@@ -60,6 +60,11 @@ def test_the_catalogue_lists_everyones_agents_with_price_and_reputation(as_alice
                     "sha256": echo.current_binary.sha256,
                     "size": 8,
                 },
+                "contract": {
+                    "version": echo.current_binary.version,
+                    "input_schema": None,
+                    "output_schema": None,
+                },
                 "output_schema": None,
                 "recommended_fuel": 1_000_000_000,
                 "recommended_memory_mb": 64,

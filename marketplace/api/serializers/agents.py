@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
 
 from execution.engine.validation import WasmTooLarge
 from marketplace.api.pagination import PAGE_SIZE_MAX
+from marketplace.api.parsers import check_strings
 from marketplace.api.serializers.fields import (
     MAX_PRICE,
     MAX_TAGS,
@@ -19,6 +23,9 @@ from marketplace.api.serializers.fields import (
     amount_field,
     checked_output_schema,
 )
+from marketplace.binaries import KEEP
+from marketplace.contracts import contract_of
+from marketplace.errors import InvalidSchema
 from marketplace.models import Agent, AgentBinary
 from reputation.models import ReputationEvent
 
@@ -27,6 +34,29 @@ class BinarySerializer(serializers.ModelSerializer):
     class Meta:
         model = AgentBinary
         fields = ["version", "sha256", "size"]
+
+
+class ContractSerializer(serializers.Serializer):
+    """A version's contract (SPEC §19)."""
+
+    version = serializers.IntegerField()
+    input_schema = serializers.JSONField(
+        allow_null=True,
+        help_text="JSON Schema of the input; with one, a task's `input` is a JSON value that "
+        "must match it. null: the input is a string.",
+    )
+    output_schema = serializers.JSONField(
+        allow_null=True, help_text="JSON Schema every output of this version must match."
+    )
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    """One binary version with its contract."""
+
+    class Meta:
+        model = AgentBinary
+        fields = ["version", "sha256", "size", "input_schema", "output_schema", "created_at"]
+        read_only_fields = fields
 
 
 class AgentSerializer(serializers.ModelSerializer):
@@ -42,6 +72,7 @@ class AgentSerializer(serializers.ModelSerializer):
         help_text="How many distinct requesters the score rests on (their runs were scored)."
     )
     current_binary = BinarySerializer(allow_null=True)
+    contract = serializers.SerializerMethodField()
 
     class Meta:
         model = Agent
@@ -57,6 +88,7 @@ class AgentSerializer(serializers.ModelSerializer):
             "reputation",
             "requesters",
             "current_binary",
+            "contract",
             "output_schema",
             "recommended_fuel",
             "recommended_memory_mb",
@@ -64,6 +96,15 @@ class AgentSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "output_schema": {
+                "help_text": "The current version's output schema (read-only: see `contract`)."
+            }
+        }
+
+    @extend_schema_field(ContractSerializer(allow_null=True))
+    def get_contract(self, agent: Agent) -> dict[str, Any] | None:
+        return contract_of(agent.current_binary)
 
 
 def recommended_field(setting: str, what: str) -> StrictIntegerField:
@@ -105,7 +146,11 @@ class AgentWriteSerializer(serializers.Serializer):
         min_value=0, max_value=MAX_PRICE, help_text="µCR per million fuel units."
     )
     output_schema = serializers.JSONField(
-        required=False, allow_null=True, help_text="A JSON Schema every output must satisfy."
+        required=False,
+        allow_null=True,
+        help_text="A JSON Schema every output must satisfy: the first version's output "
+        "schema, unless its upload names one. Read-only afterwards: a version's contract is "
+        "set by its upload.",
     )
     recommended_fuel = recommended_field("TASK_MAX_FUEL", "fuel limit")
     recommended_memory_mb = recommended_field("TASK_MAX_MEMORY_MB", "memory limit (MB)")
@@ -122,6 +167,19 @@ class AgentWriteSerializer(serializers.Serializer):
 
 class AgentUpdateSerializer(AgentWriteSerializer):
     slug = None  # type: ignore[assignment]
+    output_schema = None  # type: ignore[assignment]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "output_schema" in self.initial_data:
+            # A version's contract never changes (SPEC §19): it is a new version's upload.
+            raise serializers.ValidationError(
+                {
+                    "output_schema": [
+                        "Read-only: upload a new version with its output_schema to change it."
+                    ]
+                }
+            )
+        return attrs
 
 
 class AgentQuerySerializer(serializers.Serializer):
@@ -141,8 +199,52 @@ class AgentQuerySerializer(serializers.Serializer):
     page_size = QueryIntegerField(min_value=1, max_value=PAGE_SIZE_MAX, required=False)
 
 
+class ContractSchemaField(serializers.CharField):
+    """A schema in a multipart upload: JSON text. Left out: the current version's schema;
+    empty or `null`: none. Anything but a JSON object or null is 400 `invalid_schema`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(required=False, allow_blank=True, trim_whitespace=True, **kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        text = super().to_internal_value(data)
+        if text in ("", "null"):
+            return None
+        try:
+            schema = json.loads(text, parse_constant=_no_constant)
+            check_strings(schema)
+        except (ValueError, RecursionError, ParseError) as exc:
+            raise InvalidSchema(
+                f"{self.field_name} is not JSON: {exc}", fields={self.field_name: ["not JSON"]}
+            ) from None
+        if not isinstance(schema, dict):
+            raise InvalidSchema(
+                f"{self.field_name} must be a JSON object (a JSON Schema) or null.",
+                fields={self.field_name: ["a JSON object"]},
+            )
+        return schema
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 class BinaryUploadSerializer(serializers.Serializer):
     wasm = serializers.FileField(allow_empty_file=True, help_text="The WASI command module.")
+    input_schema = ContractSchemaField(
+        help_text="The version's input schema, as JSON text (a JSON Schema object). Left "
+        "out: the current version's; empty or `null`: none (the input is a string)."
+    )
+    output_schema = ContractSchemaField(
+        help_text="The version's output schema, as JSON text. Left out: the current "
+        "version's (for a first upload, the agent's); empty or `null`: none."
+    )
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        values = super().to_internal_value(data)
+        for name in ("input_schema", "output_schema"):
+            values.setdefault(name, KEEP)
+        return values
 
     def validate_wasm(self, upload: Any) -> bytes:
         limit = settings.WASM_MAX_UPLOAD_BYTES

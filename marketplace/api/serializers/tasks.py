@@ -19,7 +19,7 @@ from marketplace.api.serializers.fields import (
     checked_output_schema,
     existing_agent,
 )
-from marketplace.errors import InputTooLarge
+from marketplace.contracts import input_shown
 from marketplace.models import Agent, Task
 from marketplace.selectors.agents import agent_for_submission
 
@@ -37,10 +37,17 @@ class VoucherSerializer(serializers.Serializer):
 
 class TaskSubmitSerializer(serializers.Serializer):
     agent = serializers.SlugField(max_length=64, help_text="The agent's slug.")
-    input = StrictCharField(
-        allow_blank=True, trim_whitespace=False, help_text="Given to the agent on stdin."
+    input = serializers.JSONField(
+        allow_null=True,
+        help_text="Given to the agent on stdin. When the version has an input schema, any "
+        "JSON value that matches it (given to the agent as compact JSON); otherwise a string.",
     )
     budget = amount_field(help_text="µCR held in escrow; the most the task can cost.")
+    version = StrictIntegerField(
+        required=False,
+        help_text="The agent's binary version to run (its contract applies). Default: the "
+        "current version.",
+    )
     fuel_limit = StrictIntegerField(min_value=1, max_value=settings.TASK_MAX_FUEL, required=False)
     memory_limit_mb = StrictIntegerField(
         min_value=1, max_value=settings.TASK_MAX_MEMORY_MB, required=False
@@ -72,14 +79,6 @@ class TaskSubmitSerializer(serializers.Serializer):
         if problems:
             raise serializers.ValidationError(problems)
         return attrs
-
-    def validate_input(self, value: str) -> str:
-        size = len(value.encode())
-        if size > settings.TASK_MAX_INPUT_BYTES:
-            raise InputTooLarge(
-                f"The input is {size} bytes; the limit is {settings.TASK_MAX_INPUT_BYTES}."
-            )
-        return value
 
     def validate_agent(self, value: str) -> Agent:
         requester = self.context.get("requester")
@@ -117,6 +116,10 @@ def _text(raw: bytes | memoryview | None) -> str:
 
 class TaskSerializer(serializers.ModelSerializer):
     agent = serializers.CharField(source="agent.slug")
+    version = serializers.IntegerField(
+        source="binary.version", help_text="The agent's binary version this task runs."
+    )
+    input = serializers.SerializerMethodField()
     failure_reason = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
     escrow = serializers.SerializerMethodField()
@@ -127,6 +130,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "id",
             "status",
             "agent",
+            "version",
             "input",
             "budget",
             "cost",
@@ -148,6 +152,15 @@ class TaskSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "description": "The input as given: a JSON value when the version has an input "
+            "schema, otherwise a string.",
+        }
+    )
+    def get_input(self, task: Task) -> Any:
+        return input_shown(task)
 
     @extend_schema_field(
         serializers.ChoiceField(choices=Task.FailureReason.choices, allow_null=True)
@@ -187,6 +200,8 @@ class TaskListResultSerializer(serializers.Serializer):
 class TaskListSerializer(TaskSerializer):
     """A task in a list: without its input and output (up to a MiB each), which the
     task's own endpoint has; `result` keeps the output's hash."""
+
+    input = None  # type: ignore[assignment]
 
     class Meta(TaskSerializer.Meta):
         fields = [name for name in TaskSerializer.Meta.fields if name != "input"]
