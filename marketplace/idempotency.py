@@ -39,14 +39,16 @@ from rest_framework.response import Response
 from escrow.errors import IdempotencyConflict, IdempotencyInProgress
 from marketplace.exceptions import InvalidIdempotencyKey
 from marketplace.models import IdempotencyRecord
+from marketplace.task_wait import MAX_SECONDS
 
 log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,100}")
 REPLAYED_HEADER = "Idempotent-Replayed"
-# Far longer than any request takes (one durable transaction); a claim this old is a dead one.
-CLAIM_TIMEOUT = timedelta(seconds=60)
+# Far longer than any request takes (one durable transaction, and a submission's wait for
+# its task under `Prefer: wait`); a claim this old is a dead one.
+CLAIM_TIMEOUT = timedelta(seconds=60 + MAX_SECONDS)
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -113,10 +113,6 @@ def task_enqueue(*, task_id: Any) -> None:
     transaction.on_commit(send, robust=True)
 
 
-# The longest deadline a submission may name (SPEC §19).
-TASK_MAX_DEADLINE_SECONDS = 86_400
-
-
 def _limit(name: str, value: int | None, maximum: int) -> int | None:
     if value is None:
         return None
@@ -184,7 +180,7 @@ def task_submit(
         "memory_limit_mb": _limit("memory_limit_mb", memory_limit_mb, settings.TASK_MAX_MEMORY_MB),
         "timeout_ms": _limit("timeout_ms", timeout_ms, settings.TASK_MAX_TIMEOUT_MS),
     }
-    deadline = _limit("deadline_seconds", deadline_seconds, TASK_MAX_DEADLINE_SECONDS)
+    deadline = _limit("deadline_seconds", deadline_seconds, settings.TASK_MAX_DEADLINE_SECONDS)
     threshold = Decimal(
         str(min_reputation if min_reputation is not None else settings.DEFAULT_MIN_REPUTATION)
     )

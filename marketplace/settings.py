@@ -294,6 +294,12 @@ MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 3)
 MAX_TASKS_IN_FLIGHT = env_int("MAX_TASKS_IN_FLIGHT", 100)
 if MAX_TASKS_IN_FLIGHT < 1:
     raise ImproperlyConfigured("MAX_TASKS_IN_FLIGHT must be at least 1")
+# The longest deadline a submission may name, in seconds (SPEC §19: one day).
+TASK_MAX_DEADLINE_SECONDS = 86_400
+# Requests one web process lets wait for their task at once (`Prefer: wait`, SPEC §19); each
+# holds a server thread while it waits. Beyond it a request is answered at once (202, the
+# preference not applied). Keep it below the server's threads per process (README).
+TASK_WAITERS_PER_PROCESS = env_int("TASK_WAITERS_PER_PROCESS", 24)
 # Task submissions per user, and per API key, as a DRF rate ("600/minute"); 429 beyond it.
 TASK_SUBMIT_RATE = env_str("TASK_SUBMIT_RATE", "600/minute")
 # Seconds of output-schema checking each user gets a minute (marketplace/schemas.py), and

@@ -133,6 +133,17 @@ def paginated(name: str, serializer: type[serializers.Serializer]) -> serializer
     )
 
 
+PREFER_WAIT_PARAMETER = OpenApiParameter(
+    "Prefer",
+    {"type": "string", "pattern": "^.*wait=-?[0-9]+.*$"},
+    OpenApiParameter.HEADER,
+    description=(
+        "`wait=N` (RFC 7240): answer once the task is final, waiting up to N seconds (N is "
+        "clamped to 1–60): 201 with the final task, or 202 with the task as it stands after "
+        "N seconds. Both carry `Preference-Applied: wait=N`. A replay under the same "
+        "Idempotency-Key answers with the first response as it was sent."
+    ),
+)
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     IDEMPOTENCY_HEADER,
     {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[!-~]+$"},
@@ -289,8 +300,16 @@ TASK_SUBMIT: dict[str, Any] = {
             request_only=True,
         )
     ],
-    "parameters": [IDEMPOTENCY_PARAMETER],
-    "responses": {201: TaskSerializer, **errors(*WRITES, 402, 409, 429)},
+    "parameters": [IDEMPOTENCY_PARAMETER, PREFER_WAIT_PARAMETER],
+    "responses": {
+        201: TaskSerializer,
+        202: OpenApiResponse(
+            TaskSerializer,
+            description="With `Prefer: wait=N`: the task was not final within N seconds; "
+            "the task as it stands (poll `GET /api/v1/tasks/{id}/`).",
+        ),
+        **errors(*WRITES, 402, 409, 429),
+    },
 }
 TASK: dict[str, Any] = {
     "tags": ["tasks"],

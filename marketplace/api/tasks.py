@@ -4,6 +4,7 @@ to some agents lists only their tasks, and gets 403 `agent_not_allowed` for the 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
@@ -25,6 +26,19 @@ from marketplace.exceptions import TaskNotFound
 from marketplace.idempotency import idempotent
 from marketplace.services import task_cancel, task_submit
 from marketplace.submission_throttle import SubmissionKeyThrottle, SubmissionUserThrottle
+from marketplace.task_wait import MAX_SECONDS, WaitersFull, task_wait
+
+WAIT_PREFERENCE = re.compile(r'\s*wait\s*=\s*"?(-?\d{1,12})"?\s*', re.IGNORECASE)
+
+
+def wait_preference(request: Request) -> int | None:
+    """`Prefer: wait=N` (RFC 7240): N clamped to 1..MAX_SECONDS; None without it. Other
+    preferences, and a wait that is not a whole number, are ignored."""
+    for preference in request.headers.get("Prefer", "").split(","):
+        found = WAIT_PREFERENCE.fullmatch(preference.split(";")[0])
+        if found:
+            return min(max(int(found.group(1)), 1), MAX_SECONDS)
+    return None
 
 
 @extend_schema(**schema.TASKS_LIST)
@@ -35,6 +49,7 @@ from marketplace.submission_throttle import SubmissionKeyThrottle, SubmissionUse
 def tasks(request: Request) -> Response:
     user = current_user(request)
     if request.method == "POST":
+        wait = wait_preference(request)
 
         def run(key: str | None) -> Response:
             data = valid(TaskSubmitSerializer, request.data, context={"requester": user})
@@ -45,7 +60,19 @@ def tasks(request: Request) -> Response:
             )
             # The task in hand (with its agent and escrow) is what the response shows.
             opened = {"escrow": getattr(submitted, "opened_escrow", None)}
-            return Response(TaskSerializer(submitted, context=opened).data, status=201)
+            if wait is None:
+                return Response(TaskSerializer(submitted, context=opened).data, status=201)
+            try:
+                # Inside the idempotent call: what is remembered is what is sent.
+                waited = task_wait(submitted.pk, wait)
+            except WaitersFull:
+                # This process holds as many waiting requests as it may: answer at once.
+                return Response(TaskSerializer(submitted, context=opened).data, status=202)
+            return Response(
+                TaskSerializer(waited).data,
+                status=201 if waited.is_final else 202,
+                headers={"Preference-Applied": f"wait={wait}"},
+            )
 
         return idempotent(request, user, run)
     query = valid(TaskQuerySerializer, request.query_params)

@@ -67,6 +67,14 @@ class TaskSubmitSerializer(serializers.Serializer):
     )
     channel = serializers.UUIDField(required=False, help_text="The channel paying (`channel`).")
     voucher = VoucherSerializer(required=False, help_text="Authorizes redeemed + budget.")
+    deadline_seconds = StrictIntegerField(
+        min_value=1,
+        max_value=settings.TASK_MAX_DEADLINE_SECONDS,
+        required=False,
+        help_text="A task not started this many seconds after submission is cancelled "
+        "(`failure_reason: deadline_passed`) with a full refund. A running task finishes "
+        "under its own timeout.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         channel_fields = ("channel", "voucher")
@@ -150,6 +158,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "deadline_at",
         ]
         read_only_fields = fields
 
