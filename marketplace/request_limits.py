@@ -8,8 +8,8 @@ than the bound without reading a byte of it, logged in or not. A body that decla
 nothing of such a body today; the cap holds whatever server is in front.
 
 The bound is `DATA_UPLOAD_MAX_MEMORY_SIZE`, except on the two agent binary uploads, where it is
-`WASM_MAX_UPLOAD_BYTES` plus room for the multipart framing. API paths are answered with the
-error envelope (`request_too_large`), pages with a short HTML page.
+`WASM_MAX_UPLOAD_BYTES` plus room for the multipart framing. API paths (and `/mcp`) are answered
+with the error envelope (`request_too_large`), pages with a short HTML page.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class CappedStream(IOBase):
 
 
 def too_large(request: HttpRequest, limit: int, length: int | None) -> HttpResponse:
-    if request.path_info.startswith("/api/"):
+    if request.path_info.startswith(("/api/", "/mcp")):
         fields = {"limit": limit} if length is None else {"size": length, "limit": limit}
         message = f"The request body is too large: at most {limit} bytes are accepted here."
         return JsonResponse(envelope(RequestTooLarge.code, message, fields), status=413)

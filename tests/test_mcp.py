@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from escrow.models import Account, Escrow
@@ -26,7 +26,7 @@ from marketplace.apikeys import api_key_create
 from marketplace.binaries import binary_upload
 from marketplace.models import Agent, Task
 from tests.factories import AgentFactory, UserFactory
-from tests.workers import Cluster
+from tests.workers import Cluster, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -261,3 +261,101 @@ def test_get_and_delete_are_answered_as_a_stateless_server_answers_them(people, 
     auth = {"Authorization": f"Bearer {raw}", "Accept": "text/event-stream"}
     assert httpx2.get(mcp_url, headers=auth).status_code == 405
     assert httpx2.delete(mcp_url, headers=auth).status_code == 405
+
+
+def test_a_keys_daily_cap_holds_under_16_concurrent_runs_to_the_microcredit(people, mcp_url):
+    alice, bob = people
+    agent_with(bob, "echo")
+    budget = 100_000
+    cap = 5 * budget + budget - 1  # five runs, and one µCR short of a sixth
+    key, raw = api_key_create(
+        user=alice, name="llm", scopes=["tasks:read", "tasks:write"], limits={"daily": cap}
+    )
+
+    async def one(number: int) -> Any:
+        async def flow(session: ClientSession) -> Any:
+            arguments = {"slug": "echo", "input": f"run {number}", "budget": budget}
+            return await session.call_tool("run_agent", {**arguments, "wait_seconds": 0})
+
+        headers = {"Authorization": f"Bearer {raw}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60)) as http,
+            streamable_http_client(mcp_url, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            return await flow(session)
+
+    async def burst() -> list[Any]:
+        answers: list[Any] = [None] * 16
+
+        async def run(number: int) -> None:
+            answers[number] = await one(number)
+
+        async with anyio.create_task_group() as group:
+            for number in range(16):
+                group.start_soon(run, number)
+        return answers
+
+    # No worker yet: nothing settles (and gives back) during the burst, so what the key has
+    # committed is exactly the budgets held.
+    answers = anyio.run(burst)
+    ran = [structured(answer) for answer in answers if not answer.is_error]
+    refused = [structured(answer)["error"] for answer in answers if answer.is_error]
+    assert len(ran) == 5 and len(refused) == 11
+    assert {error["code"] for error in refused} == {"spend_limit_exceeded"}
+    assert {error["fields"]["limit"] for error in refused} == {"daily"}
+    assert {error["fields"]["remaining"] for error in refused} == {budget - 1}
+    key.refresh_from_db()
+    held = sum(Escrow.objects.filter(task__api_key=key).values_list("amount", flat=True))
+    assert key.spent_daily == held == 5 * budget <= cap
+    assert Task.objects.filter(api_key=key).count() == 5
+
+    with Cluster(workers=2) as cluster:
+        wait_for(
+            lambda: Task.objects.filter(status="succeeded").count() == 5,
+            timeout=60,
+            message="the five runs to settle",
+            cluster=cluster,
+        )
+    key.refresh_from_db()
+    costs = sum(Task.objects.filter(api_key=key).values_list("cost", flat=True))
+    assert key.spent_daily == costs < cap  # the refunds were given back to the key
+    assert Account.objects.get(user=alice).balance == FUNDS - costs
+
+
+def test_the_sdks_high_level_client_works_too_in_its_default_mode(people, mcp_url):
+    # `Client` first asks `server/discover` at the newest protocol (2026-07-28, one request
+    # per exchange, no handshake), which the stateless transport serves as well.
+    alice, bob = people
+    agent_with(bob, "echo")
+    _, raw = api_key_create(user=alice, name="llm", scopes=["tasks:read"])
+
+    async def main() -> Any:
+        headers = {"Authorization": f"Bearer {raw}"}
+        async with (
+            httpx2.AsyncClient(headers=headers) as http,
+            Client(streamable_http_client(mcp_url, http_client=http)) as client,
+        ):
+            tools = await client.list_tools()
+            found = await client.call_tool("search_agents", {})
+            return client.session.protocol_version, tools, found
+
+    version, tools, found = anyio.run(main)
+    assert version == "2026-07-28"
+    assert {tool.name for tool in tools.tools} == TOOLS
+    assert [agent["slug"] for agent in structured(found)["agents"]] == ["echo"]
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(people, mcp_url, settings):
+    alice, _ = people
+    _, raw = api_key_create(user=alice, name="llm", scopes=["tasks:read"])
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1_000
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "pad": "x" * 2_000})
+    answer = httpx2.post(
+        mcp_url,
+        content=body,
+        headers={"Authorization": f"Bearer {raw}", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "request_too_large"
