@@ -41,6 +41,12 @@ urlpatterns = [
     path("agents/<slug:slug>/", agents.agent, name="agent"),
     path("agents/<slug:slug>/binaries/", agents.agent_binaries, name="agent-binaries"),
     path("agents/<slug:slug>/reputation/", agents.agent_reputation, name="agent-reputation"),
+    path("agents/<slug:slug>/versions/", agents.agent_versions, name="agent-versions"),
+    path(
+        "agents/<slug:slug>/openapi.json",
+        agents.agent_openapi_document,
+        name="agent-openapi",
+    ),
     path("agents/<slug:slug>/quote/", quotes.agent_quote, name="agent-quote"),
     path("tasks/", tasks.tasks, name="tasks"),
     path("tasks/<uuid:task_id>/", tasks.task, name="task"),

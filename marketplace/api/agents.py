@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from marketplace import selectors
+from marketplace.agent_openapi import agent_openapi
 from marketplace.api import schema
 from marketplace.api.auth_keys import ANY_KEY, agent_allowlist, key_scope
 from marketplace.api.common import current_user, page_response, valid
@@ -22,9 +23,10 @@ from marketplace.api.serializers.agents import (
     BinarySerializer,
     BinaryUploadSerializer,
     ReputationSerializer,
+    VersionSerializer,
 )
 from marketplace.binaries import UploadRateThrottle, binary_upload
-from marketplace.errors import AgentNotAllowed, AgentNotFound
+from marketplace.errors import AgentHasNoBinary, AgentNotAllowed, AgentNotFound
 from marketplace.exceptions import NotAgentOwner
 from marketplace.services import agent_create, agent_update
 
@@ -115,3 +117,21 @@ def agent_reputation(request: Request, slug: str) -> Response:
     found = selectors.agent_by_slug(slug, missing=AgentNotFound)
     standing = selectors.agent_standing(found, events=REPUTATION_EVENTS_SHOWN)
     return Response(ReputationSerializer(standing).data)
+
+
+@extend_schema(**schema.AGENT_VERSIONS)
+@key_scope(GET=ANY_KEY)
+@api_view(["GET"])
+def agent_versions(request: Request, slug: str) -> Response:
+    found = selectors.agent_by_slug(slug, missing=AgentNotFound)
+    return page_response(request, selectors.agent_versions(found), VersionSerializer)
+
+
+@extend_schema(**schema.AGENT_OPENAPI)
+@key_scope(GET=ANY_KEY)
+@api_view(["GET"])
+def agent_openapi_document(request: Request, slug: str) -> Response:
+    found = selectors.agent_by_slug(slug, missing=AgentNotFound)
+    if found.current_binary is None:
+        raise AgentHasNoBinary()
+    return Response(agent_openapi(found, server=request.build_absolute_uri("/").rstrip("/")))

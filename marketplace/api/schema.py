@@ -26,6 +26,7 @@ from marketplace.api.serializers.agents import (
     BinarySerializer,
     BinaryUploadSerializer,
     ReputationSerializer,
+    VersionSerializer,
 )
 from marketplace.api.serializers.auth import (
     CredentialsSerializer,
@@ -265,6 +266,34 @@ AGENT_BINARY_UPLOAD: dict[str, Any] = {
         201: OpenApiResponse(BinarySerializer, description="A new version, now current."),
         200: OpenApiResponse(BinarySerializer, description="Already the current binary."),
         **errors(*WRITES, 404, 429),
+    },
+}
+AGENT_VERSIONS: dict[str, Any] = {
+    "tags": ["agents"],
+    "parameters": [SLUG_PARAMETER],
+    "responses": {
+        200: paginated("PaginatedVersionList", VersionSerializer),
+        **errors(401, 404),
+    },
+    "description": "Every binary version of the agent with its contract (input and output "
+    "schema), newest first.",
+}
+AGENT_OPENAPI: dict[str, Any] = {
+    "operation_id": "agents_openapi_retrieve",
+    "tags": ["agents"],
+    "parameters": [SLUG_PARAMETER],
+    "responses": {
+        200: OpenApiResponse(
+            inline_serializer(
+                name="AgentOpenApiDocument",
+                fields={"openapi": serializers.CharField(help_text="3.1.0")},
+            ),
+            description="An OpenAPI 3.1 document with one operation, POST /api/v1/tasks/, "
+            "for running this agent's current version: its request's `input` is the "
+            "version's input schema, its 201 response's `result.output` is typed by the "
+            "output schema, and `x-agent-price` gives the price in µCR.",
+        ),
+        **errors(401, 404, 409),
     },
 }
 AGENT_REPUTATION: dict[str, Any] = {

@@ -22,7 +22,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from escrow.models import Account, Transfer
-from marketplace.models import Agent, Task
+from marketplace.models import Agent, AgentBinary, Task
 from marketplace.selectors.access import NO_SUCH_AGENT, Refusal
 from reputation.models import INITIAL_SCORE, AgentReputation, ReputationEvent
 
@@ -93,6 +93,11 @@ def agent_owned_by(
     if agent.owner_id != user.pk:
         raise (not_owner or missing)()
     return agent
+
+
+def agent_versions(agent: Agent) -> QuerySet[AgentBinary]:
+    """Every binary version of the agent with its contract, newest first."""
+    return AgentBinary.objects.filter(agent=agent).order_by("-version")
 
 
 def _earnings(agent_filter: str, agent: Any) -> Q:

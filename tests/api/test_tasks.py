@@ -55,7 +55,7 @@ def test_a_submission_holds_the_budget_in_escrow_and_queues_the_task(as_alice, f
         "id": str(task.pk),
         "status": "queued",
         "agent": "echo",
-        "version": 1,
+        "version": echo.current_binary.version,
         "input": "hello",
         "budget": 250_000,
         "cost": None,

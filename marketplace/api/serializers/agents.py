@@ -206,6 +206,12 @@ class ContractSchemaField(serializers.CharField):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(required=False, allow_blank=True, trim_whitespace=True, **kwargs)
 
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        # CharField answers a blank value itself, without to_internal_value.
+        if isinstance(data, str) and not data.strip():
+            return None
+        return super().run_validation(data)
+
     def to_internal_value(self, data: Any) -> Any:
         text = super().to_internal_value(data)
         if text in ("", "null"):
