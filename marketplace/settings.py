@@ -420,5 +420,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # django-q2 logs two INFO lines for every task it runs; the Task table is the record.
-    "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}},
+    "loggers": {
+        "django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
+        # The MCP SDK logs three INFO lines for every request to /mcp (its per-request
+        # transport starting and stopping); the request log says the same.
+        "mcp": {"level": env_str("MCP_LOG_LEVEL", "WARNING")},
+    },
 }

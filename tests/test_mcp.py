@@ -25,6 +25,7 @@ from escrow.services import deposit_create
 from marketplace.apikeys import api_key_create
 from marketplace.binaries import binary_upload
 from marketplace.models import Agent, Task
+from marketplace.task_wait import listener_stop
 from tests.factories import AgentFactory, UserFactory
 from tests.workers import Cluster, wait_for
 
@@ -59,6 +60,12 @@ def agent_with(owner, slug: str, **fields) -> Agent:
     binary_upload(agent=agent, data=ECHO.read_bytes())
     agent.refresh_from_db()
     return agent
+
+
+@pytest.fixture(autouse=True)
+def _no_listener_left():
+    yield
+    listener_stop()  # run_agent's wait listens; its connection would keep the database
 
 
 @pytest.fixture
@@ -114,7 +121,7 @@ def test_it_lists_the_tools_with_their_input_schemas(people, mcp_url):
 
 def test_an_agent_finds_quotes_runs_and_verifies_an_agent(people, mcp_url):
     alice, bob = people
-    echo = agent_with(bob, "echo", description="Says back what it is given.", tags="text")
+    echo = agent_with(bob, "echo", description="Says back what it is given.", tags=["text"])
     agent_with(bob, "parrot", base_fee=5_000)
     key, raw = api_key_create(
         user=alice, name="llm", scopes=["tasks:read", "tasks:write"], limits={"per_task": 200_000}
@@ -319,7 +326,7 @@ def test_a_keys_daily_cap_holds_under_16_concurrent_runs_to_the_microcredit(peop
             cluster=cluster,
         )
     key.refresh_from_db()
-    costs = sum(Task.objects.filter(api_key=key).values_list("cost", flat=True))
+    costs = sum(task.cost or 0 for task in Task.objects.filter(api_key=key))
     assert key.spent_daily == costs < cap  # the refunds were given back to the key
     assert Account.objects.get(user=alice).balance == FUNDS - costs
 
@@ -359,3 +366,49 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(people, mcp_url, set
     )
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "request_too_large"
+
+
+def test_an_input_is_checked_against_the_versions_contract_before_money_moves(people, mcp_url):
+    alice, bob = people
+    counter = agent_with(bob, "counter")
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    binary_upload(agent=counter, data=ECHO.read_bytes(), input_schema=schema, output_schema=schema)
+    key, raw = api_key_create(user=alice, name="llm", scopes=["tasks:read", "tasks:write"])
+
+    async def flow(session: ClientSession) -> dict[str, Any]:
+        def run(**arguments: Any) -> Any:
+            return session.call_tool(
+                "run_agent", {"slug": "counter", "budget": 100_000, **arguments}
+            )
+
+        return {
+            "detail": structured(await session.call_tool("get_agent", {"slug": "counter"})),
+            "wrong": await run(input={"n": "three"}),
+            "missing": await run(input={}),
+            "unknown": await run(input={"n": 3}, version=9),
+            "typed": structured(await run(input={"n": 3})),
+            "pinned": structured(await run(input="free text", version=1)),
+        }
+
+    with Cluster():
+        seen = mcp_session(mcp_url, raw, flow)
+
+    assert seen["detail"]["contract"] == {
+        "version": 2,
+        "input_schema": schema,
+        "output_schema": schema,
+    }
+    for name, path in (("wrong", "/n"), ("missing", "/n")):
+        error = seen[name].structured_content["error"]
+        assert seen[name].is_error and error["code"] == "invalid_input", error
+        assert error["fields"]["path"] == path
+    assert seen["unknown"].structured_content["error"]["code"] == "version_not_found"
+    typed = seen["typed"]
+    assert (typed["status"], typed["version"], typed["output"]) == ("succeeded", 2, {"n": 3})
+    pinned = seen["pinned"]
+    assert (pinned["status"], pinned["version"], pinned["output"]) == ("succeeded", 1, "free text")
+    # The refused inputs held nothing: two tasks, two escrows, the key charged for two.
+    tasks = Task.objects.filter(api_key=key)
+    assert tasks.count() == 2 and Escrow.objects.count() == 2
+    key.refresh_from_db()
+    assert key.spent_total == sum(task.cost or 0 for task in tasks)

@@ -16,7 +16,6 @@ checked, and returns the structured result or raises the domain error the API wo
 
 from __future__ import annotations
 
-import json
 import statistics
 import uuid
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from execution.engine.receipts import receipt_verify
 from marketplace import selectors
 from marketplace.apikey_models import ApiKey
 from marketplace.apikeys import api_key_allowlist, api_key_spending
+from marketplace.contracts import contract_version, input_text
 from marketplace.errors import AgentNotFound, ScopeRequired
 from marketplace.exceptions import ReceiptNotReady, TaskNotFound
 from marketplace.mcp import results, waiting
@@ -98,19 +98,13 @@ def _typical_input_bytes(agent: Agent) -> int:
 
 def quote(caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     agent = selectors.agent_by_slug(args["slug"], missing=AgentNotFound)
-    return results.quote_result(_quote(agent, agent.current_binary, args["input"]))
+    return results.quote_result(_quote(agent, contract_version(agent), args["input"]))
 
 
-def _input_text(binary: AgentBinary | None, value: Any) -> str:
-    """The text a task stores and the agent reads on stdin: a string as it is, any other
-    JSON value as compact JSON with sorted keys."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-def _quote(agent: Agent, binary: AgentBinary | None, value: Any) -> Quote:
-    return quote_for(agent, input_bytes=len(_input_text(binary, value).encode()))
+def _quote(agent: Agent, binary: AgentBinary, value: Any) -> Quote:
+    # Sized as the task would store it and the agent read it on stdin.
+    text = input_text(binary=binary, input=value)
+    return quote_for(agent, input_bytes=len(text.encode()))
 
 
 def run_agent(caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
@@ -122,13 +116,17 @@ def run_agent(caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     allowlist = api_key_allowlist(caller.key)
     if allowlist is not None:
         allowlist.check(agent_id=agent.pk)
+    version = args.get("version")
     budget = args.get("budget")
     if budget is None:
-        budget = _default_budget(caller.key, agent, args["input"])
+        binary = contract_version(agent, version)
+        budget = _default_budget(caller.key, _quote(agent, binary, args["input"]))
+    # The input is checked against the version's contract here, before any money moves.
     task = task_submit(
         requester=caller.user,
         agent=agent,
-        input=_input_text(agent.current_binary, args["input"]),
+        input=args["input"],
+        version=version,
         budget=budget,
         api_key=caller.key,
     )
@@ -143,11 +141,10 @@ def _throttle(caller: Caller) -> None:
             raise Throttled(wait=throttle.wait())
 
 
-def _default_budget(key: ApiKey, agent: Agent, value: Any) -> int:
+def _default_budget(key: ApiKey, quoted: Quote) -> int:
     """The quote's suggested budget, capped by the key's per-task limit."""
-    suggested = _quote(agent, agent.current_binary, value).suggested_budget
     per_task = api_key_spending(key).limits["per_task"]
-    return suggested if per_task is None else min(suggested, per_task)
+    return quoted.suggested_budget if per_task is None else min(quoted.suggested_budget, per_task)
 
 
 def _task_id(value: str) -> uuid.UUID:

@@ -9,6 +9,7 @@ from typing import Any
 from mcp_types import CallToolResult, TextContent
 from rest_framework.response import Response
 
+from marketplace.contracts import contract_of, output_schema_of
 from marketplace.exceptions import api_exception_handler
 from marketplace.models import Agent, AgentBinary, Task
 from marketplace.quotes import Quote
@@ -16,16 +17,7 @@ from marketplace.quotes import Quote
 
 def contract(binary: AgentBinary | None) -> dict[str, Any]:
     """A version's contract: {version, input_schema, output_schema} (schemas null for text)."""
-    if binary is None:
-        return {"version": None, "input_schema": None, "output_schema": None}
-    output_schema = getattr(binary, "output_schema", None)
-    if output_schema is None and "output_schema" not in binary.__dict__:
-        output_schema = binary.agent.output_schema  # versions without contracts of their own
-    return {
-        "version": binary.version,
-        "input_schema": getattr(binary, "input_schema", None),
-        "output_schema": output_schema,
-    }
+    return contract_of(binary) or {"version": None, "input_schema": None, "output_schema": None}
 
 
 def contract_summary(binary: AgentBinary | None) -> dict[str, Any]:
@@ -82,7 +74,7 @@ def _output(task: Task) -> Any:
     if task.status not in Task.FINAL_STATUSES or task.status == Task.Status.CANCELLED:
         return None
     text = bytes(task.stdout or b"").decode("utf-8", errors="replace")
-    typed = task.output_schema or contract(task.binary)["output_schema"]
+    typed = output_schema_of(task)
     if task.status == Task.Status.SUCCEEDED and typed is not None:
         try:
             return json.loads(text)
