@@ -1,8 +1,10 @@
 """The limits an owner recommends for an agent (SPEC §13), as the browser asks for them: on
-the form that lists a new agent, and on its page for the owner to change them."""
+the form that lists a new agent, and on its page for the owner to change them; and the
+contract a new version is uploaded with (SPEC §19)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -44,3 +46,54 @@ class AgentLimitsForm(forms.Form):
             for name in self.LIMITS
             if self.cleaned_data.get(name) is not None
         }
+
+
+class ContractSchemaField(forms.CharField):
+    """A JSON Schema typed in as JSON text: a JSON object, or nothing (blank)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            required=False,
+            strip=True,
+            widget=forms.Textarea(attrs={"rows": 8, "class": "mono", "spellcheck": "false"}),
+            **kwargs,
+        )
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return json.dumps(value, indent=2, ensure_ascii=False)
+        return value
+
+    def to_python(self, value: Any) -> Any:  # a JSON object, not the text it was typed as
+        text = super().to_python(value)
+        if not text or text == "null":
+            return None
+        try:
+            schema = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc}.") from None
+        if not isinstance(schema, dict):
+            raise forms.ValidationError("A JSON Schema is a JSON object.")
+        return schema
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+class ContractForm(forms.Form):
+    """A version's contract. The upload page fills it in with the current version's, so an
+    upload that leaves it alone keeps it; a contract that differs makes a new version even
+    for the same bytes."""
+
+    input_schema = ContractSchemaField(
+        label="Input schema",
+        help_text="A JSON Schema the input must match; a task then sends a JSON document, "
+        "checked before it is paid for, and the task form is built from it. Blank: the input "
+        "is free text.",
+    )
+    output_schema = ContractSchemaField(
+        label="Output schema",
+        help_text="A JSON Schema every output must match (JSON on stdout); a run whose output "
+        "does not fails as invalid output. Blank: any output.",
+    )

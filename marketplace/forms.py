@@ -20,7 +20,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db.models import F, QuerySet
 
-from marketplace.agent_forms import AgentLimitsForm
+from marketplace.agent_forms import AgentLimitsForm, ContractForm
 from marketplace.models import Agent
 from marketplace.templatetags.exchange import MICRO, format_credits
 
@@ -234,12 +234,14 @@ class AgentForm(AgentLimitsForm):
         return list(dict.fromkeys(tags))
 
 
-class BinaryUploadForm(forms.Form):
+class BinaryUploadForm(ContractForm):
     wasm = forms.FileField(
         label="WebAssembly binary",
         help_text="A WASI command (.wasm) exporting _start and memory; at most 16 MiB.",
         widget=forms.FileInput(attrs={"accept": ".wasm,application/wasm"}),
     )
+
+    field_order = ["wasm", "input_schema", "output_schema"]
 
 
 class AgentSearchForm(forms.Form):

@@ -12,6 +12,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
+from escrow.errors import DomainError
 from execution.engine.validation import WasmInvalid
 from marketplace import selectors
 from marketplace.agent_forms import AgentLimitsForm
@@ -138,7 +139,14 @@ def agent_binary_new(request: HtmxHttpRequest, slug: str) -> HttpResponseBase:
     if request.method == "POST":
         form = BinaryUploadForm(request.POST, request.FILES)
     else:
-        form = BinaryUploadForm()
+        # The current version's contract, which an upload that leaves it alone keeps.
+        current = agent.current_binary
+        form = BinaryUploadForm(
+            initial={
+                "input_schema": current.input_schema if current else None,
+                "output_schema": current.output_schema if current else agent.output_schema,
+            }
+        )
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["wasm"]
         limit = settings.WASM_MAX_UPLOAD_BYTES
@@ -151,9 +159,17 @@ def agent_binary_new(request: HtmxHttpRequest, slug: str) -> HttpResponseBase:
             form.add_error("wasm", f"The file is {upload.size:,} bytes; the limit is {limit:,}.")
         else:
             try:
-                binary = binary_upload(agent=agent, data=upload.read())
+                binary = binary_upload(
+                    agent=agent,
+                    data=upload.read(),
+                    input_schema=form.cleaned_data["input_schema"],
+                    output_schema=form.cleaned_data["output_schema"],
+                )
             except WasmInvalid as exc:
                 form.add_error("wasm", exc.message)
+            except DomainError as exc:  # a schema refused (invalid, too large, over budget)
+                named = [name for name in exc.fields if name in form.fields]
+                form.add_error(named[0] if named else None, exc.message)
             else:
                 if binary.pk == previous:
                     messages.info(request, f"That is already version {binary.version}.")
