@@ -218,6 +218,9 @@ def task_wait(task_id: Any, seconds: float) -> Task:
     try:
         if connection.vendor == "postgresql":
             listener.ensure()  # LISTENing before the task is read: no lost wake-up
+            # A wake-up from before the mark (the listener's first connect) is no news: the
+            # mark reads the status after it.
+            event.clear()
             status = _mark(key)
         else:
             status = _status(key)

@@ -44,12 +44,12 @@ def test_the_schema_is_served_with_the_error_envelope(anon, db):
     assert error["properties"]["error"]["required"] == ["code", "message", "fields"]
     task_post = document["paths"]["/api/v1/tasks/"]["post"]
     assert set(task_post["responses"]) == {
-        *("201", "400", "401", "402", "403", "409", "413", "415", "429")
+        *("201", "202", "400", "401", "402", "403", "409", "413", "415", "429")
     }
     assert task_post["responses"]["402"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Error"
     }
-    assert {p["name"] for p in task_post["parameters"]} == {"Idempotency-Key"}
+    assert {p["name"] for p in task_post["parameters"]} == {"Idempotency-Key", "Prefer"}
 
 
 @pytest.fixture
