@@ -116,6 +116,24 @@ def reference_primes(n: int) -> tuple[int, int | None]:
     return sum(sieve), max(i for i in range(n + 1) if sieve[i])
 
 
+WORD = re.compile(rb"[A-Za-z0-9'\x80-\xff]+")
+
+
+def reference_wordstats(options: dict) -> dict:
+    """What wordstats.c documents, for an input that matches its input schema."""
+    text = options["text"].encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode()
+    if options.get("ignore_case"):
+        text = bytes(c + 32 if 65 <= c <= 90 else c for c in text)
+    least = options.get("min_length", 1)
+    words = [w for w in WORD.findall(text) if len(w.decode()) >= least]
+    counts: dict[bytes, int] = {}
+    for word in words:
+        counts[word] = counts.get(word, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    top = [{"word": w.decode(), "count": n} for w, n in ranked[: options.get("top", 5)]]
+    return {"words": len(words), "unique": len(counts), "top": top}
+
+
 def lexicon(name: str) -> list[str]:
     """The POSITIVE or NEGATIVE word list as written in sentiment.c."""
     source = (AGENTS_DIR / "src" / "sentiment.c").read_text()
@@ -161,6 +179,33 @@ class Checks:
             run.exit_code == code and stderr_has in run.stderr and run.stdout == b"",
             f"exit {run.exit_code}, stdout {run.stdout!r}, stderr {run.stderr!r}",
         )
+
+    def wordstats(self, rng: random.Random) -> None:
+        self.json_is(
+            "wordstats",
+            b'{"text": "The cat and the hat. The END", "ignore_case": true, "top": 2}',
+            '{"words": 7, "unique": 5, "top": [{"word": "the", "count": 3}, '
+            '{"word": "and", "count": 1}]}',
+        )
+        self.json_is("wordstats", b'{"text": ""}', '{"words": 0, "unique": 0, "top": []}')
+        self.fails("wordstats", b"[1]", 2, b"must be a JSON object")
+        self.fails("wordstats", b'{"top": 3}', 2, b'no "text"')
+        alphabet = ["a", "B", "b", "é", "😀", "'", " ", ".", "\n", '"', "\\", "\u0001"]
+        for _ in range(50):
+            options = {
+                "text": "".join(rng.choice(alphabet) for _ in range(rng.randrange(60))),
+                "ignore_case": rng.random() < 0.5,
+                "min_length": rng.randrange(1, 4),
+                "top": rng.randrange(0, 6),
+            }
+            # The platform hands the agent compact JSON with sorted keys.
+            data = json.dumps(options, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+            run = self.ok("wordstats", data.encode())
+            self.expect(
+                f"wordstats matches reference for {data[:40]!r}",
+                run.stdout.endswith(b"\n") and run.json() == reference_wordstats(options),
+                f"got {run.stdout!r}, want {reference_wordstats(options)}",
+            )
 
     def echo(self, rng: random.Random) -> None:
         for data in [
@@ -347,6 +392,7 @@ def main() -> int:
     checks.wordcount(rng)
     checks.sentiment()
     checks.primes(rng)
+    checks.wordstats(rng)
     print(f"{checks.passed} checks passed, {checks.failures} failed")
     if args.bench:
         bench(runner)

@@ -8,6 +8,7 @@ a paid withdrawal; and a dispute its owner accepted (refunded, with the receipt'
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -35,7 +36,13 @@ DEMO_FUNDS = 100 * 1_000_000  # 100 CR
 DEMO_WITHDRAWAL = 5 * 1_000_000  # 5 CR, paid out by the dev provider
 DEMO_DISPUTED_TASK = "demo-task-4"  # the word count, refunded after a dispute
 AGENTS_DIR = Path(settings.BASE_DIR) / "agents" / "dist"
+CONTRACTS_DIR = Path(settings.BASE_DIR) / "agents" / "contracts"
 JSON_OBJECT = {"type": "object"}
+
+
+def contract(slug: str) -> dict[str, Any]:
+    """A sample agent's input and output schema, as agents/contracts/<slug>.json has them."""
+    return json.loads((CONTRACTS_DIR / f"{slug}.json").read_text())
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class SampleAgent:
     base_fee: int  # µCR
     fuel_price: int  # µCR per million fuel
     output_schema: dict | None = None
+    # The first version's input schema: its tasks send a JSON document that must match it.
+    input_schema: dict | None = None
 
 
 SAMPLE_AGENTS = [
@@ -88,13 +97,25 @@ SAMPLE_AGENTS = [
         fuel_price=10_000,
         output_schema=JSON_OBJECT,
     ),
+    SampleAgent(
+        "wordstats",
+        "Word statistics",
+        "Word frequencies of a text, with options: ignore case, a shortest word, how many of "
+        "the most frequent words to list. Takes a JSON document checked against its input "
+        "schema before anything is paid, and answers in JSON that matches its output schema.",
+        ["text", "json", "typed"],
+        base_fee=3_000,
+        fuel_price=2_000,
+        output_schema=contract("wordstats")["output_schema"],
+        input_schema=contract("wordstats")["input_schema"],
+    ),
 ]
 
 
 @dataclass(frozen=True)
 class SampleTask:
     agent: str
-    input: str
+    input: Any  # a string, or a JSON value for an agent with an input schema
     budget: int  # µCR
     limits: dict[str, Any] = field(default_factory=dict)
 
@@ -125,6 +146,17 @@ SAMPLE_TASKS = [
     SampleTask("primes", "2000000", 1_000_000),
     SampleTask("primes", "5000000", 3_000_000),
     SampleTask("echo", "Receipts make every run verifiable.", 100_000),
+    SampleTask(
+        "wordstats",
+        {
+            "text": "The cat sat on the mat. The mat was flat, and the cat was happy.",
+            "ignore_case": True,
+            "min_length": 3,
+            "top": 3,
+        },
+        300_000,
+    ),
+    SampleTask("wordstats", {"text": "To be, or not to be: that is the question."}, 300_000),
 ]
 
 
@@ -200,7 +232,11 @@ class Command(BaseCommand):
                 output_schema=sample.output_schema,
             )
         if agent.owner_id == owner.pk and agent.current_binary_id is None:
-            binary_upload(agent=agent, data=(AGENTS_DIR / f"{sample.slug}.wasm").read_bytes())
+            binary_upload(
+                agent=agent,
+                data=(AGENTS_DIR / f"{sample.slug}.wasm").read_bytes(),
+                input_schema=sample.input_schema,
+            )
             agent.refresh_from_db()
         return agent
 
