@@ -187,3 +187,18 @@ def funded_alice(alice):
 
     deposit_create(user_id=alice.pk, amount=10_000_000)
     return alice
+
+
+@pytest.fixture
+def requester(funded_alice):
+    """alice, with 10 CR in her wallet, as the one who submits tasks."""
+    return funded_alice
+
+
+@pytest.fixture
+def agent(bob):
+    """bob's agent `echo` (1,000 µCR a run, 2,000 µCR per million fuel) with a current
+    binary that is a row without stored bytes: for the money and state rules."""
+    from tests.factories import make_agent
+
+    return make_agent(bob)

@@ -9,8 +9,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from escrow.models import Account, Earning
+from execution.runs import Execution
+from execution.services import task_claim, task_settle
 from marketplace.models import Agent, AgentBinary, Task
-from marketplace.services import agent_create, user_create
+from marketplace.services import agent_create, task_submit, user_create
 
 
 class UserFactory(factory.django.DjangoModelFactory[User]):
@@ -98,3 +100,18 @@ def make_agent(owner: Any, *, slug: str = "echo", with_binary: bool = True, **kw
         Agent.objects.filter(pk=agent.pk).update(current_binary=binary)
         agent.refresh_from_db()
     return agent
+
+
+# A run of `make_agent`'s agent that succeeded: cost = base fee 1_000 + ⌈1_234_567 fuel ×
+# 2_000 µCR / 10⁶⌉ = 3_470, of which the fee (5 %) is 173 and the owner's share the rest.
+RUN = Execution(exit_code=0, fuel_used=1_234_567, fuel_limit=10**8, elapsed_ms=3)
+SHARE, FEE = 3_470 - 173, 173
+
+
+def settled(requester: Any, agent: Agent, execution: Execution = RUN, **options: Any) -> Task:
+    """A task submitted (budget 0.1 CR), claimed and settled with `execution`: by default
+    a succeeded task whose owner's share is held as earnings, while holds are on."""
+    task = task_submit(requester=requester, agent=agent, input="hi", budget=100_000, **options)
+    task_claim(task_id=task.pk)
+    task_settle(task_id=task.pk, attempt=1, execution=execution)
+    return Task.objects.get(pk=task.pk)

@@ -50,14 +50,6 @@ def balance(user) -> int:
 
 
 @pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
-    return agent
-
-
-@pytest.fixture
 def channel(alice, agent, bob):
     deposit_create(user_id=alice.pk, amount=10_000_000)
     key_register(user_id=alice.pk, public_key=public(KEY))

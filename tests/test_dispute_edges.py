@@ -29,9 +29,8 @@ from marketplace.disputes import (
 )
 from marketplace.models import Agent
 from tests.api.conftest import client_for, error
-from tests.factories import AgentBinaryFactory, AgentFactory, balance, held_for
+from tests.factories import FEE, SHARE, AgentBinaryFactory, AgentFactory, balance, held_for, settled
 from tests.test_channels import KEY, public, sign
-from tests.test_earnings import FEE, SHARE, settled
 
 COST = SHARE + FEE  # 3_470
 START = 10_000_000

@@ -18,29 +18,14 @@ from marketplace import disputes as dispute_flows
 from marketplace.api.serializers.disputes import DisputeSerializer
 from marketplace.binaries import binary_upload
 from marketplace.disputes import REPLAY, dispute_file
-from marketplace.models import Agent, Task
+from marketplace.models import Task
 from marketplace.services import task_submit
-from tests.factories import AgentBinaryFactory, AgentFactory
-from tests.test_earnings import settled
+from tests.factories import AgentFactory, settled
 
 pytestmark = pytest.mark.postgres
 
 START = 10_000_000
 ECHO = Path(__file__).resolve().parent.parent / "agents" / "dist" / "echo.wasm"
-
-
-@pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
-    return agent
-
-
-@pytest.fixture
-def requester(alice):
-    deposit_create(user_id=alice.pk, amount=START)
-    return alice
 
 
 @pytest.fixture

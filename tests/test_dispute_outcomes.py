@@ -29,13 +29,11 @@ from marketplace.disputes import (
     dispute_file,
     disputes_resolve_overdue,
 )
-from marketplace.models import Agent
 from reputation.audit import reputation_audit
 from reputation.disputes import reputation_apply_dispute
 from reputation.models import AgentReputation, ReputationEvent
-from tests.factories import AgentBinaryFactory, AgentFactory, balance
+from tests.factories import FEE, SHARE, balance, settled
 from tests.test_channels import KEY, public, sign
-from tests.test_earnings import FEE, SHARE, settled
 
 pytestmark = pytest.mark.postgres
 
@@ -43,20 +41,6 @@ BUDGET = 100_000
 DEPOSIT = 1_000_000
 COST = SHARE + FEE  # 3_470
 START = 10_000_000
-
-
-@pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
-    return agent
-
-
-@pytest.fixture
-def requester(alice):
-    deposit_create(user_id=alice.pk, amount=START)
-    return alice
 
 
 def yesterdays(task) -> ReputationEvent:

@@ -10,7 +10,6 @@ import pytest
 from django.utils import timezone
 
 from escrow.models import Dispute, Earning
-from escrow.services import deposit_create
 from marketplace import disputes
 from marketplace.disputes import (
     dispute_accept,
@@ -19,32 +18,16 @@ from marketplace.disputes import (
     dispute_file,
     disputes_resolve_overdue,
 )
-from marketplace.models import Agent
 from marketplace.webhooks.events import event_data
 from marketplace.webhooks.models import WebhookDelivery
 from marketplace.webhooks.outbox import webhook_create
-from tests.factories import AgentBinaryFactory, AgentFactory, balance
-from tests.test_earnings import FEE, SHARE, settled
+from tests.factories import FEE, SHARE, balance, settled
 
 pytestmark = pytest.mark.django_db
 COST = SHARE + FEE
 START = 10_000_000
 URL = "http://127.0.0.1:9/hooks"
 EVENTS = ["dispute.opened", "dispute.resolved"]
-
-
-@pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
-    return agent
-
-
-@pytest.fixture
-def requester(alice):
-    deposit_create(user_id=alice.pk, amount=START)
-    return alice
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from escrow.channels import channel_close, channel_open, key_register
 from escrow.disputes import DisputeAlreadyOpen, DisputeStateError, DisputeWindowClosed
 from escrow.earnings import earnings_release_due
 from escrow.models import Dispute, Earning, PaymentChannel, Transfer
-from escrow.services import deposit_create, system_balance
+from escrow.services import system_balance
 from execution.engine.receipts import receipt_verify
 from marketplace.disputes import (
     DisputeNotFound,
@@ -23,27 +23,11 @@ from marketplace.disputes import (
     disputes_resolve_overdue,
 )
 from marketplace.exceptions import TaskNotFound
-from marketplace.models import Agent
-from tests.factories import AgentBinaryFactory, AgentFactory, balance, held_for
+from tests.factories import FEE, SHARE, balance, held_for, settled
 from tests.test_channels import KEY, public, sign
-from tests.test_earnings import FEE, SHARE, settled
 
 COST = SHARE + FEE  # 3_470
 START = 10_000_000
-
-
-@pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
-    return agent
-
-
-@pytest.fixture
-def requester(alice):
-    deposit_create(user_id=alice.pk, amount=START)
-    return alice
 
 
 def fees() -> int:

@@ -10,38 +10,20 @@ from django.utils import timezone
 from escrow.channels import channel_close, channel_open, key_register
 from escrow.earnings import earnings_release_due, pending_earnings
 from escrow.models import Earning, Escrow, Transfer
-from escrow.services import deposit_create, system_account_id, system_balance, wallet_id
-from execution.services import Execution, task_claim, task_settle
-from marketplace.models import Agent, Task
+from escrow.services import system_account_id, system_balance, wallet_id
+from execution.runs import Execution
+from marketplace.models import Agent
 from marketplace.selectors import wallet_summary
-from marketplace.services import task_submit
-from tests.factories import AgentBinaryFactory, AgentFactory, balance, held_for
+from tests.factories import (
+    FEE,
+    SHARE,
+    AgentBinaryFactory,
+    AgentFactory,
+    balance,
+    held_for,
+    settled,
+)
 from tests.test_channels import KEY, public, sign
-
-# cost = base fee 1_000 + ⌈1_234_567 fuel × 2_000 µCR / 10⁶⌉ = 3_470; fee 5 % = 173
-RUN = Execution(exit_code=0, fuel_used=1_234_567, fuel_limit=10**8, elapsed_ms=3)
-SHARE, FEE = 3_470 - 173, 173
-
-
-@pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
-    return agent
-
-
-@pytest.fixture
-def requester(alice):
-    deposit_create(user_id=alice.pk, amount=10_000_000)
-    return alice
-
-
-def settled(requester, agent, execution: Execution = RUN, **options) -> Task:
-    task = task_submit(requester=requester, agent=agent, input="hi", budget=100_000, **options)
-    task_claim(task_id=task.pk)
-    task_settle(task_id=task.pk, attempt=1, execution=execution)
-    return Task.objects.get(pk=task.pk)
 
 
 def later(seconds: int):

@@ -15,24 +15,14 @@ from escrow.models import Dispute, Earning, Escrow, Transfer
 from escrow.services import deposit_create
 from execution.services import task_claim, task_settle
 from marketplace.disputes import dispute_file
-from marketplace.models import Agent
 from marketplace.services import task_submit
-from tests.factories import AgentBinaryFactory, AgentFactory, balance, held_for
-from tests.test_earnings import RUN, SHARE
+from tests.factories import RUN, SHARE, balance, held_for
 from tests.test_ledger_concurrency import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 TASKS = 1_000
 RACERS = 24
-
-
-@pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
-    return agent
 
 
 def test_the_sweep_releases_a_thousand_tasks_in_one_batch_of_few_statements(

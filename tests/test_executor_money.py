@@ -45,21 +45,6 @@ def balance(user) -> int:
     return Account.objects.get(user=user).balance
 
 
-@pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    binary = AgentBinaryFactory.create(agent=agent)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=binary)
-    agent.refresh_from_db()
-    return agent
-
-
-@pytest.fixture
-def requester(alice):
-    deposit_create(user_id=alice.pk, amount=10_000_000)
-    return alice
-
-
 def submit(requester, agent, **options) -> Task:
     return task_submit(
         requester=requester,

@@ -13,22 +13,12 @@ from escrow.models import Account
 from escrow.services import deposit_create
 from execution import services
 from execution.services import task_claim, tasks_recover
-from marketplace.models import Agent, Task
+from marketplace.models import Task
 from marketplace.services import task_submit
-from tests.factories import AgentBinaryFactory, AgentFactory
 
 pytestmark = pytest.mark.django_db
 FUNDS = 10_000_000
 BUDGET = 100_000
-
-
-@pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    binary = AgentBinaryFactory.create(agent=agent)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=binary)
-    agent.refresh_from_db()
-    return agent
 
 
 def lost_running_task(requester, agent, *, attempts: int) -> Task:

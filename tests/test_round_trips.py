@@ -27,12 +27,11 @@ from escrow.services import deposit_create
 from execution.models import Receipt
 from execution.services import Execution, task_claim, task_settle
 from marketplace.apikeys.lifecycle import api_key_create
-from marketplace.models import Agent, Task
+from marketplace.models import Task
 from marketplace.services import task_submit
 from marketplace.webhooks.keyring import secret_encrypt
 from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
 from reputation.models import ReputationEvent
-from tests.factories import AgentBinaryFactory, AgentFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -53,20 +52,6 @@ def _show(name: str, count: int, statements: list[str]) -> None:
     print(f"\n{name}: {count} round trips")
     for sql in statements:
         print("   ", sql[:160])
-
-
-@pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
-    return agent
-
-
-@pytest.fixture
-def requester(alice):
-    deposit_create(user_id=alice.pk, amount=10_000_000)
-    return alice
 
 
 def _submit(requester, agent, **options: Any) -> Task:

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 
 from escrow.earnings import earnings_release_due
-from escrow.services import deposit_create
-from marketplace.models import Agent
-from tests.factories import AgentBinaryFactory, AgentFactory, balance
+from tests.factories import balance, settled
 from tests.test_disputes import COST, START
-from tests.test_earnings import settled
 
 from .conftest import client_for, error
-
-
-@pytest.fixture
-def agent(bob):
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=2_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
-    return agent
-
-
-@pytest.fixture
-def requester(alice):
-    deposit_create(user_id=alice.pk, amount=START)
-    return alice
 
 
 def test_open_accept_and_list(requester, agent, bob, charlie):
