@@ -300,6 +300,9 @@ TASK_MAX_DEADLINE_SECONDS = 86_400
 # holds a server thread while it waits. Beyond it a request is answered at once (202, the
 # preference not applied). Keep it below the server's threads per process (README).
 TASK_WAITERS_PER_PROCESS = env_int("TASK_WAITERS_PER_PROCESS", 24)
+# The waiting requests' LISTEN connection (one per web process), when it must bypass a pooler
+# in transaction mode that DATABASE_URL goes through (marketplace/task_wait.py).
+LISTEN_DATABASE_URL = env_optional("LISTEN_DATABASE_URL")
 # Task submissions per user, and per API key, as a DRF rate ("600/minute"); 429 beyond it.
 TASK_SUBMIT_RATE = env_str("TASK_SUBMIT_RATE", "600/minute")
 # Seconds of output-schema checking each user gets a minute (marketplace/schemas.py), and

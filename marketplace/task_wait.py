@@ -37,6 +37,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, connections
 
+from marketplace.env import database_from_url
 from marketplace.models import Task
 
 log = logging.getLogger(__name__)
@@ -153,9 +154,20 @@ class _Listener:
 
 
 def _listen_params() -> dict[str, Any]:
-    """The default database's connection parameters, for a plain autocommit connection."""
-    params = connections["default"].get_connection_params()
-    for django_only in ("cursor_factory", "context", "prepare_threshold"):
+    """Connection parameters for the listener: LISTEN_DATABASE_URL when set (a direct
+    connection, where the application's goes through a pooler in transaction mode, which
+    cannot keep a LISTEN), else the default database's."""
+    if settings.LISTEN_DATABASE_URL:
+        database = database_from_url(settings.LISTEN_DATABASE_URL)
+        params = {"dbname": database["NAME"], **database["OPTIONS"]}
+        for key, name in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
+            if database[key]:
+                params[name] = database[key]
+        if database["PORT"]:
+            params["port"] = database["PORT"]
+    else:
+        params = connections["default"].get_connection_params()
+    for django_only in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
         params.pop(django_only, None)
     return params
 

@@ -136,14 +136,10 @@ def paginated(name: str, serializer: type[serializers.Serializer]) -> serializer
 
 PREFER_WAIT_PARAMETER = OpenApiParameter(
     "Prefer",
-    {"type": "string", "pattern": "^.*wait=-?[0-9]+.*$"},
+    str,
     OpenApiParameter.HEADER,
-    description=(
-        "`wait=N` (RFC 7240): answer once the task is final, waiting up to N seconds (N is "
-        "clamped to 1–60): 201 with the final task, or 202 with the task as it stands after "
-        "N seconds. Both carry `Preference-Applied: wait=N`. A replay under the same "
-        "Idempotency-Key answers with the first response as it was sent."
-    ),
+    description="`wait=N` (RFC 7240; N clamped to 1–60): 201 with the task once final, or 202 "
+    "with it as it stands after N s, both with `Preference-Applied: wait=N`.",
 )
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     IDEMPOTENCY_HEADER,
@@ -332,11 +328,7 @@ TASK_SUBMIT: dict[str, Any] = {
     "parameters": [IDEMPOTENCY_PARAMETER, PREFER_WAIT_PARAMETER],
     "responses": {
         201: TaskSerializer,
-        202: OpenApiResponse(
-            TaskSerializer,
-            description="With `Prefer: wait=N`: the task was not final within N seconds; "
-            "the task as it stands (poll `GET /api/v1/tasks/{id}/`).",
-        ),
+        202: OpenApiResponse(TaskSerializer, description="`Prefer: wait=N`: not final in N s."),
         **errors(*WRITES, 402, 409, 429),
     },
 }

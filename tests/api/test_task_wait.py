@@ -157,3 +157,19 @@ def test_a_deadline_out_of_range_is_400_and_nothing_moves(as_alice, funded_alice
 def test_the_longest_and_shortest_deadlines_are_accepted(as_alice, funded_alice, echo):
     assert submit(as_alice, deadline_seconds=1).status_code == 201
     assert submit(as_alice, deadline_seconds=86_400).status_code == 201
+
+
+def test_the_listener_can_bypass_a_pooler_with_its_own_url(settings):
+    from marketplace.task_wait import _listen_params
+
+    settings.LISTEN_DATABASE_URL = (
+        "postgresql://ex:s%40cret@db.internal:5433/exchange?sslmode=require"
+    )
+    assert _listen_params() == {
+        "dbname": "exchange",
+        "user": "ex",
+        "password": "s@cret",
+        "host": "db.internal",
+        "port": "5433",
+        "sslmode": "require",
+    }
