@@ -12,7 +12,7 @@ from django.test import Client
 from marketplace.apikeys import api_key_create
 from tests.factories import make_agent
 
-HEADERS = {
+HEADERS: dict[str, Any] = {
     "HTTP_ACCEPT": "application/json, text/event-stream",
     "HTTP_MCP_PROTOCOL_VERSION": "2025-11-25",
 }
