@@ -111,6 +111,16 @@ MATRIX: dict[str, ObjectEndpoint | CollectionEndpoint] = {
         owner=allowed(READ_ONLY),
         other=allowed(READ_ONLY),
     ),
+    "api:agent-versions": ObjectEndpoint(
+        kwargs=lambda w: {"slug": w.agent.slug},
+        owner=allowed(READ_ONLY),
+        other=allowed(READ_ONLY),
+    ),
+    "api:agent-openapi": ObjectEndpoint(
+        kwargs=lambda w: {"slug": w.agent.slug},
+        owner=allowed(READ_ONLY),
+        other=allowed(READ_ONLY),
+    ),
     # Tasks are private: to anyone else they do not exist.
     "api:task": ObjectEndpoint(
         kwargs=lambda w: {"task_id": w.queued.pk},
