@@ -56,7 +56,7 @@ def _task(object_id: str) -> dict[str, Any]:
     """`data.task`: the body of GET /api/v1/tasks/{id}/ (bounded), and `data.links.task`
     its URL, where the requester reads it whole."""
     try:
-        task = Task.objects.select_related("agent", "escrow").filter(pk=object_id).first()
+        task = Task.objects.select_related("agent", "binary", "escrow").filter(pk=object_id).first()
     except ValidationError:  # not a task id
         task = None
     if task is None:
