@@ -1,6 +1,7 @@
-"""`/mcp` served as production serves it: gunicorn's sync workers, each request a WSGI call
-that runs the MCP SDK with `async_to_sync`, with real workers on PostgreSQL. The official
-client runs agents through it, several sessions at once, and waits for their results."""
+"""`/mcp` served as production serves it: gunicorn with threads (`--worker-class gthread`, as
+the README's production command), each request a WSGI call in a thread that runs the MCP SDK
+with `async_to_sync`, with real workers on PostgreSQL. The official client runs agents
+through one gunicorn process, several sessions at once, each waiting for its results."""
 
 from __future__ import annotations
 
@@ -50,7 +51,10 @@ def gunicorn() -> Iterator[str]:
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "QUEUE_NAME": settings.QUEUE_NAME,
     }
-    command = ["gunicorn", "marketplace.wsgi", "--workers", "2", "--bind", f"127.0.0.1:{port}"]
+    command = [
+        *("gunicorn", "marketplace.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"),
+        *("--worker-class", "gthread", "--threads", "8"),
+    ]
     web = subprocess.Popen(
         [sys.executable, "-m", *command, "--log-level", "warning"],
         cwd=ROOT,
@@ -78,7 +82,7 @@ def gunicorn() -> Iterator[str]:
             web.wait()
 
 
-def test_agents_run_through_gunicorns_sync_workers(gunicorn):
+def test_agents_run_through_gunicorns_threads_at_once(gunicorn):
     from tests.factories import UserFactory
 
     alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
