@@ -190,6 +190,15 @@ def funded_alice(alice):
 
 
 @pytest.fixture
+def rich_alice(alice):
+    """alice with 10 CR, deposited through the dev provider whichever one the test uses."""
+    from escrow.services import deposit_create
+
+    deposit_create(user_id=alice.pk, amount=10_000_000, provider="dev")
+    return alice
+
+
+@pytest.fixture
 def requester(funded_alice):
     """alice, with 10 CR in her wallet, as the one who submits tasks."""
     return funded_alice
@@ -202,3 +211,15 @@ def agent(bob):
     from tests.factories import make_agent
 
     return make_agent(bob)
+
+
+@pytest.fixture
+def provider(settings, tmp_path, monkeypatch):
+    """Deposits and withdrawals go to the test provider (`tests/funding_provider.py`), with a
+    store of this test's own, answering `ok`; the fixture sets its mode."""
+    from tests.funding_provider import funding_mode_set
+
+    monkeypatch.setenv("TEST_FUNDING_STORE", str(tmp_path / "funding.sqlite3"))
+    settings.FUNDING_PROVIDER = "test"
+    funding_mode_set("ok")
+    return funding_mode_set

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import factory
@@ -9,8 +10,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from escrow.models import Account, Earning
+from escrow.services import deposit_create
 from execution.runs import Execution
 from execution.services import task_claim, task_settle
+from marketplace.binaries import binary_upload
 from marketplace.models import Agent, AgentBinary, Task
 from marketplace.services import agent_create, task_submit, user_create
 
@@ -76,6 +79,8 @@ MINIMAL_WASM = bytes(
     wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start")))')
 )
 
+ECHO_WASM = Path(__file__).resolve().parent.parent / "agents" / "dist" / "echo.wasm"
+
 
 def balance(user: Any) -> int:
     return Account.objects.get(user=user).balance
@@ -100,6 +105,17 @@ def make_agent(owner: Any, *, slug: str = "echo", with_binary: bool = True, **kw
         Agent.objects.filter(pk=agent.pk).update(current_binary=binary)
         agent.refresh_from_db()
     return agent
+
+
+def echo_world() -> tuple[User, Agent]:
+    """alice with 10 CR, and bob's agent `echo` on the real echo binary (1,000 µCR a run,
+    1,000 µCR per million fuel): for tests that run tasks on real workers."""
+    alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
+    deposit_create(user_id=alice.pk, amount=10_000_000)
+    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=1_000)
+    binary_upload(agent=agent, data=ECHO_WASM.read_bytes())
+    agent.refresh_from_db()
+    return alice, agent
 
 
 # A run of `make_agent`'s agent that succeeded: cost = base fee 1_000 + ⌈1_234_567 fuel ×

@@ -12,6 +12,7 @@ from django.db import connections, transaction
 
 from escrow.audit import _audit, ledger_audit
 from escrow.errors import EscrowStateError, InsufficientFunds
+from escrow.ledger import wallet_id
 from escrow.models import Transfer
 from escrow.services import (
     deposit_create,
@@ -19,7 +20,6 @@ from escrow.services import (
     escrow_fund,
     escrow_release,
     transfer_create,
-    wallet_id,
 )
 from marketplace.services import user_create
 

@@ -19,9 +19,9 @@ from escrow.services import deposit_create, system_balance
 from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, Task
 from marketplace.services import task_submit
+from tests.concurrency import run_threads
 from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory, held_for
 from tests.test_channels import KEY, public, sign
-from tests.test_ledger_concurrency import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -23,8 +23,8 @@ from marketplace.disputes import dispute_accept, dispute_file, disputes_resolve_
 from marketplace.models import Task
 from marketplace.services import task_submit
 from reputation.models import ReputationEvent
+from tests.concurrency import run_threads
 from tests.factories import UserFactory, make_agent
-from tests.test_ledger_concurrency import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

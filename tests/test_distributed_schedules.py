@@ -18,7 +18,7 @@ from django_q.models import Schedule
 from execution import tasks as scheduled
 from marketplace.schedule_lock import once_across_hosts
 from marketplace.webhooks import tasks as webhook_tasks
-from tests.test_ledger_concurrency import run_threads
+from tests.concurrency import run_threads
 
 postgres = pytest.mark.postgres
 

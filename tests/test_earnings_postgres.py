@@ -16,8 +16,8 @@ from escrow.services import deposit_create
 from execution.services import task_claim, task_settle
 from marketplace.disputes import dispute_file
 from marketplace.services import task_submit
+from tests.concurrency import run_threads
 from tests.factories import RUN, SHARE, balance, held_for
-from tests.test_ledger_concurrency import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

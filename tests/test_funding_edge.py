@@ -18,7 +18,6 @@ from escrow.withdrawals import withdrawal_claim
 from marketplace.withdrawals import funding_recover, withdrawal_process, withdrawal_request
 from tests.funding_provider import (
     funding_land,
-    funding_mode_set,
     funding_ops,
 )
 
@@ -28,19 +27,10 @@ CR = 1_000_000
 
 
 @pytest.fixture
-def provider(settings, tmp_path, monkeypatch):
-    """The test provider, with a store of this test's own; recovery looks at everything."""
-    monkeypatch.setenv("TEST_FUNDING_STORE", str(tmp_path / "funding.sqlite3"))
-    settings.FUNDING_PROVIDER = "test"
+def provider(provider, settings):
+    """The test provider, and recovery looks at every pending deposit and withdrawal."""
     settings.FUNDING_RECOVER_AFTER_SECONDS = 0
-    funding_mode_set("ok")
-    return funding_mode_set
-
-
-@pytest.fixture
-def rich_alice(alice):
-    deposit_create(user_id=alice.pk, amount=10 * CR, provider="dev")
-    return alice
+    return provider
 
 
 def wallet(user) -> int:

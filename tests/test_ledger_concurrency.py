@@ -8,10 +8,11 @@ import time
 from collections import Counter
 
 import pytest
-from django.db import OperationalError, connections
+from django.db import OperationalError
 
 from escrow.audit import ledger_audit
 from escrow.errors import EscrowStateError, InsufficientFunds
+from escrow.ledger import wallet_id
 from escrow.models import Escrow, Transfer
 from escrow.services import (
     deposit_create,
@@ -21,35 +22,14 @@ from escrow.services import (
     escrow_refund,
     escrow_release,
     transfer_create,
-    wallet_id,
 )
 from marketplace.services import user_create
+from tests.concurrency import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 WORKERS = 8
 OPERATIONS = 200
-
-
-def run_threads(count: int, target) -> list[BaseException]:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(count)
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait()
-            target(index)
-        except BaseException as exc:  # collected and reported by the test
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    return errors
 
 
 def test_random_concurrent_operations_keep_every_invariant(capsys):

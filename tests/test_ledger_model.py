@@ -25,8 +25,8 @@ from escrow.services import (
     escrow_fund,
     escrow_refund,
     escrow_release,
-    system_balance,
 )
+from escrow.system_accounts import system_balance
 from marketplace.services import user_create
 
 _names = itertools.count()

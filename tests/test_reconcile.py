@@ -24,7 +24,6 @@ from marketplace.withdrawals import withdrawal_process, withdrawal_request
 from tests.funding_provider import (
     ProviderTimeout,
     funding_land,
-    funding_mode_set,
     funding_ops,
     funding_record_set,
     funding_store_reset,
@@ -33,20 +32,6 @@ from tests.funding_provider import (
 pytestmark = pytest.mark.django_db
 
 CR = 1_000_000
-
-
-@pytest.fixture
-def provider(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("TEST_FUNDING_STORE", str(tmp_path / "funding.sqlite3"))
-    settings.FUNDING_PROVIDER = "test"
-    funding_mode_set("ok")
-    return funding_mode_set
-
-
-@pytest.fixture
-def rich_alice(alice):
-    deposit_create(user_id=alice.pk, amount=10 * CR, provider="dev")
-    return alice
 
 
 def wallet(user) -> int:
@@ -352,7 +337,7 @@ def test_reconciliation_recovery_and_a_retry_at_once_credit_a_late_collection_on
     from django.db import connections
 
     from escrow.deposits import deposits_recover
-    from tests.test_ledger_concurrency import run_threads
+    from tests.concurrency import run_threads
 
     provider("lost")
     with pytest.raises(DepositPending):

@@ -8,13 +8,12 @@ made-up result, on a clock the tests set.
 from __future__ import annotations
 
 import datetime
-import threading
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from escrow.services import deposit_create
@@ -25,6 +24,7 @@ from reputation.audit import reputation_audit
 from reputation.models import AgentReputation, ReputationEvent
 from reputation.policies import Outcome
 from reputation.services import reputation_apply
+from tests.concurrency import run_threads
 from tests.factories import UserFactory, make_agent
 
 D = Decimal
@@ -294,27 +294,6 @@ def test_the_audit_finds_a_tampered_count_of_requesters(history, agent):
 
 
 # --- concurrency ------------------------------------------------------------------------------
-
-
-def run_threads(count: int, target) -> list[BaseException]:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(count)
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait()
-            target(index)
-        except BaseException as exc:  # collected and reported by the test
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    return errors
 
 
 @pytest.mark.postgres

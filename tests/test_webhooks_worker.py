@@ -5,37 +5,27 @@ between the settlement's commit and the delivery, or when the message is lost.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from django_q.models import OrmQ
 
-from escrow.services import deposit_create
 from execution.services import Execution, task_claim, task_settle
-from marketplace.binaries import binary_upload
 from marketplace.models import Task
 from marketplace.services import task_submit
 from marketplace.webhooks.delivery import deliveries_sweep
 from marketplace.webhooks.models import WebhookAttempt, WebhookDelivery
 from marketplace.webhooks.outbox import webhook_create
 from marketplace.webhooks.signing import signature_verify
-from tests.factories import AgentFactory, UserFactory
+from tests.factories import echo_world
 from tests.webhook_receiver import Receiver
 from tests.workers import Cluster, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ECHO = Path(__file__).resolve().parent.parent / "agents" / "dist" / "echo.wasm"
-
 
 @pytest.fixture
 def world():
-    alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
-    deposit_create(user_id=alice.pk, amount=10_000_000)
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=1_000)
-    binary_upload(agent=agent, data=ECHO.read_bytes())
-    agent.refresh_from_db()
-    return alice, agent
+    return echo_world()
 
 
 def submit(alice, agent, text: str = "hello hooks") -> Task:

@@ -21,7 +21,6 @@ from marketplace.withdrawals import (
 from tests.funding_provider import (
     ProviderTimeout,
     TestFundingProvider,
-    funding_mode_set,
     funding_ops,
 )
 
@@ -39,19 +38,10 @@ def payouts() -> int:
 
 
 @pytest.fixture
-def provider(settings, tmp_path, monkeypatch):
-    """The test provider, with a store of this test's own."""
-    monkeypatch.setenv("TEST_FUNDING_STORE", str(tmp_path / "funding.sqlite3"))
-    settings.FUNDING_PROVIDER = "test"
+def provider(provider, settings):
+    """The test provider, and recovery looks at every pending deposit and withdrawal."""
     settings.FUNDING_RECOVER_AFTER_SECONDS = 0
-    funding_mode_set("ok")
-    return funding_mode_set
-
-
-@pytest.fixture
-def rich_alice(alice):
-    deposit_create(user_id=alice.pk, amount=10 * CR)
-    return alice
+    return provider
 
 
 def test_a_withdrawal_takes_the_money_out_of_the_wallet_at_once(rich_alice):
@@ -233,7 +223,7 @@ def test_a_deposit_crashed_after_the_provider_collected_is_completed_by_recovery
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_parallel_withdrawals_take_only_what_the_balance_covers(alice, capsys):
-    from tests.test_ledger_concurrency import run_threads
+    from tests.concurrency import run_threads
 
     deposit_create(user_id=alice.pk, amount=7 * CR + 500_000)
     made: list[int] = []
@@ -271,7 +261,7 @@ def test_withdrawal_throughput_under_concurrency(capsys):
     import time
 
     from marketplace.services import user_create
-    from tests.test_ledger_concurrency import run_threads
+    from tests.concurrency import run_threads
 
     users = [user_create(username=f"u{i}") for i in range(8)]
     for user in users:

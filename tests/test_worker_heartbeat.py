@@ -16,14 +16,11 @@ import pytest
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from escrow.services import deposit_create
 from execution.models import WorkerHeartbeat
-from marketplace.binaries import binary_upload
 from marketplace.models import Task
 from marketplace.services import task_submit
-from tests.factories import AgentFactory, UserFactory
+from tests.factories import echo_world
 from tests.workers import (
-    ROOT,
     Cluster,
     Supervisor,
     alive,
@@ -34,8 +31,6 @@ from tests.workers import (
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-ECHO = ROOT / "agents" / "dist" / "echo.wasm"
 
 
 def heartbeat_after(moment, *, besides: int | None = None, queue: str | None = None) -> bool:
@@ -90,11 +85,7 @@ def test_a_real_cluster_beats_until_its_sentinel_is_killed(client, settings):
 
 
 def test_the_supervisor_brings_the_cluster_back_when_its_sentinel_is_killed():
-    alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
-    deposit_create(user_id=alice.pk, amount=10_000_000)
-    echo = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=1_000)
-    binary_upload(agent=echo, data=ECHO.read_bytes())
-    echo.refresh_from_db()
+    alice, echo = echo_world()
     tasks_queue = django_settings.TASK_QUEUE
 
     with Supervisor() as supervised:

@@ -18,9 +18,9 @@ from marketplace.binaries import binary_upload
 from marketplace.models import Task
 from marketplace.services import task_submit
 from reputation.models import ReputationEvent
+from tests.concurrency import run_threads
 from tests.factories import AgentFactory, UserFactory, held_for
 from tests.test_channels import KEY, public, sign
-from tests.test_ledger_concurrency import run_threads
 from tests.workers import Cluster, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -17,7 +17,6 @@ import signal
 import socket
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -33,24 +32,18 @@ from marketplace.models import Task
 from marketplace.services import task_submit
 from reputation.models import ReputationEvent
 from tests import wasm_modules as wasm
-from tests.factories import AgentFactory, UserFactory
+from tests.factories import AgentFactory, UserFactory, echo_world
 from tests.workers import Cluster, Supervisor, alive, descendants, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ECHO = Path(__file__).resolve().parent.parent / "agents" / "dist" / "echo.wasm"
 STALL_SECONDS = 5
 BUDGET = 100_000
 
 
 @pytest.fixture
 def echo_agent():
-    alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
-    deposit_create(user_id=alice.pk, amount=10_000_000)
-    agent = AgentFactory.create(owner=bob, slug="echo", base_fee=1_000, fuel_price=1_000)
-    binary_upload(agent=agent, data=ECHO.read_bytes())
-    agent.refresh_from_db()
-    return alice, agent
+    return echo_world()
 
 
 def both_clusters_beat() -> bool:

@@ -27,8 +27,8 @@ from marketplace.apikeys import api_key_channel_open, api_key_create, api_key_sp
 from marketplace.errors import SpendLimitExceeded
 from marketplace.models import Task
 from marketplace.services import task_submit
+from tests.concurrency import run_threads
 from tests.factories import UserFactory, make_agent
-from tests.test_ledger_concurrency import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
