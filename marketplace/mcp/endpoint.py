@@ -13,6 +13,10 @@ The SDK is asynchronous: the view runs it with `async_to_sync`, which runs an ev
 beside this thread while this thread serves the tools' database work. A session manager
 may be run only once, so each request gets its own (creating one costs microseconds).
 
+The SDK's own Host and Origin checks (DNS rebinding) are left off: Django checks the Host
+against ALLOWED_HOSTS before any view, and a page of another origin can't send the
+`Authorization` header here (no CORS answer allows it), so it can't act with a key.
+
 GET, which opens a server-to-client event stream, gets 405: the MCP transport lets a server
 offer none, and on a sync worker an open stream would hold the worker for as long as the
 client likes. DELETE is answered by the stateless transport itself (405: no session).
