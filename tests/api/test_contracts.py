@@ -211,6 +211,29 @@ def test_an_input_that_breaks_the_schema_is_refused_before_money_moves(
     nothing_moved(funded_alice)
 
 
+def test_an_invalid_input_through_an_api_key_charges_the_key_nothing(funded_alice, typed):
+    from rest_framework.test import APIClient
+
+    from marketplace.apikey_models import ApiKeyCharge
+    from marketplace.apikeys import api_key_create, api_key_spending
+
+    key, raw = api_key_create(
+        user=funded_alice, name="robot", scopes=["tasks:write"], limits={"daily": 1_000_000}
+    )
+    robot = APIClient()
+    robot.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    refused = submit(robot, input={"text": 5})
+    accepted = submit(robot)
+
+    assert error(refused) == (400, "invalid_input")
+    assert accepted.status_code == 201
+    assert ApiKeyCharge.objects.count() == 1
+    key.refresh_from_db()
+    assert api_key_spending(key).daily == 250_000
+    assert balance(funded_alice) == FUNDS - 250_000
+
+
 def test_a_missing_property_is_pointed_at_where_it_would_be(as_alice, funded_alice, bob):
     schema = {
         "type": "object",
