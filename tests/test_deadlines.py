@@ -68,6 +68,7 @@ def test_a_submission_stores_its_deadline(people):
     alice, agent = people
     before = timezone.now()
     task = submit(alice, agent, deadline_seconds=90)
+    assert task.deadline_at is not None
     assert (
         before + timedelta(seconds=90) <= task.deadline_at <= timezone.now() + timedelta(seconds=90)
     )

@@ -26,7 +26,7 @@ from marketplace.task_wait import listener_stop, task_wait
 from tests import wasm_modules as wasm
 from tests.api.conftest import client_for
 from tests.factories import AgentFactory
-from tests.workers import Cluster
+from tests.workers import Cluster, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -62,7 +62,7 @@ def alice_client(alice, bob) -> APIClient:
 
 
 def post(client: APIClient, prefer: str | None = None, key: str | None = None, **body: Any):
-    headers = {}
+    headers: dict[str, Any] = {}
     if prefer is not None:
         headers["HTTP_PREFER"] = prefer
     if key is not None:
@@ -75,6 +75,17 @@ def spin(client: APIClient, prefer: str | None = None, **body: Any):
     return post(client, prefer, agent="spin", fuel_limit=SPIN_FUEL, timeout_ms=3_000, **body)
 
 
+def warm(client: APIClient, cluster: Cluster) -> None:
+    """Wait for the cluster to be up and to have compiled echo: a first task, settled."""
+    first = post(client).json()["id"]
+    wait_for(
+        lambda: Task.objects.filter(pk=first, status="succeeded").exists(),
+        timeout=60,
+        message="the cluster to run a first task",
+        cluster=cluster,
+    )
+
+
 def timed(call: Any) -> tuple[Any, float]:
     started = time.monotonic()
     result = call()
@@ -83,7 +94,7 @@ def timed(call: Any) -> tuple[Any, float]:
 
 def test_a_fast_agent_is_answered_201_with_its_final_task(alice_client):
     with Cluster() as cluster:
-        post(alice_client)  # the worker's first run compiles the module
+        warm(alice_client, cluster)
         latencies = []
         for n in range(20):
             response, seconds = timed(lambda n=n: post(alice_client, "wait=20", input=f"hi {n}"))
@@ -115,7 +126,7 @@ def test_a_slow_agent_is_answered_202_after_the_wait_with_the_task_as_it_stands(
 
         assert response.status_code == 202, (response.content, cluster.output())
         assert response["Preference-Applied"] == "wait=2"
-        assert 2.0 <= seconds < 3.0
+        assert 2.0 <= seconds < 4.0
         assert response.json()["status"] in ("queued", "running")
         assert response.json()["result"] is None
         # The submission's statements plus the wait's: the mark (which reads the status) and
@@ -132,29 +143,37 @@ def test_a_waiting_request_is_woken_by_the_settlement_and_makes_no_more_statemen
     answered when the failure settles, having read the task three times in all."""
     with Cluster() as cluster:
         task_id = spin(alice_client).json()["id"]
+        wait_for(
+            lambda: Task.objects.filter(pk=task_id, status="running").exists(),
+            timeout=30,
+            message="the slow task to start",
+            cluster=cluster,
+        )
         looks = CaptureQueriesContext(connection)
         with looks:
             task, seconds = timed(lambda: task_wait(task_id, 20))
 
         assert task.status == "failed", cluster.output()
         assert task.failure_reason == "timeout"
-        assert 1.0 < seconds < 8.0  # its 3 s run, not the 20 s wait
+        assert 1.0 < seconds < 6.0  # the rest of its 3 s run, not the 20 s wait
         print(f"\nwaited {seconds:.2f} s with {len(looks)} statements")
         # The mark, the read when woken, the final read: nothing in between.
         assert len(looks) <= 3, [q["sql"][:120] for q in looks.captured_queries]
 
 
 def test_a_replay_answers_with_the_final_response_that_was_sent(alice_client):
-    with Cluster():
+    with Cluster() as cluster:
+        warm(alice_client, cluster)
         first = post(alice_client, "wait=20", key="sync-final")
         assert first.status_code == 201
         assert first.json()["status"] == "succeeded"
 
         again, seconds = timed(lambda: post(alice_client, "wait=20", key="sync-final"))
 
-    assert seconds < 1.0
+    assert seconds < 2.0  # from the record: no second wait
     assert (again.status_code, again["Idempotent-Replayed"]) == (201, "true")
     assert again.json() == first.json()  # the final task, as the first answer sent it
     record = IdempotencyRecord.objects.get(key="sync-final")
-    assert record.status_code == 201 and record.response_body["status"] == "succeeded"
-    assert Task.objects.count() == 1
+    assert record.status_code == 201 and record.response_body is not None
+    assert record.response_body["status"] == "succeeded"
+    assert Task.objects.filter(idempotency_key="sync-final").count() == 1

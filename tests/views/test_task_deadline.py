@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.urls import reverse
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def test_the_task_page_shows_the_deadline_and_a_cancellation_for_it(as_alice, alice, echo):
     deposit_create(user_id=alice.pk, amount=1_000_000)
     task = submit(alice, echo, deadline_seconds=600)
-    shown = timezone.localtime(task.deadline_at, timezone.UTC)
+    shown = timezone.localtime(task.deadline_at, UTC)
 
     body = page(as_alice.get(reverse("task-detail", args=[task.pk])))
 
