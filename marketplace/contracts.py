@@ -60,6 +60,11 @@ from marketplace.schemas import (
 # An input is checked under the same bound as compiling a schema: linear-time matching
 # takes milliseconds on a 1 MiB input, so only a pathological schema comes near it.
 INPUT_CHECK_SECONDS = 2.0
+# A check quicker than this is not counted against the user's share of the checker. Counting
+# is two writes to the shared cache, measured at 1.5–3 ms on PostgreSQL: far more than the
+# check of an ordinary input (0.04 ms for a small document; 4 ms for 1 MiB of text, which is
+# counted). A slower check counts in full.
+UNCOUNTED_CHECK_SECONDS = 0.002
 CONTRACT_FIELDS = ("input_schema", "output_schema")
 # Versions are positive database integers; a number outside them names no version.
 MAX_VERSION = 2**31 - 1
@@ -90,9 +95,7 @@ def contract_version(agent: Agent, version: int | None = None) -> AgentBinary:
         return current
     in_range = 1 <= version <= MAX_VERSION
     found = (
-        AgentBinary.objects.filter(agent_id=agent.pk, version=version).first()
-        if in_range
-        else None
+        AgentBinary.objects.filter(agent_id=agent.pk, version=version).first() if in_range else None
     )
     if found is None:
         raise VersionNotFound(
@@ -133,8 +136,9 @@ def input_text(*, binary: AgentBinary, input: Any) -> str:
 def input_prepare(*, binary: AgentBinary, input: Any, user_id: int | None = None) -> str:
     """The input checked against the version's contract, as the task stores it.
 
-    The check runs in the output checker's process (linear time, its own deadline), counted
-    against the user's share of the checker like a schema's compile (SPEC §13, §23)."""
+    The check runs in the output checker's process (linear time, its own deadline); one
+    that takes more than a few milliseconds is counted against the user's share of the
+    checker like a schema's compile (SPEC §13, §23)."""
     text = input_text(binary=binary, input=input)
     size = len(text.encode())
     if size > settings.TASK_MAX_INPUT_BYTES:
@@ -153,7 +157,9 @@ def input_prepare(*, binary: AgentBinary, input: Any, user_id: int | None = None
     )
     if verdict.kind == outputs.BUSY:
         raise SchemaCheckerBusy()
-    checker_time_charge(user_id, time.monotonic() - began)
+    took = time.monotonic() - began
+    if took >= UNCOUNTED_CHECK_SECONDS:
+        checker_time_charge(user_id, took)
     if verdict.ok:
         return text
     if verdict.kind == outputs.FAILS:

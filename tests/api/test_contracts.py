@@ -234,6 +234,18 @@ def test_an_invalid_input_through_an_api_key_charges_the_key_nothing(funded_alic
     assert balance(funded_alice) == FUNDS - 250_000
 
 
+def test_an_input_check_waits_for_the_users_share_of_the_checker(as_alice, funded_alice, typed):
+    from marketplace.schemas import checker_time_charge
+
+    checker_time_charge(funded_alice.pk, 60.0)  # this minute's share, and more, used up
+
+    response = submit(as_alice)
+
+    assert error(response) == (429, "schema_check_budget")
+    assert list(response.json()["error"]["fields"]) == ["input"]
+    nothing_moved(funded_alice)
+
+
 def test_a_missing_property_is_pointed_at_where_it_would_be(as_alice, funded_alice, bob):
     schema = {
         "type": "object",
