@@ -190,3 +190,70 @@ def test_the_migration_gives_every_version_its_agents_output_schema_and_back():
     executor.migrate(executor.loader.graph.leaf_nodes())
     assert AgentBinary.objects.count() == 3
     assert Agent.objects.get(slug="plain").output_schema is None
+
+
+# --- through a real worker ------------------------------------------------------------------
+
+WORDSTATS = (
+    Path(__file__).resolve().parents[1] / "agents" / "dist" / "wordstats.wasm"
+).read_bytes()
+WORDSTATS_CONTRACT = json.loads(
+    (Path(__file__).resolve().parents[1] / "agents" / "contracts" / "wordstats.json").read_text()
+)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_typed_agent_runs_a_pinned_version_through_a_real_worker(client):
+    from escrow.services import deposit_create
+    from marketplace.apikeys import api_key_create
+    from tests.factories import UserFactory
+    from tests.workers import Cluster, wait_for
+
+    alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
+    deposit_create(user_id=alice.pk, amount=FUNDS)
+    agent = AgentFactory.create(owner=bob, slug="wordstats", base_fee=1_000, fuel_price=1_000)
+    binary_upload(agent=agent, data=WORDSTATS, **WORDSTATS_CONTRACT)
+    # Version 2: the same bytes, with no contract (its input is plain text).
+    binary_upload(agent=agent, data=WORDSTATS, input_schema=None, output_schema=None)
+    _, raw = api_key_create(user=alice, name="robot", scopes=["tasks:write", "tasks:read"])
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    body = {"agent": "wordstats", "budget": BUDGET, "version": 1}
+
+    def post(**fields: Any):
+        return client.post(
+            "/api/v1/tasks/", {**body, **fields}, content_type="application/json", **headers
+        )
+
+    refused = post(input={"text": "a", "top": 99})
+    typed = post(input={"text": "b a b", "top": 1})
+    assert refused.status_code == 400 and refused.json()["error"]["fields"] == {"path": "/top"}
+    assert typed.status_code == 201, typed.json()
+    task_id = typed.json()["id"]
+
+    with Cluster() as cluster:
+        wait_for(
+            lambda: Task.objects.get(pk=task_id).is_final,
+            timeout=30,
+            message="task to finish",
+            cluster=cluster,
+        )
+
+    shown = client.get(f"/api/v1/tasks/{task_id}/", **headers).json()
+    assert (shown["status"], shown["version"], shown["input"]) == (
+        "succeeded",
+        1,
+        {"text": "b a b", "top": 1},
+    )
+    assert json.loads(shown["result"]["output"]) == {
+        "words": 3,
+        "unique": 2,
+        "top": [{"word": "b", "count": 2}],
+    }
+    task = Task.objects.get(pk=task_id)
+    signed = payload(task)
+    assert (signed["agent_version"], signed["receipt_version"]) == (1, 2)
+    assert receipt_verify(task.receipt.as_dict())
+    assert task.cost and balance(alice) == FUNDS - task.cost and held_for(alice) == 0
+    assert Task.objects.count() == 1
