@@ -25,6 +25,7 @@ from execution.metrics import recovery_record
 from execution.runs import Execution, affordable_fuel
 from execution.settlement import task_settle
 from marketplace.binaries import binary_read
+from marketplace.contracts import output_schema_of
 from marketplace.errors import TaskStateConflict
 from marketplace.models import Agent, Task
 from marketplace.queues import broker_for
@@ -130,7 +131,7 @@ def check_output(task: Task, execution: Execution) -> Execution:
     checked with it) is nobody's fault here: the task is refunded as not runnable.
     """
     # The requester's own schema, else the contract of the version that ran (SPEC §19).
-    schema = task.output_schema or task.binary.output_schema
+    schema = output_schema_of(task)
     if not execution.succeeded or not schema:
         return execution
     left_ms = max(task.timeout_ms - execution.elapsed_ms, 0)

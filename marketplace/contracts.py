@@ -164,7 +164,7 @@ def input_prepare(*, binary: AgentBinary, input: Any, user_id: int | None = None
         return text
     if verdict.kind == outputs.FAILS:
         raise InvalidInput(verdict.message, path=verdict.path)
-    if verdict.kind == outputs.SCHEMA_INVALID:  # stored before schemas were checked
+    if verdict.kind == outputs.SCHEMA_INVALID:  # compiled at upload, not by this checker
         raise InvalidInput(f"The version's input schema does not compile: {verdict.message}")
     # TOO_SLOW, TOO_BIG: an input this schema cannot be checked on is not accepted.
     raise InvalidInput(f"The input could not be checked against the schema: {verdict.message}.")
