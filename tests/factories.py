@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import base64
 import hashlib
 from pathlib import Path
 from typing import Any
 
 import factory
 import wasmtime
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from escrow.channels import voucher_message
 from escrow.models import Account, Earning
 from escrow.services import deposit_create
 from execution.runs import Execution
@@ -131,3 +135,38 @@ def settled(requester: Any, agent: Agent, execution: Execution = RUN, **options:
     task_claim(task_id=task.pk)
     task_settle(task_id=task.pk, attempt=1, execution=execution)
     return Task.objects.get(pk=task.pk)
+
+
+# --- payment channels --------------------------------------------------------------------
+
+# The requester's voucher key in channel tests (registered with `public(KEY)`).
+KEY = Ed25519PrivateKey.generate()
+
+
+def public(key: Ed25519PrivateKey) -> str:
+    return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+def sign(channel_id: Any, nonce: int, amount: int, key: Ed25519PrivateKey = KEY) -> dict:
+    """A voucher for the channel: `amount` in all up to this `nonce`, signed with `key`."""
+    signature = key.sign(voucher_message(channel_id, nonce, amount))
+    return {
+        "nonce": nonce,
+        "cumulative_amount": amount,
+        "signature": base64.b64encode(signature).decode(),
+    }
+
+
+def channel_tasks(requester: Any, agent: Agent, channel: Any, count: int = 2) -> list[Task]:
+    """`count` tasks paid through the open channel (0.1 CR more on each voucher), settled
+    as `settled` does."""
+    return [
+        settled(
+            requester,
+            agent,
+            payment="channel",
+            channel=str(channel.pk),
+            voucher=sign(channel.pk, nonce, 100_000 * nonce),
+        )
+        for nonce in range(1, count + 1)
+    ]

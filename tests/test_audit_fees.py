@@ -11,8 +11,7 @@ from escrow.channels import channel_close, channel_open, key_register
 from escrow.models import Account, Dispute, Earning, Escrow, Transfer
 from escrow.services import deposit_create, system_account_id, system_balance
 from marketplace.disputes import dispute_accept, dispute_contest, dispute_decide, dispute_file
-from tests.factories import FEE, SHARE, balance, settled
-from tests.test_channels import KEY, public, sign
+from tests.factories import FEE, KEY, SHARE, balance, public, settled, sign
 from tests.test_dispute_edges import BUDGET, COST, DEPOSIT, START, make_agent
 
 

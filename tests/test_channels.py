@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,7 +16,6 @@ from escrow.channels import (
     channels_settle_due,
     custodial_key,
     key_register,
-    voucher_message,
     voucher_sign_custodial,
 )
 from escrow.errors import InsufficientFunds
@@ -26,23 +24,9 @@ from escrow.services import deposit_create, system_balance
 from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent, Task
 from marketplace.services import task_cancel, task_submit
-from tests.factories import AgentBinaryFactory, AgentFactory, held_for
+from tests.factories import KEY, AgentBinaryFactory, AgentFactory, held_for, public, sign
 
-KEY = Ed25519PrivateKey.generate()
 OTHER_KEY = Ed25519PrivateKey.generate()
-
-
-def public(key: Ed25519PrivateKey) -> str:
-    return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
-
-
-def sign(channel_id, nonce: int, amount: int, key: Ed25519PrivateKey = KEY) -> dict:
-    signature = key.sign(voucher_message(channel_id, nonce, amount))
-    return {
-        "nonce": nonce,
-        "cumulative_amount": amount,
-        "signature": base64.b64encode(signature).decode(),
-    }
 
 
 def balance(user) -> int:

@@ -17,11 +17,10 @@ from escrow.channels import channel_close, channel_open, key_register
 from escrow.models import Account, Escrow, PaymentChannel
 from escrow.services import deposit_create, system_balance
 from execution.services import Execution, task_claim, task_settle
-from marketplace.models import Agent, Task
+from marketplace.models import Task
 from marketplace.services import task_submit
 from tests.concurrency import run_threads
-from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory, held_for
-from tests.test_channels import KEY, public, sign
+from tests.factories import KEY, UserFactory, held_for, make_agent, public, sign
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -39,9 +38,7 @@ def setup():
     alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
     deposit_create(user_id=alice.pk, amount=DEPOSIT)
     key_register(user_id=alice.pk, public_key=public(KEY))
-    agent = AgentFactory.create(owner=bob, base_fee=1_000, fuel_price=1_000)
-    Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
-    agent.refresh_from_db()
+    agent = make_agent(bob, fuel_price=1_000)
     channel = channel_open(
         requester_user_id=alice.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=DEPOSIT
     )

@@ -29,8 +29,18 @@ from marketplace.disputes import (
 )
 from marketplace.models import Agent
 from tests.api.conftest import client_for, error
-from tests.factories import FEE, SHARE, AgentBinaryFactory, AgentFactory, balance, held_for, settled
-from tests.test_channels import KEY, public, sign
+from tests.factories import (
+    FEE,
+    KEY,
+    SHARE,
+    AgentBinaryFactory,
+    AgentFactory,
+    balance,
+    held_for,
+    public,
+    settled,
+    sign,
+)
 
 COST = SHARE + FEE  # 3_470
 START = 10_000_000

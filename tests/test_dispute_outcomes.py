@@ -32,8 +32,7 @@ from marketplace.disputes import (
 from reputation.audit import reputation_audit
 from reputation.disputes import reputation_apply_dispute
 from reputation.models import AgentReputation, ReputationEvent
-from tests.factories import FEE, SHARE, balance, settled
-from tests.test_channels import KEY, public, sign
+from tests.factories import FEE, KEY, SHARE, balance, public, settled, sign
 
 pytestmark = pytest.mark.postgres
 

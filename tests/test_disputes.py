@@ -23,8 +23,7 @@ from marketplace.disputes import (
     disputes_resolve_overdue,
 )
 from marketplace.exceptions import TaskNotFound
-from tests.factories import FEE, SHARE, balance, held_for, settled
-from tests.test_channels import KEY, public, sign
+from tests.factories import FEE, KEY, SHARE, balance, channel_tasks, held_for, public, settled
 
 COST = SHARE + FEE  # 3_470
 START = 10_000_000
@@ -164,19 +163,6 @@ def channel(requester, agent, bob):
     return channel_open(
         requester_user_id=requester.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=1_000_000
     )
-
-
-def channel_tasks(requester, agent, channel, count=2):
-    return [
-        settled(
-            requester,
-            agent,
-            payment="channel",
-            channel=str(channel.pk),
-            voucher=sign(channel.pk, nonce, 100_000 * nonce),
-        )
-        for nonce in range(1, count + 1)
-    ]
 
 
 def test_a_refund_on_an_open_channel_lowers_what_it_redeemed(requester, agent, bob, channel):

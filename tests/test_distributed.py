@@ -32,10 +32,9 @@ from marketplace.binaries import binary_upload
 from marketplace.models import Task
 from reputation.audit import reputation_audit
 from reputation.models import ReputationEvent
-from tests.factories import AgentFactory, UserFactory, held_for
+from tests.factories import KEY, AgentFactory, UserFactory, held_for, public, sign
 from tests.hosts import Host, Namespaces, database_address, database_url_via
 from tests.rediscluster import RedisServer
-from tests.test_channels import KEY, public, sign
 from tests.workers import wait_for
 
 pytestmark = [

@@ -16,14 +16,16 @@ from marketplace.models import Agent
 from marketplace.selectors import wallet_summary
 from tests.factories import (
     FEE,
+    KEY,
     SHARE,
     AgentBinaryFactory,
     AgentFactory,
     balance,
+    channel_tasks,
     held_for,
+    public,
     settled,
 )
-from tests.test_channels import KEY, public, sign
 
 
 def later(seconds: int):
@@ -132,16 +134,7 @@ def channel(requester, agent, bob):
 
 
 def test_a_channel_payout_holds_one_earning_per_task(requester, agent, bob, channel):
-    tasks = [
-        settled(
-            requester,
-            agent,
-            payment="channel",
-            channel=str(channel.pk),
-            voucher=sign(channel.pk, nonce, 100_000 * nonce),
-        )
-        for nonce in (1, 2)
-    ]
+    tasks = channel_tasks(requester, agent, channel)
     assert Earning.objects.count() == 0  # nothing moves while the channel is open
     channel_close(channel_id=channel.pk, by_user_id=requester.pk)
 

@@ -19,8 +19,7 @@ from marketplace.binaries import binary_upload
 from marketplace.errors import TooManyTasks
 from marketplace.models import Task
 from marketplace.services import task_cancel, task_submit
-from tests.factories import AgentFactory, UserFactory
-from tests.test_channels import KEY, public, sign
+from tests.factories import KEY, AgentFactory, UserFactory, public, sign
 from tests.workers import Cluster, wait_for
 
 ECHO = Path(__file__).resolve().parent.parent / "agents" / "dist" / "echo.wasm"

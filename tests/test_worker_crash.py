@@ -25,8 +25,7 @@ from marketplace.services import task_submit
 from reputation.audit import reputation_audit
 from reputation.models import ReputationEvent
 from tests import wasm_modules as wasm
-from tests.factories import AgentFactory, UserFactory
-from tests.test_channels import KEY, public, sign
+from tests.factories import KEY, AgentFactory, UserFactory, public, sign
 from tests.workers import Cluster, database_url, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -19,8 +19,7 @@ from marketplace.models import Task
 from marketplace.services import task_submit
 from reputation.models import ReputationEvent
 from tests.concurrency import run_threads
-from tests.factories import AgentFactory, UserFactory, held_for
-from tests.test_channels import KEY, public, sign
+from tests.factories import KEY, AgentFactory, UserFactory, held_for, public, sign
 from tests.workers import Cluster, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

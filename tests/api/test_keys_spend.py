@@ -23,7 +23,7 @@ from marketplace.apikey_models import ApiKey, ApiKeyCharge
 from marketplace.apikeys import KeyRefused, api_key_create, api_key_revoke, api_key_spending
 from marketplace.models import Task
 from marketplace.services import task_submit
-from tests.test_channels import KEY, public, sign
+from tests.factories import KEY, public, sign
 
 from .conftest import error, make_agent
 

@@ -12,16 +12,8 @@ from marketplace.models import Agent, AgentBinary
 from marketplace.services import agent_suspend
 from reputation.policies import Outcome
 from reputation.services import reputation_apply
-from tests.views.conftest import (
-    HTMX,
-    MINIMAL_WASM,
-    earned_by_owner,
-    fragment,
-    make_agent,
-    page,
-    settle,
-    submit,
-)
+from tests.factories import MINIMAL_WASM, make_agent
+from tests.views.conftest import HTMX, earned_by_owner, fragment, page, settle, submit
 
 LIST = reverse("agent-list")
 NEW = reverse("agent-new")

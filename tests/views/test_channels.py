@@ -9,17 +9,8 @@ from django.urls import reverse
 
 from escrow.models import PaymentChannel, Transfer, Voucher
 from marketplace.models import Task
-from tests.factories import held_for
-from tests.views.conftest import (
-    HTMX,
-    balance,
-    cost_of,
-    earned_by_owner,
-    fragment,
-    make_agent,
-    page,
-    settle,
-)
+from tests.factories import balance, held_for, make_agent
+from tests.views.conftest import HTMX, cost_of, earned_by_owner, fragment, page, settle
 
 CHANNELS = reverse("channel-list")
 KEY = "channel-form-key-0123456789"

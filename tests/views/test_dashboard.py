@@ -5,16 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from tests.views.conftest import (
-    HTMX,
-    cost_of,
-    earned_by_owner,
-    fragment,
-    make_agent,
-    page,
-    settle,
-    submit,
-)
+from tests.factories import make_agent
+from tests.views.conftest import HTMX, cost_of, earned_by_owner, fragment, page, settle, submit
 
 DASHBOARD = reverse("dashboard")
 

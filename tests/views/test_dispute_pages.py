@@ -13,7 +13,7 @@ from escrow.channels import channel_close, channel_open, key_register
 from escrow.earnings import earnings_release_due
 from escrow.models import Dispute, Earning
 from marketplace.disputes import dispute_file
-from tests.test_channels import KEY, public, sign
+from tests.factories import KEY, public, sign
 from tests.views.conftest import (
     FUNDS,
     HTMX,
