@@ -163,8 +163,7 @@ def _task(binary: AgentBinary) -> dict[str, Any]:
                     "elapsed_ms": nullable_int,
                     "output_sha256": {
                         "type": "string",
-                        "description": "Hex SHA-256 of the raw stdout bytes; the receipt "
-                        "signs it.",
+                        "description": "Hex SHA-256 of the raw stdout bytes; the receipt signs it.",
                     },
                 },
             },
@@ -172,8 +171,17 @@ def _task(binary: AgentBinary) -> dict[str, Any]:
                 "type": ["object", "null"],
                 "properties": {"id": {"type": "integer"}, "status": {"type": "string"}},
             },
+            "payment": {"enum": list(Task.Payment.values)},
+            "fuel_limit": {"type": "integer"},
+            "memory_limit_mb": {"type": "integer"},
+            "timeout_ms": {"type": "integer"},
+            "min_reputation": {"type": "string"},
+            "output_schema": {"type": ["object", "null"]},
+            "attempts": {"type": "integer"},
             "created_at": {"type": "string", "format": "date-time"},
+            "started_at": {"type": ["string", "null"], "format": "date-time"},
             "finished_at": {"type": ["string", "null"], "format": "date-time"},
+            "deadline_at": {"type": ["string", "null"], "format": "date-time"},
         },
     }
 

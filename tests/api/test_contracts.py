@@ -366,6 +366,29 @@ def test_each_agents_openapi_document_validates_and_types_its_run(as_alice, type
     assert untyped_body["application/json"]["schema"]["properties"]["input"]["type"] == "string"
 
 
+def test_a_real_task_matches_the_documents_task_and_its_output_the_output_schema(
+    as_alice, funded_alice, typed
+):
+    import jsonschema
+
+    from execution.services import Execution, task_claim, task_settle
+
+    task_id = submit(as_alice, input={"text": "a b a"}).json()["id"]
+    claim = task_claim(task_id=task_id)
+    assert claim is not None
+    output = b'{"words": 3}'
+    ran = Execution(reason="", exit_code=0, fuel_used=1_000, stdout=output)
+    assert task_settle(task_id=task_id, attempt=claim[1], execution=ran)
+    document = as_alice.get(f"{AGENTS}typed/openapi.json").json()
+    shown = as_alice.get(f"{TASKS}{task_id}/").json()
+
+    task_schema = document["components"]["schemas"]["Task"]
+    jsonschema.Draft202012Validator(task_schema).validate(shown)
+    output_schema = task_schema["properties"]["result"]["properties"]["output"]["contentSchema"]
+    jsonschema.Draft202012Validator(output_schema).validate(json.loads(shown["result"]["output"]))
+    assert shown["status"] == "succeeded" and set(shown) <= set(task_schema["properties"])
+
+
 def test_a_schemas_own_references_still_resolve_in_the_document(as_alice, bob):
     schema = {
         "type": "object",
