@@ -1,4 +1,5 @@
-"""The reputation chart of an agent's page: an SVG line drawn from its event log."""
+"""The charts' frame (its size, margins and plot area, drawn by templates/includes/chart.html)
+and the reputation chart of an agent's page: an SVG line drawn from its event log."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ class ChartPoint:
 
 
 @dataclass
-class ReputationChart:
-    """An SVG line of the score after each event, drawn from the event log."""
+class ChartFrame:
+    """An SVG chart's size and margins: the plot is what the margins leave. A chart adds
+    its `grid` (each grid line's height and label) and the `first_label` and `last_label`
+    under the plot's two ends."""
 
     width: int = 640
     height: int = 220
@@ -28,6 +31,24 @@ class ReputationChart:
     right: int = 12
     top: int = 14
     bottom: int = 30
+
+    @property
+    def plot_left(self) -> int:
+        return self.left
+
+    @property
+    def plot_right(self) -> int:
+        return self.width - self.right
+
+    @property
+    def plot_bottom(self) -> int:
+        return self.height - self.bottom
+
+
+@dataclass
+class ReputationChart(ChartFrame):
+    """An SVG line of the score after each event, drawn from the event log."""
+
     points: list[ChartPoint] = field(default_factory=list)
     grid: list[tuple[float, str]] = field(default_factory=list)
     first_label: str = ""
@@ -48,18 +69,6 @@ class ReputationChart:
             + " ".join(f"L{p.x:.1f},{p.y:.1f}" for p in self.points)
             + f" L{self.points[-1].x:.1f},{base} Z"
         )
-
-    @property
-    def plot_left(self) -> int:
-        return self.left
-
-    @property
-    def plot_right(self) -> int:
-        return self.width - self.right
-
-    @property
-    def plot_bottom(self) -> int:
-        return self.height - self.bottom
 
 
 CHART_EVENTS = 200

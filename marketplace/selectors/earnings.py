@@ -12,6 +12,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from escrow.models import Earning
+from marketplace.selectors.charts import ChartFrame
 from marketplace.selectors.wallet import wallet_of
 
 PENDING_SHOWN = 50
@@ -56,32 +57,15 @@ class EarningsBar:
 
 
 @dataclass
-class EarningsChart:
+class EarningsChart(ChartFrame):
     """Stacked bars, one a day: the day's earnings already released to the wallet below,
     those still held (or frozen by a dispute) above. Refunded earnings are not earnings."""
 
-    width: int = 640
-    height: int = 220
-    left: int = 64
-    right: int = 12
-    top: int = 14
-    bottom: int = 30
+    left: int = 64  # room for amounts in CR
     bars: list[EarningsBar] = field(default_factory=list)
     grid: list[tuple[float, int]] = field(default_factory=list)
     released: int = 0
     pending: int = 0
-
-    @property
-    def plot_left(self) -> int:
-        return self.left
-
-    @property
-    def plot_right(self) -> int:
-        return self.width - self.right
-
-    @property
-    def plot_bottom(self) -> int:
-        return self.height - self.bottom
 
     @property
     def first_label(self) -> str:
