@@ -25,7 +25,6 @@ from escrow.deposits import deposit_run
 from escrow.errors import EscrowStateError, IdempotencyConflict, InvalidAmount
 from escrow.holds import Share, earnings_hold, holding
 from escrow.ledger import Leg, ledger_post, validate_amount, wallet_id
-from escrow.ledger import wallet_open as wallet_open
 from escrow.models import Account, Escrow, PaymentChannel, Transfer
 from escrow.system_accounts import shard_for as shard_for
 from escrow.system_accounts import system_account_id as system_account_id

@@ -17,14 +17,9 @@ from escrow.channels import (
     voucher_verify,
 )
 from escrow.errors import IdempotencyConflict, InvalidAmount
+from escrow.ledger import wallet_open
 from escrow.models import Escrow
-from escrow.services import (
-    escrow_cancel,
-    escrow_create,
-    escrow_open_funded,
-    escrow_refund,
-    wallet_open,
-)
+from escrow.services import escrow_cancel, escrow_create, escrow_open_funded, escrow_refund
 from marketplace.apikeys import api_key_charge_task, api_key_give_back
 from marketplace.contracts import contract_version, input_prepare
 from marketplace.errors import (
