@@ -29,8 +29,7 @@ from marketplace.webhooks.outbox import webhook_create
 from reputation.models import ReputationEvent
 from tests import wasm_modules as wasm
 from tests.api.conftest import client_for
-from tests.factories import AgentFactory, balance
-from tests.test_channels import KEY, public, sign
+from tests.factories import KEY, AgentFactory, balance, public, sign
 from tests.workers import Cluster, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

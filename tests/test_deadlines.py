@@ -15,7 +15,7 @@ import pytest
 from django.utils import timezone
 
 from escrow.audit import ledger_audit
-from escrow.channels import key_register
+from escrow.channels import channel_open, key_register
 from escrow.models import Escrow, PaymentChannel
 from escrow.services import deposit_create
 from execution.deadlines import deadlines_sweep, tasks_cancel_overdue
@@ -29,8 +29,7 @@ from marketplace.services import task_submit
 from marketplace.webhooks.models import WebhookDelivery
 from marketplace.webhooks.outbox import webhook_create
 from reputation.models import ReputationEvent
-from tests.factories import balance, make_agent
-from tests.test_channels import KEY, public, sign
+from tests.factories import KEY, balance, make_agent, public, sign
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,8 +148,6 @@ def test_a_running_task_is_not_cancelled_by_its_deadline(people):
 def test_a_channel_paid_task_past_its_deadline_releases_its_reservation(people, bob):
     alice, agent = people
     key_register(user_id=alice.pk, public_key=public(KEY))
-    from escrow.channels import channel_open
-
     channel = channel_open(
         requester_user_id=alice.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=1_000_000
     )
