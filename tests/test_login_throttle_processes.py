@@ -8,19 +8,14 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.gunicorn_server import gunicorn_serving
 from tests.test_development_env import clean_manage, make_dev_env
-
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
 
@@ -103,34 +98,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pat
     spool = tmp_path_factory.mktemp("spool")
     path = data_dir / "web.sock"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DATA_DIR": str(data_dir)}
-    gunicorn = ["gunicorn", "marketplace.wsgi", "--workers", "2", "--bind", f"unix:{path}"]
-    web = subprocess.Popen(
-        [sys.executable, "-m", *gunicorn, "--log-level", "warning"],
-        cwd=ROOT,
+
+    def probe() -> None:
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.connect(str(path))
+
+    with gunicorn_serving(
+        ["--workers", "2", "--bind", f"unix:{path}"],
         # TMPDIR: where Django spools uploaded files.
         env={**env, "NUM_PROXIES": "1", "TMPDIR": str(spool)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert web.poll() is None, web.communicate()[0]
-            try:
-                with socket.socket(socket.AF_UNIX) as probe:
-                    probe.connect(str(path))
-                break
-            except OSError:
-                time.sleep(0.2)
+        probe=probe,
+    ):
         yield data_dir, path, spool
-    finally:
-        web.send_signal(signal.SIGTERM)
-        try:
-            web.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            web.kill()
-            web.wait()
 
 
 def test_logins_count_across_processes(server):
