@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from escrow.channels import voucher_message
-from escrow.models import Account, Earning
+from escrow.channels import channel_open, key_register, voucher_message
+from escrow.models import Account, Earning, PaymentChannel
 from escrow.services import deposit_create
 from execution.runs import Execution
 from execution.services import task_claim, task_settle
@@ -157,16 +157,29 @@ def sign(channel_id: Any, nonce: int, amount: int, key: Ed25519PrivateKey = KEY)
     }
 
 
+def channel_opened(
+    requester: Any, agent: Agent, payee: Any, *, deposit: int = 1_000_000
+) -> PaymentChannel:
+    """A channel from the requester, whose voucher key is KEY, to the agent's owner."""
+    key_register(user_id=requester.pk, public_key=public(KEY))
+    return channel_open(
+        requester_user_id=requester.pk, agent_id=agent.pk, payee_user_id=payee.pk, deposit=deposit
+    )
+
+
+def paid_by(channel: Any, nonce: int, amount: int) -> dict[str, Any]:
+    """A submission's options to pay through the channel: a voucher for `amount` in all."""
+    return {
+        "payment": "channel",
+        "channel": str(channel.pk),
+        "voucher": sign(channel.pk, nonce, amount),
+    }
+
+
 def channel_tasks(requester: Any, agent: Agent, channel: Any, count: int = 2) -> list[Task]:
     """`count` tasks paid through the open channel (0.1 CR more on each voucher), settled
     as `settled` does."""
     return [
-        settled(
-            requester,
-            agent,
-            payment="channel",
-            channel=str(channel.pk),
-            voucher=sign(channel.pk, nonce, 100_000 * nonce),
-        )
+        settled(requester, agent, **paid_by(channel, nonce, 100_000 * nonce))
         for nonce in range(1, count + 1)
     ]

@@ -32,7 +32,7 @@ from marketplace.disputes import (
 from reputation.audit import reputation_audit
 from reputation.disputes import reputation_apply_dispute
 from reputation.models import AgentReputation, ReputationEvent
-from tests.factories import FEE, KEY, SHARE, balance, public, settled, sign
+from tests.factories import FEE, KEY, SHARE, balance, paid_by, public, settled
 
 pytestmark = pytest.mark.postgres
 
@@ -216,14 +216,7 @@ def keyed_channel(requester, agent, bob):
         payee_user_id=bob.pk,
         deposit=DEPOSIT,
     )
-    task = settled(
-        requester,
-        agent,
-        payment="channel",
-        channel=str(channel.pk),
-        voucher=sign(channel.pk, 1, BUDGET),
-        api_key=key,
-    )
+    task = settled(requester, agent, **paid_by(channel, 1, BUDGET), api_key=key)
     assert not ApiKeyCharge.objects.filter(task=task).exists()  # the deposit counted
     return key, channel, task
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from escrow.channels import channel_close, channel_open, key_register
+from escrow.channels import channel_close
 from escrow.disputes import DisputeAlreadyOpen, DisputeStateError, DisputeWindowClosed
 from escrow.earnings import earnings_release_due
 from escrow.models import Dispute, Earning, PaymentChannel, Transfer
@@ -23,7 +23,7 @@ from marketplace.disputes import (
     disputes_resolve_overdue,
 )
 from marketplace.exceptions import TaskNotFound
-from tests.factories import FEE, KEY, SHARE, balance, channel_tasks, held_for, public, settled
+from tests.factories import FEE, SHARE, balance, channel_opened, channel_tasks, held_for, settled
 
 COST = SHARE + FEE  # 3_470
 START = 10_000_000
@@ -159,10 +159,7 @@ def test_both_sides_list_their_disputes(requester, agent, bob, charlie):
 
 @pytest.fixture
 def channel(requester, agent, bob):
-    key_register(user_id=requester.pk, public_key=public(KEY))
-    return channel_open(
-        requester_user_id=requester.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=1_000_000
-    )
+    return channel_opened(requester, agent, bob)
 
 
 def test_a_refund_on_an_open_channel_lowers_what_it_redeemed(requester, agent, bob, channel):

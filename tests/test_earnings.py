@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from escrow.channels import channel_close, channel_open, key_register
+from escrow.channels import channel_close
 from escrow.earnings import earnings_release_due, pending_earnings
 from escrow.models import Earning, Escrow, Transfer
 from escrow.services import system_account_id, system_balance, wallet_id
@@ -16,14 +16,13 @@ from marketplace.models import Agent
 from marketplace.selectors import wallet_summary
 from tests.factories import (
     FEE,
-    KEY,
     SHARE,
     AgentBinaryFactory,
     AgentFactory,
     balance,
+    channel_opened,
     channel_tasks,
     held_for,
-    public,
     settled,
 )
 
@@ -127,10 +126,7 @@ def test_the_wallet_shows_pending_earnings_and_the_next_release(
 
 @pytest.fixture
 def channel(requester, agent, bob):
-    key_register(user_id=requester.pk, public_key=public(KEY))
-    return channel_open(
-        requester_user_id=requester.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=1_000_000
-    )
+    return channel_opened(requester, agent, bob)
 
 
 def test_a_channel_payout_holds_one_earning_per_task(requester, agent, bob, channel):

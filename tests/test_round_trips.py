@@ -6,20 +6,16 @@ and COMMIT among them. `round_trips()` is the helper benchmarks can call to coun
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from escrow.channels import channel_open, key_register, voucher_message
 from escrow.earning_models import Earning
 from escrow.errors import EscrowStateError
 from escrow.models import Escrow, Transfer
@@ -32,11 +28,11 @@ from marketplace.services import task_submit
 from marketplace.webhooks.keyring import secret_encrypt
 from marketplace.webhooks.models import WebhookDelivery, WebhookEndpoint
 from reputation.models import ReputationEvent
+from tests.factories import channel_opened, paid_by
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 ESCROW_BUDGET = 10
-KEY = Ed25519PrivateKey.generate()
 
 
 def round_trips(run: Callable[[], Any]) -> tuple[int, list[str]]:
@@ -136,31 +132,13 @@ def test_a_submission_with_an_api_key_takes_at_most_ten_round_trips(requester, a
     assert count <= ESCROW_BUDGET
 
 
-def _public(key: Ed25519PrivateKey) -> str:
-    return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
-
-
-def _voucher(channel_id: Any, nonce: int, amount: int) -> dict[str, Any]:
-    signature = KEY.sign(voucher_message(channel_id, nonce, amount))
-    return {
-        "nonce": nonce,
-        "cumulative_amount": amount,
-        "signature": base64.b64encode(signature).decode(),
-    }
-
-
 def channel_settlement_round_trips(requester, agent, bob) -> tuple[int, list[str]]:
-    key_register(user_id=requester.pk, public_key=_public(KEY))
-    channel = channel_open(
-        requester_user_id=requester.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=1_000_000
-    )
+    channel = channel_opened(requester, agent, bob)
     tasks = [
         _submit(
             requester,
             agent,
-            payment="channel",
-            channel=str(channel.pk),
-            voucher=_voucher(channel.pk, nonce, 100_000 * nonce),
+            **paid_by(channel, nonce, 100_000 * nonce),
         )
         for nonce in (1, 2)
     ]
@@ -169,18 +147,13 @@ def channel_settlement_round_trips(requester, agent, bob) -> tuple[int, list[str
 
 
 def test_a_submission_paid_by_a_channel_takes_at_most_ten_round_trips(requester, agent, bob):
-    key_register(user_id=requester.pk, public_key=_public(KEY))
-    channel = channel_open(
-        requester_user_id=requester.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=1_000_000
-    )
+    channel = channel_opened(requester, agent, bob)
 
     def submit(nonce: int) -> Task:
         return _submit(
             requester,
             agent,
-            payment="channel",
-            channel=str(channel.pk),
-            voucher=_voucher(channel.pk, nonce, 100_000 * nonce),
+            **paid_by(channel, nonce, 100_000 * nonce),
         )
 
     submit(1)
@@ -290,16 +263,11 @@ def test_a_claim_is_one_statement_returning_the_task_its_agent_and_binary(reques
 
 
 def test_a_channel_settlement_refused_in_its_statement_writes_nothing(requester, agent, bob):
-    key_register(user_id=requester.pk, public_key=_public(KEY))
-    channel = channel_open(
-        requester_user_id=requester.pk, agent_id=agent.pk, payee_user_id=bob.pk, deposit=1_000_000
-    )
+    channel = channel_opened(requester, agent, bob)
     task = _submit(
         requester,
         agent,
-        payment="channel",
-        channel=str(channel.pk),
-        voucher=_voucher(channel.pk, 1, 100_000),
+        **paid_by(channel, 1, 100_000),
     )
     claim = task_claim(task_id=task.pk)
     assert claim is not None
