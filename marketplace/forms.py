@@ -22,6 +22,7 @@ from django.db.models import F, QuerySet
 
 from marketplace.agent_forms import AgentLimitsForm, ContractForm
 from marketplace.models import Agent
+from marketplace.task_input import InputFieldsForm
 from marketplace.templatetags.exchange import MICRO, format_credits
 
 CREDITS_PATTERN = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)")
@@ -311,7 +312,7 @@ class ChannelOpenForm(IdempotentForm):
         field.queryset = task_agents()
 
 
-class TaskForm(IdempotentForm):
+class TaskForm(IdempotentForm, InputFieldsForm):
     agent = AgentChoiceField(
         label="Agent",
         queryset=Agent.objects.none(),
@@ -388,6 +389,9 @@ class TaskForm(IdempotentForm):
         field = self.fields["agent"]
         assert isinstance(field, AgentChoiceField)
         field.queryset = task_agents()
+        # The input fields are those of the chosen agent's current version: its input
+        # schema's, or the text area when it has none (SPEC §19).
+        self.use_agent_input()
         for name in self.ADVANCED:
             self.fields[name].widget.attrs.setdefault("placeholder", "default")
         self.channels = {str(channel.pk): channel for channel in channels}
@@ -415,9 +419,12 @@ class TaskForm(IdempotentForm):
         channel, agent = cleaned.get("payment"), cleaned.get("agent")
         if channel is not None and agent is not None and channel.agent_id != agent.pk:
             self.add_error("payment", f"This channel pays {channel.agent.name}, not {agent.name}.")
+        self.clean_input_document(cleaned)
         return cleaned
 
-    def clean_input(self) -> str:
+    def clean_input(self) -> Any:
+        if self.input_form is not None:
+            return self.cleaned_data.get("input")  # a field of the input schema's
         text = self.cleaned_data.get("input") or ""
         size = len(text.encode())
         if size > settings.TASK_MAX_INPUT_BYTES:

@@ -26,7 +26,27 @@ QUOTE_TRIGGERS = {
     "input": "input changed delay:300ms",
     "fuel_limit": "input changed delay:300ms",
 }
-INPUT_BYTES_JS = 'js:{input_bytes: new Blob([document.getElementById("id_input").value]).size}'
+# Widgets of an input schema's fields whose value changes as one types (a checkbox, a
+# select or a date picker is chosen: `change`).
+TYPED = {"text", "email", "url"}
+# The size of the input as typed: the text area's bytes; for the fields of an input schema,
+# about the document's: its objects' braces (data-skeleton-bytes) plus, for each field
+# filled in, its key (data-json-bytes) and what is typed in it. The server measures the
+# document itself when it draws the page (TaskForm.input_bytes).
+INPUT_BYTES_JS = (
+    "js:{input_bytes: (function (text, fields) {"
+    " if (text) return new Blob([text.value]).size;"
+    " if (!fields) return 0;"
+    " var size = Number(fields.dataset.skeletonBytes) || 0;"
+    ' fields.querySelectorAll("input:not([type=hidden]), textarea, select").forEach(function (e) {'
+    " var key = Number(e.dataset.jsonBytes) || 0;"
+    ' if (e.type === "checkbox" && e.hasAttribute("value"))'
+    " size += e.checked ? e.value.length + 1 : 0;"
+    ' else if (e.type === "checkbox") size += key + (e.checked ? 4 : 5);'
+    " else if (e.value) size += key + new Blob([e.value]).size; });"
+    " return size;"
+    ' })(document.getElementById("id_input"), document.getElementById("task-input-fields"))}'
+)
 
 
 def quote_live(form: Any) -> None:
@@ -43,7 +63,14 @@ def quote_live(form: Any) -> None:
         "hx-disabled-elt": "unset",
     }
     for name, trigger in QUOTE_TRIGGERS.items():
-        form.fields[name].widget.attrs.update(attrs, **{"hx-trigger": trigger})
+        if name in form.fields:
+            form.fields[name].widget.attrs.update(attrs, **{"hx-trigger": trigger})
+    # The fields of an input schema, when the agent has one, instead of the text area.
+    input_form = getattr(form, "input_form", None)
+    for leaf in input_form.leaves() if input_form is not None else ():
+        widget = form.fields[leaf.name].widget
+        typed = getattr(widget, "input_type", "text") in TYPED  # a text area has none
+        widget.attrs.update(attrs, **{"hx-trigger": QUOTE_TRIGGERS["input"] if typed else "change"})
 
 
 def _number(raw: Any, maximum: int) -> int | None:
@@ -64,11 +91,10 @@ def _quote(slug: Any, input_bytes: int | None, fuel_limit: int | None) -> Quote 
 
 def quote_context(form: Any) -> dict[str, Any]:
     """The quote for what the form holds now (shown when the page is first drawn)."""
-    text = form["input"].value() or ""
     return {
         "quote": _quote(
             form["agent"].value(),
-            len(str(text).encode()),
+            form.input_bytes(),
             _number(form["fuel_limit"].value(), settings.TASK_MAX_FUEL),
         )
     }

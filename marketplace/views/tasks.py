@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.http import Http404, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -34,6 +35,7 @@ from marketplace.errors import (
     AgentUnavailable,
     BudgetTooLow,
     InputTooLarge,
+    InvalidInput,
     InvalidOutputSchema,
     LimitExceeded,
     TooManyTasks,
@@ -55,7 +57,7 @@ from marketplace.views.common import (
     user_of,
 )
 from marketplace.views.disputes import task_dispute_context
-from marketplace.views.quotes import quote_context, quote_live
+from marketplace.views.quotes import INPUT_BYTES_JS, quote_context, quote_live
 
 TASKS_PAGE_SIZE = 25
 
@@ -130,6 +132,9 @@ def _task_error(form: TaskForm, exc: DomainError) -> None:
             "the most you can have at once. Submit this one when some of them have finished.",
         )
         return
+    if isinstance(exc, InvalidInput):
+        form.add_input_error(exc.path, exc.message)
+        return
     for error_class, name in TASK_ERROR_FIELDS:
         if isinstance(exc, error_class):
             message = exc.message
@@ -138,7 +143,9 @@ def _task_error(form: TaskForm, exc: DomainError) -> None:
             elif isinstance(exc, BudgetTooLow):
                 fee = form.cleaned_data["agent"].base_fee
                 message = f"The budget is below the agent's base fee of {format_credits(fee)}."
-            form.add_error(name, message)
+            # An input schema's fields stand where the text area was: "input" is then the
+            # whole input's (a fieldset, shown at the top of the form).
+            form.add_error(name if name in form.fields else None, message)
             return
     form.add_error(None, exc.message)
 
@@ -163,52 +170,95 @@ def task_list(request: HtmxHttpRequest) -> HttpResponse:
     return render_page(request, "tasks/list.html", context, fragment="rows")
 
 
+def _submit(request: HtmxHttpRequest, form: TaskForm) -> TaskForm | HttpResponseBase:
+    """Submit the task the form describes: the task's page, or the form with its errors."""
+    user = user_of(request)
+    refusal = submission_refusal(request) if form.is_valid() else None
+    if refusal is not None:
+        form.add_error(None, refusal)
+    elif form.is_valid():
+        data = form.cleaned_data
+        form, task = submit_money_form(
+            form,
+            lambda: task_submit(
+                requester=user,
+                **_payment(user, data["payment"], data["budget"]),
+                agent=data["agent"],
+                input=data["input"],
+                budget=data["budget"],
+                fuel_limit=data["fuel_limit"],
+                memory_limit_mb=data["memory_limit_mb"],
+                timeout_ms=data["timeout_ms"],
+                min_reputation=data["min_reputation"],
+                output_schema=data["output_schema"],
+                idempotency_key=data["idempotency_key"],
+            ),
+            reused="This form was already submitted with other values. Check them and "
+            "submit again to create a new task.",
+            on_error=_task_error,
+        )
+        if task is not None:
+            messages.success(request, f"Task submitted to {task.agent.name}.")
+            return go_to(request, reverse("task-detail", args=[task.pk]))
+    return form
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 def task_new(request: HtmxHttpRequest) -> HttpResponseBase:
     user = user_of(request)
     channels = list(selectors.open_channels_of(user))
+    input_notice = None
     if request.method == "POST":
         form = TaskForm(request.POST, channels=channels)
-        refusal = submission_refusal(request) if form.is_valid() else None
-        if refusal is not None:
-            form.add_error(None, refusal)
-        elif form.is_valid():
-            data = form.cleaned_data
-            form, task = submit_money_form(
-                form,
-                lambda: task_submit(
-                    requester=user,
-                    **_payment(user, data["payment"], data["budget"]),
-                    agent=data["agent"],
-                    input=data["input"],
-                    budget=data["budget"],
-                    fuel_limit=data["fuel_limit"],
-                    memory_limit_mb=data["memory_limit_mb"],
-                    timeout_ms=data["timeout_ms"],
-                    min_reputation=data["min_reputation"],
-                    output_schema=data["output_schema"],
-                    idempotency_key=data["idempotency_key"],
-                ),
-                reused="This form was already submitted with other values. Check them and "
-                "submit again to create a new task.",
-                on_error=_task_error,
-            )
-            if task is not None:
-                messages.success(request, f"Task submitted to {task.agent.name}.")
-                return go_to(request, reverse("task-detail", args=[task.pk]))
+        if form.input_changed() or "show_input" in request.POST:
+            # Without JavaScript, choosing another agent changes no fields until the form
+            # comes back: it comes back with that agent's input fields, and nothing is run.
+            if form.input_changed():
+                input_notice = _input_notice(form)
+            form = form.with_agent_input()
+        else:
+            answer = _submit(request, form)
+            if not isinstance(answer, TaskForm):
+                return answer
+            form = answer
     else:
         initial = {"agent": request.GET.get("agent"), "payment": request.GET.get("channel")}
         form = TaskForm(initial=initial, channels=channels)
+        if request.htmx and request.htmx.target == "task-input":
+            return _input_fields(request, form)
     quote_live(form)
     context = {
         "form": form,
+        "input_notice": input_notice,
         "summary": selectors.wallet_summary(user),
         "has_agents": form.fields["agent"].queryset.exists(),  # type: ignore[attr-defined]
         "fee_percent": f"{Decimal(settings.PLATFORM_FEE_BPS) / 100:g}",
         **quote_context(form),
     }
     return render_page(request, "tasks/new.html", context, fragment="form")
+
+
+def _input_notice(form: TaskForm) -> str:
+    agent = form.input_agent
+    assert agent is not None
+    if form.input_form is None:
+        return f"{agent.name} takes its input as text: type it below and submit again."
+    return f"These are the input fields {agent.name} asks for: fill them in and submit again."
+
+
+def _input_fields(request: HtmxHttpRequest, form: TaskForm) -> HttpResponse:
+    """The input fields for the agent just chosen (htmx), or 204 when they are the same as
+    those on the page, so that nothing typed in them is lost."""
+    if request.GET.get("input_contract", "") == form.input_contract:
+        response = HttpResponse(status=204)
+    else:
+        quote_live(form)
+        # The quote asked for when the agent changed measured the old fields: ask again.
+        context = {"form": form, "requote": True, "quote_vals": INPUT_BYTES_JS}
+        response = render_page(request, "tasks/new.html", context, fragment="input")
+    patch_vary_headers(response, ("HX-Request", "HX-Target"))
+    return response
 
 
 def _task_context(task: Task) -> dict[str, Any]:
