@@ -505,6 +505,12 @@ KEYS = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size
 LINE = st.text(
     st.characters(codec="utf-8", exclude_categories=["Cs", "Zl", "Zp", "Cc"]), max_size=12
 ).filter(lambda s: s.strip() != "")
+# Text typed in a field: no NUL (Django's text fields refuse it, as a person can't type it).
+TYPED = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00"),
+    min_size=1,
+    max_size=20,
+)
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | FINITE | st.text(max_size=8)
 
@@ -513,9 +519,7 @@ JSON_SCALARS = st.none() | st.booleans() | st.integers() | FINITE | st.text(max_
 def scalar_case(draw: Any) -> tuple[dict[str, Any], Any]:
     kind = draw(st.sampled_from(["string", "short", "integer", "number", "enum", "boolean"]))
     if kind == "string":
-        return {"type": "string"}, draw(
-            st.text(min_size=1, max_size=20).map(lambda s: s.replace("\r", ""))
-        )
+        return {"type": "string"}, draw(TYPED.map(lambda s: s.replace("\r", "")))
     if kind == "short":
         return {"type": "string", "maxLength": 20}, draw(LINE)
     if kind == "integer":
