@@ -15,12 +15,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 
 from marketplace.schema_form import EMPTY, Group, InputForm, LayoutItem, Leaf, parse_json
+
+# How the contract check words a failure (execution.engine.outputs): "input fails the
+# schema at /options/code: "ABC" does not match "^[a-z]+$"".
+CHECKER_PREFIX = re.compile(r"^input fails the schema(?: at \S*)?: ")
 
 
 class InputFieldsForm(forms.Form):
@@ -106,6 +111,9 @@ class InputFieldsForm(forms.Form):
             self.add_error("input", message)
             return
         name = self.input_form.field_for(pointer)
+        if pointer:
+            # Next to its field, the place it names goes without saying.
+            message = CHECKER_PREFIX.sub("", message, count=1) or message
         if name in self.fields:
             self.add_error(name, message)
         else:

@@ -20,7 +20,7 @@ from marketplace.schema_form import (
     parse_number,
 )
 
-WORD_COUNT = {
+WORD_COUNT: dict[str, Any] = {
     "type": "object",
     "title": "Word count",
     "required": ["text"],
@@ -75,23 +75,37 @@ def leaf(input_form: InputForm, name: str) -> Leaf:
 def test_each_property_gets_a_field_named_by_its_json_pointer():
     input_form = InputForm(WORD_COUNT)
 
+    # The required first, as `required` lists them, then the others alphabetically.
     assert list(input_form.fields) == [
         "input/text",
-        "input/mode",
-        "input/top",
-        "input/ratio",
         "input/case_sensitive",
-        "input/stopwords",
-        "input/weights",
         "input/languages",
+        "input/mode",
         "input/options/min_length",
-        "input/options/strip_punctuation",
         "input/options/separator",
+        "input/options/strip_punctuation",
+        "input/ratio",
+        "input/stopwords",
+        "input/top",
+        "input/weights",
     ]
     kinds = {item.name: item.kind for item in input_form.leaves()}
     assert kinds["input/text"] == "string" and kinds["input/mode"] == "enum"
     assert kinds["input/top"] == "integer" and kinds["input/ratio"] == "number"
     assert kinds["input/case_sensitive"] == "boolean" and kinds["input/stopwords"] == "array"
+
+
+def test_the_order_of_the_fields_does_not_depend_on_the_order_of_the_keys():
+    # PostgreSQL's jsonb keeps no key order: a stored schema comes back in another one.
+    reordered = {**WORD_COUNT, "properties": dict(reversed(WORD_COUNT["properties"].items()))}
+    assert list(InputForm(reordered).fields) == list(InputForm(WORD_COUNT).fields)
+    ordered = {**WORD_COUNT, "propertyOrder": ["top", "mode", "nope"]}
+    assert list(InputForm(ordered).fields)[:4] == [
+        "input/top",
+        "input/mode",
+        "input/text",
+        "input/case_sensitive",
+    ]
 
 
 def test_widgets_fit_the_types():

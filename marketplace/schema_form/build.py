@@ -175,7 +175,8 @@ class Builder:
                 required=required,
                 help_text=description_of(schema),
             )
-            for child_key, child_schema in properties.items():
+            for child_key in property_order(properties, names, schema.get("propertyOrder")):
+                child_schema = properties[child_key]
                 if child_schema is False:
                     continue  # a property that may never be there gets no field
                 child_default = (
@@ -379,6 +380,19 @@ class Builder:
             schema=schema,
             default=default,
         )
+
+
+def property_order(properties: dict[str, Any], required: Any, order: Any) -> list[str]:
+    """The order of an object's fields. PostgreSQL's jsonb keeps no key order, so the order
+    a schema was written in is gone once stored: `propertyOrder` (a list of keys) when the
+    schema gives one, else the required properties as `required` lists them, then the
+    others in alphabetical order; the same on every database."""
+    keys: list[str] = []
+    for listed in (order, required):
+        if isinstance(listed, list):
+            keys += [k for k in listed if isinstance(k, str) and k in properties and k not in keys]
+    rest = sorted((k for k in properties if k not in keys), key=lambda k: (k.casefold(), k))
+    return keys + rest
 
 
 class TooManyFields(Exception):
