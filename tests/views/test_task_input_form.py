@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from marketplace.task_input import input_contract_token
 from tests.factories import AgentBinaryFactory
 from tests.views.conftest import FUNDS, HTMX, balance, fragment, make_agent, page
 
+ROOT = Path(__file__).resolve().parent.parent.parent
 NEW = reverse("task-new")
 KEY = "task-form-key-0123456789"
 
@@ -343,3 +345,38 @@ def test_the_page_quotes_the_size_of_the_document_the_fields_hold(as_alice, coun
     assert 'data-skeleton-bytes="15"' in body  # {} and "options":{},
     text = re.search(r'<textarea name="input/text"[^>]*>', body)
     assert text is not None and 'data-json-bytes="10"' in text.group(0)  # "text":"",
+
+
+def test_a_reused_form_with_other_values_comes_back_with_the_same_fields(
+    as_alice, funded_alice, counter
+):
+    post_fields(as_alice)
+
+    body = post_fields(as_alice, **{"input/top": "11"}).content.decode()
+
+    assert "already submitted with other values" in body
+    assert 'data-testid="input-fields"' in body and re.search(r'name="input/top" value="11"', body)
+    assert Task.objects.count() == 1
+    assert balance(funded_alice) == FUNDS - 250_000
+
+
+def test_the_sample_agent_with_a_contract_gets_its_form(as_alice, funded_alice, bob):
+    contract = json.loads((ROOT / "agents" / "contracts" / "wordstats.json").read_text())
+    with_input_schema(make_agent(bob, slug="wordstats"), contract["input_schema"])
+
+    body = page(as_alice.get(NEW, {"agent": "wordstats"}))
+    names = re.findall(r'name="(input/[^"]+)"', body)
+    assert names == ["input/text", "input/ignore_case", "input/min_length", "input/top"]
+    assert re.search(r'name="input/top" value="5"', body)
+
+    token = input_contract_token(contract["input_schema"])
+    fields = {"input/text": "", "input/min_length": "1", "input/top": "5"}
+    data = {"agent": "wordstats", "budget": "0.25", "idempotency_key": KEY, **fields}
+    body = as_alice.post(NEW, {**data, "input_contract": token}).content.decode()
+    assert "This field is required." in field_errors(body, "input/text")  # minLength 1
+    nothing_moved(funded_alice)
+
+    as_alice.post(NEW, {**data, "input_contract": token, "input/text": "a b a"})
+    assert Task.objects.get().input == stored(
+        {"text": "a b a", "ignore_case": False, "min_length": 1, "top": 5}
+    )
