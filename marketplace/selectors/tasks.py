@@ -38,9 +38,7 @@ def tasks_of(
         tasks.select_related("agent", "escrow") if with_escrow else tasks.select_related("agent")
     )
     # The version each ran, without its contract (up to 64 KiB a schema).
-    tasks = tasks.select_related("binary").defer(
-        "binary__input_schema", "binary__output_schema"
-    )
+    tasks = tasks.select_related("binary").defer("binary__input_schema", "binary__output_schema")
     if status is not None:
         tasks = tasks.filter(status=status)
     if agent_slug is not None:
