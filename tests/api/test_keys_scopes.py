@@ -40,6 +40,8 @@ KEY_SCOPES: dict[str, dict[str, str] | str] = {
     "api:agent-binaries": {"POST": "agents:write"},
     "api:agent-reputation": {"GET": ANY_KEY},
     "api:agent-quote": {"GET": ANY_KEY},
+    "api:agent-versions": {"GET": ANY_KEY},
+    "api:agent-openapi": {"GET": ANY_KEY},
     "api:tasks": {"GET": "tasks:read", "POST": "tasks:write"},
     "api:task": {"GET": "tasks:read"},
     "api:task-cancel": {"POST": "tasks:write"},
