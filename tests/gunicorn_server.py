@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,9 +15,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def served_env(**extra: str) -> dict[str, str]:
+    """The environment of a server process that serves this test's database, its data and
+    media directories and its queue."""
+    from django.conf import settings
+
+    from tests.workers import database_url
+
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DATA_DIR": str(settings.DATA_DIR),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "QUEUE_NAME": settings.QUEUE_NAME,
+        **extra,
+    }
+
+
 @contextmanager
 def gunicorn_serving(
-    options: list[str], *, env: dict[str, str], probe: Callable[[], None]
+    options: list[str], *, env: dict[str, str], probe: Callable[[], object]
 ) -> Iterator[subprocess.Popen[str]]:
     """`gunicorn marketplace.wsgi` with `options`, once `probe()` (a connection to where it
     binds) stops raising OSError, within a minute; stopped with SIGTERM, killed if it takes

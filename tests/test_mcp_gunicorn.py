@@ -5,81 +5,40 @@ through one gunicorn process, several sessions at once, each waiting for its res
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from django.conf import settings
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from escrow.services import deposit_create
 from marketplace.apikeys import api_key_create
 from marketplace.models import Task
+from tests.gunicorn_server import free_port, gunicorn_serving, served_env
 from tests.test_mcp import agent_with, structured
-from tests.workers import Cluster, database_url
+from tests.workers import Cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
 SESSIONS = 4
 RUNS = 5  # per session
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def gunicorn() -> Iterator[str]:
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DATA_DIR": str(settings.DATA_DIR),
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "QUEUE_NAME": settings.QUEUE_NAME,
-    }
-    command = [
-        *("gunicorn", "marketplace.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"),
-        *("--worker-class", "gthread", "--threads", "8"),
-    ]
-    web = subprocess.Popen(
-        [sys.executable, "-m", *command, "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert web.poll() is None, web.communicate()[0]
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+    options = ["--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    options += ["--worker-class", "gthread", "--threads", "8"]
+
+    def probe() -> None:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+    with gunicorn_serving(options, env=served_env(), probe=probe):
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        web.send_signal(signal.SIGTERM)
-        try:
-            web.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            web.kill()
-            web.wait()
 
 
 def test_agents_run_through_gunicorns_threads_at_once(gunicorn):

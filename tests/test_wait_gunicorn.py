@@ -8,29 +8,21 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from rest_framework.authtoken.models import Token
 
 from escrow.services import deposit_create
 from marketplace.models import Task
 from tests.factories import make_agent
-from tests.test_mcp_gunicorn import free_port
-from tests.workers import database_url
+from tests.gunicorn_server import free_port, gunicorn_serving, served_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
 THREADS = 4
 WAITERS = 2  # TASK_WAITERS_PER_PROCESS: two threads wait, two stay for everybody else
 WAIT = 4
@@ -39,42 +31,12 @@ WAIT = 4
 @pytest.fixture
 def server() -> Iterator[str]:
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DATA_DIR": str(settings.DATA_DIR),
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "QUEUE_NAME": settings.QUEUE_NAME,
-        "TASK_WAITERS_PER_PROCESS": str(WAITERS),
-    }
-    command = ["gunicorn", "marketplace.wsgi", "--workers", "1", "--bind", f"127.0.0.1:{port}"]
-    command += ["--worker-class", "gthread", "--threads", str(THREADS)]
-    web = subprocess.Popen(
-        [sys.executable, "-m", *command, "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     base = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert web.poll() is None, web.communicate()[0]
-            try:
-                call(base, "", "GET", "/healthz")
-                break
-            except OSError:
-                time.sleep(0.2)
+    options = ["--workers", "1", "--bind", base, "--worker-class", "gthread"]
+    options += ["--threads", str(THREADS)]
+    env = served_env(TASK_WAITERS_PER_PROCESS=str(WAITERS))
+    with gunicorn_serving(options, env=env, probe=lambda: call(base, "", "GET", "/healthz")):
         yield base
-    finally:
-        web.send_signal(signal.SIGTERM)
-        try:
-            web.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            web.kill()
-            web.wait()
 
 
 def call(base: str, token: str, method: str, path: str, **headers: str) -> tuple[int, Any, float]:
