@@ -9,6 +9,7 @@ from django.db import connection
 
 from escrow import services as escrow_services
 from escrow.audit import ledger_audit
+from execution.engine.receipts import signing_key
 from reputation.audit import reputation_audit
 
 
@@ -223,3 +224,14 @@ def provider(settings, tmp_path, monkeypatch):
     settings.FUNDING_PROVIDER = "test"
     funding_mode_set("ok")
     return funding_mode_set
+
+
+@pytest.fixture
+def demo_settings(settings, tmp_path, monkeypatch):
+    """Settings for `manage.py load_demo`: its files in a temporary data directory and the
+    admin password from the environment. The receipt key is loaded (and cached) from the
+    real data directory first, so moving DATA_DIR cannot change which key signs."""
+    signing_key()
+    settings.DATA_DIR = tmp_path
+    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "admin-password-for-tests")
+    return settings

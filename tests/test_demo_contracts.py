@@ -8,18 +8,10 @@ import json
 import pytest
 from django.core.management import call_command
 
-from execution.engine.receipts import receipt_verify, signing_key
+from execution.engine.receipts import receipt_verify
 from marketplace.models import Agent, Task
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo_settings(settings, tmp_path, monkeypatch):
-    signing_key()  # the receipt key is cached from the real data directory first
-    settings.DATA_DIR = tmp_path
-    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "admin-password-for-tests")
-    return settings
 
 
 def test_the_demo_runs_the_typed_sample_agent_on_json_inputs(demo_settings):

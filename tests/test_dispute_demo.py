@@ -7,18 +7,10 @@ import pytest
 from django.core.management import call_command
 
 from escrow.models import Dispute, Earning, Withdrawal
-from execution.engine.receipts import receipt_verify, signing_key
+from execution.engine.receipts import receipt_verify
 from reputation.models import ReputationEvent
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo_settings(settings, tmp_path, monkeypatch):
-    signing_key()  # the receipt key is cached from the real data directory first
-    settings.DATA_DIR = tmp_path
-    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "admin-password-for-tests")
-    return settings
 
 
 def test_the_demo_has_a_refunded_dispute_with_its_evidence(demo_settings):

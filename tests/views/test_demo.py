@@ -6,22 +6,12 @@ import pytest
 from django.core.management import call_command
 
 from escrow.models import PaymentChannel, Withdrawal
-from execution.engine.receipts import receipt_verify, signing_key
+from execution.engine.receipts import receipt_verify
 from execution.models import Receipt
 from marketplace.models import Agent, Task
 from reputation.models import ReputationEvent
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo_settings(settings, tmp_path, monkeypatch):
-    # The receipt key is loaded (and cached) from the real data directory first, so that
-    # moving DATA_DIR for the admin password file cannot change which key signs.
-    signing_key()
-    settings.DATA_DIR = tmp_path
-    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "admin-password-for-tests")
-    return settings
 
 
 def test_the_demo_has_agents_and_a_history_that_adds_up(demo_settings, capsys):
