@@ -45,7 +45,9 @@ INPUT_BYTES_JS = (
     ' else if (e.type === "checkbox") size += key + (e.checked ? 4 : 5);'
     " else if (e.value) size += key + new Blob([e.value]).size; });"
     " return size;"
-    ' })(document.getElementById("id_input"), document.getElementById("task-input-fields"))}'
+    # The text area by its tag: the fieldset of an input schema's root object is id_input too.
+    ' })(document.querySelector("textarea#id_input"),'
+    ' document.getElementById("task-input-fields"))}'
 )
 
 

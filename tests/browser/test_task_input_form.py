@@ -94,6 +94,12 @@ def fill_the_form(page: Any) -> None:
     page.get_by_label("Budget").fill("0.5")
 
 
+def quoted_bytes(text: str) -> int:
+    found = re.search(r"Quote for ([\d,]+) bytes? of input", text)
+    assert found, text
+    return int(found.group(1).replace(",", ""))
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_generated_form_shows_errors_in_place_and_runs_the_task(screen: Screen, demo_owner: Any):
@@ -115,10 +121,17 @@ def test_a_generated_form_shows_errors_in_place_and_runs_the_task(screen: Screen
     expect(page.locator("fieldset#id_input\\/options legend")).to_contain_text("Options")
     expect(field(page, "/message")).to_contain_text("What to send.")
     expect(field(page, "/count").locator("abbr.required-mark")).to_be_visible()
-    # The quote is for the document the fields hold.
+    # The quote is for the document the fields hold, measured again as they change (once
+    # the page has settled: a quote asked for during the swap would pass by chance).
     quote = page.get_by_test_id("quote")
     expect(quote).to_contain_text(re.compile(r"Quote for \d+ bytes of input"))
+    page.wait_for_load_state("networkidle")
+    before = quoted_bytes(quote.inner_text())
     fill_the_form(page)
+    # Each field asks 300 ms after its last keystroke; the last answer has every field.
+    expect(quote).to_contain_text(re.compile(r"Quote for [\d,]+ bytes"))
+    page.wait_for_timeout(1_000)
+    assert quoted_bytes(quote.inner_text()) > before + len(EXPECTED["message"]) + 20
     screen.shot("input-form-01-filled")
 
     # The form's own check: the count out of range, next to its field; nothing held.
