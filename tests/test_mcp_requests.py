@@ -103,3 +103,29 @@ def test_missing_things_have_the_rest_apis_codes(keyed):
 def test_an_unknown_tool_is_a_protocol_error(keyed):
     response = rpc(keyed("tasks:read"), "tools/call", {"name": "withdraw", "arguments": {}})
     assert response.json()["error"]["code"] == -32602
+
+
+def test_a_run_retried_with_its_idempotency_key_is_the_same_task(keyed, funded_alice):
+    from escrow.models import Account, Escrow
+    from marketplace.models import Task
+
+    client = keyed("tasks:write")
+    run = {"slug": "echo", "input": "hi", "wait_seconds": 0, "idempotency_key": "retry-1"}
+    first = call(client, "run_agent", run)["structuredContent"]
+    again = call(client, "run_agent", run)["structuredContent"]  # the default budget again
+    assert first["status"] == "queued" and again["task_id"] == first["task_id"]
+    held = first["budget"]
+    assert Task.objects.count() == Escrow.objects.count() == 1
+    assert Account.objects.get(user=funded_alice).balance == 10_000_000 - held
+    # The same key for another input, version or budget is a conflict, and holds nothing.
+    for other in ({"input": "bye"}, {"budget": held + 1}, {"version": 2}, {"slug": "echo"}):
+        result = call(client, "run_agent", {**run, **other})
+        if other == {"slug": "echo"}:
+            assert result["structuredContent"]["task_id"] == first["task_id"]
+            continue
+        assert result["structuredContent"]["error"]["code"] == "idempotency_conflict", other
+    assert Task.objects.count() == 1
+    assert Account.objects.get(user=funded_alice).balance == 10_000_000 - held
+    # Without a key, a second call is a second run.
+    del run["idempotency_key"]
+    assert call(client, "run_agent", run)["structuredContent"]["task_id"] != first["task_id"]

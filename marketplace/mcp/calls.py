@@ -27,11 +27,12 @@ from django.contrib.auth.models import User
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.request import Request
 
+from escrow.errors import IdempotencyConflict
 from execution.engine.receipts import receipt_verify
 from marketplace import selectors
 from marketplace.apikey_models import ApiKey
 from marketplace.apikeys import api_key_allowlist, api_key_spending
-from marketplace.contracts import contract_version, input_text
+from marketplace.contracts import InvalidInput, contract_version, input_text
 from marketplace.errors import AgentNotFound, ScopeRequired
 from marketplace.exceptions import ReceiptNotReady, TaskNotFound
 from marketplace.mcp import results, waiting
@@ -117,21 +118,51 @@ def run_agent(caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     if allowlist is not None:
         allowlist.check(agent_id=agent.pk)
     version = args.get("version")
+    key = args.get("idempotency_key")
     budget = args.get("budget")
-    if budget is None:
-        binary = contract_version(agent, version)
-        budget = _default_budget(caller.key, _quote(agent, binary, args["input"]))
-    # The input is checked against the version's contract here, before any money moves.
-    task = task_submit(
-        requester=caller.user,
-        agent=agent,
-        input=args["input"],
-        version=version,
-        budget=budget,
-        api_key=caller.key,
-    )
+    # A retry with its key answers with the first run's task (its default budget was the
+    # quote of then, which may have moved since); task_submit refuses another run's key.
+    task = _submitted(caller.user, key, agent=agent, args=args)
+    if task is None:
+        if budget is None:
+            binary = contract_version(agent, version)
+            budget = _default_budget(caller.key, _quote(agent, binary, args["input"]))
+        # The input is checked against the version's contract here, before any money moves.
+        task = task_submit(
+            requester=caller.user,
+            agent=agent,
+            input=args["input"],
+            version=version,
+            budget=budget,
+            api_key=caller.key,
+            idempotency_key=key,
+        )
     done = waiting.wait_for_final(task.pk, seconds=args.get("wait_seconds", WAIT_DEFAULT))
     return results.task_result(done)
+
+
+def _submitted(user: User, key: str | None, *, agent: Agent, args: dict[str, Any]) -> Task | None:
+    """The task submitted earlier under `key`, if any; 409 `idempotency_conflict` when it
+    was another agent, version, input or budget."""
+    if key is None:
+        return None
+    task = Task.objects.select_related("binary").filter(requester=user, idempotency_key=key)
+    earlier = task.first()
+    if earlier is None:
+        return None
+    try:
+        same_input = earlier.input == input_text(binary=earlier.binary, input=args["input"])
+    except InvalidInput:
+        same_input = False
+    same = (
+        earlier.agent_id == agent.pk
+        and same_input
+        and args.get("version") in (None, earlier.binary.version)
+        and args.get("budget") in (None, earlier.budget)
+    )
+    if not same:
+        raise IdempotencyConflict()
+    return earlier
 
 
 def _throttle(caller: Caller) -> None:

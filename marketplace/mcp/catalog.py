@@ -237,6 +237,13 @@ TOOLS: list[Tool] = [
                     "default": WAIT_DEFAULT,
                     "description": "How long to wait for the task to be final.",
                 },
+                "idempotency_key": {
+                    "type": "string",
+                    "pattern": "^[\\x21-\\x7e]{1,100}$",
+                    "description": "Send the same key again (e.g. after a timeout) to get "
+                    "the same task back instead of a second run. The REST API's "
+                    "Idempotency-Key, shared with it.",
+                },
             },
             ("slug", "input"),
         ),
