@@ -7,7 +7,9 @@ current binary, so it costs the same with ten tasks on the platform or ten milli
 The estimate scales each recent run to the input size asked about: a run's fuel, plus the
 fuel per input byte times the difference in size. The fuel per byte is the slope of a
 least-squares line through the runs when their inputs differ in size (so a fixed start-up
-cost is not scaled with the input), and each run's own ratio when they don't. p50 and p95
+cost is not scaled with the input), and each run's own ratio when they don't, for larger
+inputs only (a smaller one is quoted at the runs' own fuel: they can't tell the start-up
+cost apart, and scaling it down would suggest a budget that runs out of fuel). p50 and p95
 are taken over those scaled runs, capped at the fuel limit; the suggested budget buys the
 p95 run's fuel with a quarter to spare.
 """
@@ -98,8 +100,11 @@ def scaled_fuel(samples: list[tuple[int, int]], input_bytes: int) -> list[int]:
         slope = max(Fraction(0), covariance / spread)
     scaled = []
     for fuel, size in samples:
-        # All of one size: each run's own fuel per byte (none for an empty input).
-        own = Fraction(fuel, size) if size else Fraction(0)
+        # All of one size: each run's own fuel per byte (none for an empty input), for a
+        # larger input only. Those runs can't tell the start-up cost from the per-byte part,
+        # so a smaller input is quoted at the run's own fuel, not scaled down to below what
+        # starting the agent takes (a budget so suggested would run out of fuel).
+        own = Fraction(fuel, size) if size and input_bytes > size else Fraction(0)
         per_byte = slope if slope is not None else own
         scaled.append(max(0, math.ceil(fuel + per_byte * (input_bytes - size))))
     return scaled

@@ -117,6 +117,10 @@ def test_history_of_one_size_scales_in_proportion(as_alice, alice, agent):
     tripled = quote(as_alice, input_bytes=300)["estimate"]
     assert (tripled["fuel_p50"], tripled["fuel_p95"]) == (18_000, 21_000)
     assert tripled["p95"] == BASE_FEE + 21_000 * FUEL_PRICE // 1_000_000
+    # A smaller input is not scaled down: runs of one size can't tell the agent's start-up
+    # fuel from its per-byte fuel, so a tenth of the input is quoted at the runs' own.
+    tenth = quote(as_alice, input_bytes=10)["estimate"]
+    assert (tenth["fuel_p50"], tenth["fuel_p95"]) == (6_000, 7_000)
 
 
 def test_an_estimate_never_exceeds_the_fuel_limit(as_alice, alice, agent):
