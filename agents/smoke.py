@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import wasmtime
+from smoke_evaluators import bench as bench_evaluators
+from smoke_evaluators import evaluators
 
 AGENTS_DIR = Path(__file__).resolve().parent
 DIST_DIR = AGENTS_DIR / "dist"
@@ -379,6 +381,7 @@ def bench(runner: Runner) -> None:
             f"  {slug} of {len(data):,} bytes: fuel={run.fuel_used:,}  "
             f"time={run.elapsed * 1000:.1f} ms"
         )
+    bench_evaluators(runner)
 
 
 def main() -> int:
@@ -393,6 +396,7 @@ def main() -> int:
     checks.sentiment()
     checks.primes(rng)
     checks.wordstats(rng)
+    evaluators(checks, rng)
     print(f"{checks.passed} checks passed, {checks.failures} failed")
     if args.bench:
         bench(runner)
