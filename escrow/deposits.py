@@ -151,12 +151,13 @@ def _collect(deposit: Deposit) -> Transfer:
         reference = funding_provider(deposit.provider).collect(
             user_id=deposit.user_id, amount=deposit.amount, reference=deposit.reference
         )
-    except DomainError as error:
-        deposit_fail(deposit_id=deposit.pk, failure=error.message)
+    except FundingUnavailable as refusal:  # what a provider raises to refuse a collection
+        deposit_fail(deposit_id=deposit.pk, failure=refusal.message)
         raise
     except Exception as error:
-        # No answer (a timeout, a 5xx): the provider may still collect under this reference,
-        # so the deposit stays pending for recovery, and the caller hears so, not a 500.
+        # No answer (a timeout, a 5xx, even one the provider's client reports as a domain
+        # error): the provider may have collected, or may still collect, under this
+        # reference, so the deposit stays pending for recovery, and the caller hears so.
         log.warning("deposit %s: no answer from the provider (%s)", deposit.pk, error)
         raise DepositPending() from error
     return deposit_complete(deposit_id=deposit.pk, provider_reference=reference)
@@ -213,9 +214,8 @@ def deposits_recover(*, before: datetime) -> dict[str, int]:
 def _ask_again(deposit: Deposit) -> str:
     try:
         _collect(deposit)
-    except DomainError:
-        return "failed"
-    except Exception as error:  # still no answer: it stays pending, asked again next time
-        log.warning("deposit %s: no answer from the provider: %s", deposit.pk, error)
+    except DepositPending:  # still no answer (logged): it stays pending, asked again next time
         return "pending"
+    except FundingUnavailable:
+        return "failed"
     return "completed"

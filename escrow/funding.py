@@ -10,7 +10,7 @@ in a window, for the daily reconciliation (`escrow.reconcile`).
 
 What an answer means:
 - an amount collected or paid, or status `paid`: done;
-- a refusal (`PayoutFailed` from `payout`, any `DomainError` from `collect`), or status
+- a refusal (`PayoutFailed` from `payout`, `FundingUnavailable` from `collect`), or status
   `failed`: not done, and it never will be under that key;
 - anything else (a timeout, a 503 after the money moved, status `pending` or `unknown`):
   nobody knows yet. Ask again later with the same key; never treat it as a refusal.
@@ -65,10 +65,11 @@ class FundingProvider(Protocol):
     def collect(self, *, user_id: int, amount: int, reference: str) -> str:
         """Take `amount` µCR from the outside world; return the provider's reference.
 
-        Raise a `DomainError` only when the provider refused the collection; any other
-        exception leaves it unknown. Called outside any transaction, after the pending
-        deposit row is committed, so a crash while asking leaves a row that recovery
-        finishes by asking again with the same reference.
+        Raise `FundingUnavailable` only when the provider refused the collection (or is
+        not enabled); any other exception, a `DomainError` among them, leaves it unknown.
+        Called outside any transaction, after the pending deposit row is committed, so a
+        crash while asking leaves a row that recovery finishes by asking again with the
+        same reference.
         """
         ...
 

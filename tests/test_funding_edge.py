@@ -192,6 +192,40 @@ def test_only_a_refusal_fails_a_deposit_in_recovery(alice, provider):
     assert wallet(alice) == 0
 
 
+def test_a_503_after_collecting_leaves_the_deposit_pending_and_it_is_credited_once(alice, provider):
+    provider("unavailable")  # collects, then its gateway answers 503 (a DomainError)
+    with pytest.raises(DepositPending):
+        deposit_create(user_id=alice.pk, amount=CR, idempotency_key="d503")
+    deposit = Deposit.objects.get()
+    assert (deposit.status, deposit.transfer_id) == ("pending", None)  # not failed
+    assert wallet(alice) == 0
+
+    provider("ok")
+    assert funding_recover()["deposits_completed"] == 1
+
+    deposit.refresh_from_db()
+    assert deposit.status == "completed"
+    # Credited from the provider's word, under the one reference it collected.
+    assert funding_ops() == [(deposit.reference, "collect", CR, "paid", 1)]
+    assert wallet(alice) == CR
+    # A retry with the key answers with that credit, and collects nothing more.
+    deposit_create(user_id=alice.pk, amount=CR, idempotency_key="d503")
+    assert wallet(alice) == CR
+    assert Transfer.objects.filter(kind=Transfer.Kind.DEPOSIT).count() == 1
+
+
+def test_recovery_counts_a_deposit_still_without_an_answer_as_pending(alice, provider):
+    deposit = deposit_begin(user_id=alice.pk, amount=CR, idempotency_key=None, provider="test")
+    provider("lost")  # takes the request and answers nothing
+
+    counts = funding_recover()
+
+    assert (counts["deposits_pending"], counts["deposits_failed"]) == (1, 0)
+    deposit.refresh_from_db()
+    assert deposit.status == "pending"
+    assert wallet(alice) == 0
+
+
 # --- withdrawals --------------------------------------------------------------------------
 
 
