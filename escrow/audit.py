@@ -117,13 +117,15 @@ def _audit() -> LedgerReport:
 
 
 def _platform_fees() -> list[str]:
-    """Fees charged (an escrow's fee leg, a settled channel's) less fees refunded (a
-    dispute's fee refund) = what the platform fee shards hold. Each account's balance
-    matching its own lines can't tell a fee paid to the wrong account, or a line of another
-    kind paid to the platform: this can."""
+    """Fees charged (an escrow's fee leg, a settled channel's) less fees refunded (by a
+    dispute, or an evaluator's rejection) = what the platform fee shards hold. Each
+    account's balance matching its own lines can't tell a fee paid to the wrong account, or
+    a line of another kind paid to the platform: this can."""
     totals = Transfer.objects.aggregate(
         charged=Sum("amount", filter=Q(kind__in=(Kind.ESCROW_FEE, Kind.CHANNEL_FEE))),
-        refunded=Sum("amount", filter=Q(kind=Kind.DISPUTE_FEE_REFUND)),
+        refunded=Sum(
+            "amount", filter=Q(kind__in=(Kind.DISPUTE_FEE_REFUND, Kind.EVALUATION_FEE_REFUND))
+        ),
     )
     charged, refunded = totals["charged"] or 0, totals["refunded"] or 0
     held = system_balance(Account.Kind.PLATFORM_FEES)

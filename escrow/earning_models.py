@@ -18,8 +18,11 @@ class Earning(models.Model):
         FROZEN = "frozen"
         RELEASED = "released"
         REFUNDED = "refunded"
+        # Its task's evaluator has not given its verdict yet (SPEC §21): neither swept nor
+        # disputed; the verdict starts its hold, or refunds it.
+        EVALUATING = "evaluating"
 
-    UNRELEASED = (Status.HELD, Status.FROZEN)
+    UNRELEASED = (Status.HELD, Status.FROZEN, Status.EVALUATING)
 
     wallet = models.ForeignKey("escrow.Account", models.PROTECT, related_name="earnings")
     task = models.OneToOneField("marketplace.Task", models.PROTECT, related_name="earning")
@@ -41,7 +44,8 @@ class Earning(models.Model):
                 condition=Q(amount__gte=0, fee__gte=0), name="earning_amounts_non_negative"
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["held", "frozen"]) | Q(released_at__isnull=False),
+                condition=Q(status__in=["held", "frozen", "evaluating"])
+                | Q(released_at__isnull=False),
                 name="earning_final_has_time",
             ),
         ]

@@ -8,6 +8,7 @@ from django.db.models import Exists, OuterRef, Sum
 
 from escrow.dispute_audit import dispute_refund_problems, dispute_task_problems
 from escrow.earning_models import Earning
+from escrow.evaluation_audit import evaluation_problems
 from escrow.models import Account, Escrow, Transfer
 from escrow.system_accounts import system_balance
 
@@ -15,6 +16,13 @@ from escrow.system_accounts import system_balance
 LISTED = 10
 
 Kind = Transfer.Kind
+# What gives a refunded earning back: a dispute's refund, or an evaluator's rejection's.
+REFUND_KINDS = (
+    Kind.DISPUTE_REFUND,
+    Kind.DISPUTE_FEE_REFUND,
+    Kind.EVALUATION_REFUND,
+    Kind.EVALUATION_FEE_REFUND,
+)
 
 
 def earnings_problems() -> list[str]:
@@ -54,15 +62,18 @@ def earnings_problems() -> list[str]:
             f"{flows['out', Kind.EARNINGS_RELEASE]} µCR were released but released earnings "
             f"total {by_status.get(Earning.Status.RELEASED, 0)} µCR"
         )
-    if flows["out", Kind.DISPUTE_REFUND] != by_status.get(Earning.Status.REFUNDED, 0):
+    # Refunded by a dispute, or by an evaluator's rejection (SPEC §21).
+    refunded_out = flows["out", Kind.DISPUTE_REFUND] + flows["out", Kind.EVALUATION_REFUND]
+    if refunded_out != by_status.get(Earning.Status.REFUNDED, 0):
         problems.append(
-            f"{flows['out', Kind.DISPUTE_REFUND]} µCR of held earnings were refunded but "
+            f"{refunded_out} µCR of held earnings were refunded but "
             f"refunded earnings total {by_status.get(Earning.Status.REFUNDED, 0)} µCR"
         )
     problems.extend(_earning_fees())
     problems.extend(_dispute_refunds())
     problems.extend(dispute_refund_problems())
     problems.extend(dispute_task_problems())
+    problems.extend(evaluation_problems())
     return problems
 
 
@@ -112,9 +123,7 @@ def _dispute_refunds() -> list[str]:
     problems: list[str] = []
     moved: dict[object, int] = defaultdict(int)
     for row in (
-        Transfer.objects.filter(kind__in=[Kind.DISPUTE_REFUND, Kind.DISPUTE_FEE_REFUND])
-        .values("task")
-        .annotate(total=Sum("amount"))
+        Transfer.objects.filter(kind__in=REFUND_KINDS).values("task").annotate(total=Sum("amount"))
     ):
         moved[row["task"]] = row["total"]
     refunded = Earning.objects.filter(status=Earning.Status.REFUNDED)

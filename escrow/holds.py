@@ -33,12 +33,18 @@ def release_time(now: datetime | None = None) -> datetime:
 
 
 def earnings_hold(
-    *, wallet_id: int, shares: list[Share], channel_id: Any = None, disputes: bool = True
+    *,
+    wallet_id: int,
+    shares: list[Share],
+    channel_id: Any = None,
+    disputes: bool = True,
+    awaiting_verdict: bool = False,
 ) -> int:
     """Write one held Earning per task that cost something; returns the µCR held.
 
     A task with a dispute already pending (a channel task disputed before its channel
     closed) starts frozen; `disputes=False` says none can be (a task settling right now).
+    `awaiting_verdict`: the shares wait for an evaluator's verdict, which starts the hold.
     """
     shares = [share for share in shares if share.amount or share.fee]
     if not shares:
@@ -62,7 +68,11 @@ def earnings_hold(
                 amount=share.amount,
                 fee=share.fee,
                 release_at=release_at,
-                status=Earning.Status.FROZEN if share.task_id in disputed else Earning.Status.HELD,
+                status=Earning.Status.EVALUATING
+                if awaiting_verdict
+                else Earning.Status.FROZEN
+                if share.task_id in disputed
+                else Earning.Status.HELD,
             )
             for share in shares
         ]

@@ -159,6 +159,9 @@ class Transfer(models.Model):
         EARNINGS_RELEASE = "earnings_release"
         DISPUTE_REFUND = "dispute_refund"
         DISPUTE_FEE_REFUND = "dispute_fee_refund"
+        # An evaluator rejected the task (SPEC §21): its cost back, as a dispute refunds it.
+        EVALUATION_REFUND = "evaluation_refund"
+        EVALUATION_FEE_REFUND = "evaluation_fee_refund"
 
     debit_account = models.ForeignKey(Account, models.PROTECT, related_name="debits")
     credit_account = models.ForeignKey(Account, models.PROTECT, related_name="credits")

@@ -223,10 +223,19 @@ def escrow_fund(*, escrow_id: int) -> Escrow:
     return escrow
 
 
-def escrow_release(*, escrow_id: int, cost: int, fee: int, escrow: Escrow | None = None) -> Escrow:
+def escrow_release(
+    *,
+    escrow_id: int,
+    cost: int,
+    fee: int,
+    escrow: Escrow | None = None,
+    awaiting_verdict: bool = False,
+) -> Escrow:
     """funded → released: cost − fee to the payee, fee to the platform, the rest back.
 
     `escrow`, the row its caller already read (before the transaction), saves reading it.
+    `awaiting_verdict`: the task is evaluated (SPEC §21): the owner's share is held, even
+    without a hold, and waits for the evaluator's verdict before its hold starts.
     """
     validate_amount(cost, allow_zero=True)
     validate_amount(fee, allow_zero=True)
@@ -250,19 +259,21 @@ def escrow_release(*, escrow_id: int, cost: int, fee: int, escrow: Escrow | None
             refund=amount - cost,
         )
         if released is not None:
-            _release_post(released, cost=cost, fee=fee)
+            _release_post(released, cost=cost, fee=fee, awaiting_verdict=awaiting_verdict)
     if released is None:
         raise _state_error(escrow_id, source=Escrow.Status.FUNDED, target=Escrow.Status.RELEASED)
     return released
 
 
-def release_legs(row: Escrow, *, cost: int, fee: int) -> tuple[list[Leg], bool]:
+def release_legs(
+    row: Escrow, *, cost: int, fee: int, awaiting_verdict: bool = False
+) -> tuple[list[Leg], bool]:
     """The released escrow's legs on its shard: the owner's share (to held earnings, or
     to the wallet), the fee, the refund; and whether the owner's share is held."""
     hold = system_account_id(Account.Kind.ESCROW, row.shard)
     platform = system_account_id(Account.Kind.PLATFORM_FEES, row.shard)
     payee = row.payee_id
-    held = holding() and row.task_id is not None and cost > 0
+    held = (holding() or awaiting_verdict) and row.task_id is not None and cost > 0
     if held:  # the owner's share waits
         payee = system_account_id(Account.Kind.EARNINGS, row.shard)
     payouts = [
@@ -289,12 +300,17 @@ def refund_leg(row: Escrow) -> Leg:
     )
 
 
-def _release_post(row: Escrow, *, cost: int, fee: int) -> None:
-    legs, held = release_legs(row, cost=cost, fee=fee)
+def _release_post(row: Escrow, *, cost: int, fee: int, awaiting_verdict: bool = False) -> None:
+    legs, held = release_legs(row, cost=cost, fee=fee, awaiting_verdict=awaiting_verdict)
     if held:
         # Nobody can dispute a task before it settles: no pending dispute to look for.
         share = Share(row.task_id, cost - fee, fee)
-        earnings_hold(wallet_id=row.payee_id, shares=[share], disputes=False)
+        earnings_hold(
+            wallet_id=row.payee_id,
+            shares=[share],
+            disputes=False,
+            awaiting_verdict=awaiting_verdict,
+        )
     ledger_post(legs)
 
 

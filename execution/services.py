@@ -21,6 +21,7 @@ from django.utils import timezone
 from escrow.models import Escrow, Voucher
 from execution.claiming import task_claim_returning
 from execution.engine import outputs, sandbox
+from execution.evaluation import evaluation_decide, evaluations_recover
 from execution.metrics import recovery_record
 from execution.runs import Execution, affordable_fuel
 from execution.settlement import task_settle
@@ -207,6 +208,8 @@ def task_execute(*, task_id: Any = None) -> str:
     settled = task_settle(
         task_id=task.pk, attempt=attempt, execution=execution, task=task, escrow=escrow
     )
+    if settled and task.evaluates_id is not None:  # an evaluator's run: its verdict now
+        evaluation_decide(run_id=task.pk)
     outcome = f"attempt {attempt}: {execution.reason or 'succeeded'}"
     outcome += "" if settled else " (stale)"
     return outcome if task_id is not None else f"task {task.pk} {outcome}"
@@ -258,7 +261,10 @@ def tasks_recover() -> dict[str, int]:
         except Exception:
             log.exception("recovery could not resend task %s; it is retried next run", task_id)
             counts["errors"] += 1
-    recovery_record(counts)  # the totals /metrics reports
+    # Verdicts whose worker died after the evaluator's run settled (SPEC §21).
+    evaluated = evaluations_recover()
+    counts["errors"] += evaluated["errors"]
+    recovery_record({**counts, "evaluated": evaluated["decided"]})  # the totals /metrics reports
     return counts
 
 

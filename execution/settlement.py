@@ -29,6 +29,7 @@ from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escro
 from execution.channel_finish import ChannelFinish
 from execution.engine.receipts import RECEIPT_VERSION, receipt_sign
 from execution.escrow_finish import EscrowFinish
+from execution.evaluation import evaluation_open
 from execution.models import Receipt
 from execution.result_record import Refused, StandingMoved, task_result_record
 from execution.runs import Execution, affordable_fuel, cost_for, fee_for
@@ -67,7 +68,12 @@ class Settlement:
     def succeeded(self) -> bool:
         return self.execution.succeeded
 
-    def receipt(self, reputation_delta: Decimal) -> dict[str, str]:
+    @property
+    def evaluated(self) -> bool:
+        """A success an evaluator checks (SPEC §21): scored at its verdict, not now."""
+        return self.succeeded and self.task.evaluator_id is not None
+
+    def receipt(self, reputation_delta: Decimal | None) -> dict[str, str]:
         task, execution = self.task, self.execution
         return receipt_sign(
             {
@@ -87,7 +93,7 @@ class Settlement:
                 "fee": self.fee,
                 "refund": task.budget - self.cost,
                 "payment": task.payment,
-                "reputation_delta": str(reputation_delta),
+                "reputation_delta": None if reputation_delta is None else str(reputation_delta),
                 "settled_at": self.result["finished_at"].isoformat(),
             }
         )
@@ -185,6 +191,8 @@ def _settle_scored(plan: Settlement, *, attempt: int) -> bool:
     if need be. So does a task whose channel or escrow refused (the transaction then says
     why), and any settlement elsewhere."""
     agent_id = plan.task.agent_id
+    if plan.evaluated:  # its reputation event waits for the verdict (execution.evaluation)
+        return _settle(plan, attempt=attempt, scoring=None)
     if _finish_with_result(plan) is None or connection.in_atomic_block:
         return _settle(plan, attempt=attempt, scoring=_score(plan))
     if not _contended(agent_id):
@@ -254,11 +262,12 @@ def _webhook(plan: Settlement) -> EventInsert:
 
 
 @transaction.atomic(durable=True)
-def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
+def _settle(plan: Settlement, *, attempt: int, scoring: Scoring | None) -> bool:
     """The settlement in a transaction, the reputation last: as scored before it if the
-    standing has not moved on, else scored again."""
+    standing has not moved on, else scored again. An evaluated success (no `scoring`)
+    opens its evaluation instead, whose verdict scores it."""
     task, escrow = plan.task, plan.escrow
-    signed = plan.receipt(scoring.delta)
+    signed = plan.receipt(scoring.delta if scoring is not None else None)
     webhook = _webhook(plan)
     # The task's money goes in the statement that records its result on PostgreSQL (in the
     # lock order: the task, the channel or escrow, the accounts), unless an API key comes
@@ -274,7 +283,7 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
         receipt=signed,
         event=webhook,
         finish=finish,
-        reputation=(scoring, sample) if finish is not None else None,
+        reputation=(scoring, sample) if finish is not None and scoring is not None else None,
     )
     if recorded is None:
         return False
@@ -282,6 +291,9 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
         channel_settle_if_due(channel_id=escrow.channel_id)
     if finish is None:
         _settle_money(plan)
+    if scoring is None:  # what the budget left pays the evaluator's run, queued now
+        evaluation_open(task=task, cost=plan.cost, output=plan.execution.stdout)
+        return True
     # Reputation last: every settlement of one agent writes its row, so its lock is held
     # for the end of one statement and the commit. The fuel sample quotes are computed
     # from goes with the event, under the same lock.
@@ -339,7 +351,7 @@ def _fuel_sample(plan: Settlement) -> AlsoWrite:
 
 def _finish_with_result(plan: Settlement) -> ChannelFinish | EscrowFinish | None:
     task, escrow = plan.task, plan.escrow
-    if task.api_key_id is not None or connection.vendor != "postgresql":
+    if task.api_key_id is not None or connection.vendor != "postgresql" or plan.evaluated:
         return None
     if escrow.channel_id is not None:
         args = (escrow.channel_id, escrow.pk, task.budget, plan.cost, plan.fee, plan.succeeded)
@@ -352,7 +364,8 @@ def _settle_money(plan: Settlement) -> None:
     the lock order tasks, API keys, channels and money) or on SQLite."""
     task, escrow, cost, fee = plan.task, plan.escrow, plan.cost, plan.fee
     if task.api_key_id is not None:
-        api_key_give_back(task_id=task.pk, amount=task.budget - cost)
+        # An evaluated task's rest pays its evaluator: given back at the verdict.
+        api_key_give_back(task_id=task.pk, amount=0 if plan.evaluated else task.budget - cost)
     if escrow.channel_id is not None:
         # One channel row changes; the money moves when the channel settles.
         channel = channel_finish_task(
@@ -365,6 +378,8 @@ def _settle_money(plan: Settlement) -> None:
         if channel_is_due(channel):
             channel_settle_if_due(channel_id=channel.pk)
     elif plan.succeeded:
-        escrow_release(escrow_id=escrow.pk, cost=cost, fee=fee, escrow=escrow)
+        escrow_release(
+            escrow_id=escrow.pk, cost=cost, fee=fee, escrow=escrow, awaiting_verdict=plan.evaluated
+        )
     else:
         escrow_refund(escrow_id=escrow.pk, escrow=escrow)

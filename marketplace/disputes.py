@@ -20,6 +20,7 @@ from escrow.earning_models import Dispute
 from escrow.errors import DomainError
 from execution.engine.receipts import receipt_sign
 from marketplace.dispute_keys import dispute_key_give_back, dispute_key_lock
+from marketplace.evaluators import evaluation_dispute_scored
 from marketplace.exceptions import TaskNotFound
 from marketplace.models import Task
 from marketplace.queues import service_send
@@ -119,13 +120,17 @@ def _resolved(dispute: Dispute, kind: str) -> Dispute:
 
 
 def _score(dispute: Dispute) -> None:
-    """A refund costs the agent like its own failure (reputation.disputes)."""
+    """A refund costs the agent like its own failure (reputation.disputes), and the
+    evaluator that accepted the task, if one did, its verdict (marketplace.evaluators)."""
     agent_id = Task.objects.values_list("agent_id", flat=True).get(pk=dispute.task_id)
     reputation_apply_dispute(
         agent_id=agent_id,
         dispute_id=dispute.pk,
         requester_id=dispute.requester_id,
         owner_id=dispute.owner_id,
+    )
+    evaluation_dispute_scored(
+        task_id=dispute.task_id, requester_id=dispute.requester_id, upheld=False
     )
 
 
@@ -178,6 +183,9 @@ def dispute_decide(*, dispute_id: int, refund: bool, operator: str) -> Dispute:
             resolution=f"refunded by operator {operator}",
         )
     dispute = money.dispute_reject(dispute_id=dispute_id, resolution=f"rejected by {operator}")
+    evaluation_dispute_scored(
+        task_id=dispute.task_id, requester_id=dispute.requester_id, upheld=True
+    )
     return _resolved(dispute, "dispute_rejection")
 
 

@@ -88,6 +88,10 @@ class Agent(models.Model):
     recommended_timeout_ms = models.PositiveIntegerField(
         default=default_timeout_ms, validators=[WithinPlatformMaximum("TASK_MAX_TIMEOUT_MS")]
     )
+    # The evaluators whose verdict the owner accepts (SPEC §21): a task may name one of them.
+    accepted_evaluators = models.ManyToManyField(
+        "self", symmetrical=False, blank=True, related_name="evaluating_for"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -237,6 +241,14 @@ class Task(models.Model):
     api_key = models.ForeignKey(
         "marketplace.ApiKey", models.SET_NULL, null=True, blank=True, related_name="tasks"
     )
+    # Evaluated settlement (SPEC §21): the evaluator this task's output goes to before its
+    # earnings' hold starts; and, on an evaluator's own run, the task it evaluates.
+    evaluator = models.ForeignKey(
+        Agent, models.PROTECT, null=True, blank=True, related_name="evaluated_tasks"
+    )
+    evaluates = models.OneToOneField(
+        "self", models.PROTECT, null=True, blank=True, related_name="evaluation_run"
+    )
 
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.PENDING_FUNDING, db_index=True
@@ -360,6 +372,7 @@ class IdempotencyRecord(models.Model):
 
 # API keys live in a module of their own; imported here so that Django registers them.
 from marketplace.apikey_models import ApiKey, ApiKeyCharge  # noqa: E402, F401
+from marketplace.evaluation_models import Evaluation  # noqa: E402, F401
 
 # Webhooks, and the runs quotes are computed from, live in modules of their own;
 # imported here so that Django registers them.

@@ -29,6 +29,7 @@ from marketplace.errors import (
     PaymentUnavailable,
     TaskStateConflict,
 )
+from marketplace.evaluators import evaluator_for
 from marketplace.fair_share import fair_tag_next, in_flight_check, too_many
 from marketplace.models import Agent, ApiKey, Task
 from marketplace.queues import task_run_send
@@ -140,8 +141,12 @@ def task_submit(
     idempotency_key: str | None = None,
     api_key: ApiKey | None = None,
     deadline_seconds: int | None = None,
+    evaluator: str | None = None,
 ) -> Task:
     """Create the task, pin its binary and price, fund its escrow, enqueue it: all or nothing.
+
+    With `evaluator` (the slug of an evaluator the agent accepts), the task's success is
+    checked by that agent before its earnings' hold starts (SPEC §21, marketplace.evaluators).
 
     With `deadline_seconds`, a task nobody has started that many seconds from now is
     cancelled as `deadline_passed` with a full refund (execution/deadlines.py).
@@ -207,6 +212,11 @@ def task_submit(
             f"({agent.base_fee} µCR) plus some fuel.",
             fields={"budget": [f"at least {least}"]},
         )
+    judge = None
+    if evaluator is not None:
+        judge = evaluator_for(
+            agent=agent, slug=evaluator, budget=budget, least=least, payment=payment
+        )
     # A limit the task does not name is the agent's recommended one (SPEC §13). The
     # recommendation and the schema's author are pinned for the reputation verdict.
     recommended = agent.recommended_limits()
@@ -234,6 +244,7 @@ def task_submit(
         payment=payment,
         api_key=api_key,
         deadline_at=None if deadline is None else timezone.now() + timedelta(seconds=deadline),
+        evaluator=judge,
         **limits,
         **pinned,
     )

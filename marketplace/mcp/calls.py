@@ -126,7 +126,9 @@ def run_agent(caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     if task is None:
         if budget is None:
             binary = contract_version(agent, version)
-            budget = _default_budget(caller.key, _quote(agent, binary, args["input"]))
+            budget = _default_budget(
+                caller.key, _quote(agent, binary, args["input"]), args.get("evaluator")
+            )
         # The input is checked against the version's contract here, before any money moves.
         task = task_submit(
             requester=caller.user,
@@ -136,6 +138,7 @@ def run_agent(caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
             budget=budget,
             api_key=caller.key,
             idempotency_key=key,
+            evaluator=args.get("evaluator"),
         )
     done = waiting.wait_for_final(task.pk, seconds=args.get("wait_seconds", WAIT_DEFAULT))
     return results.task_result(done)
@@ -146,7 +149,9 @@ def _submitted(user: User, key: str | None, *, agent: Agent, args: dict[str, Any
     was another agent, version, input or budget."""
     if key is None:
         return None
-    task = Task.objects.select_related("binary").filter(requester=user, idempotency_key=key)
+    task = Task.objects.select_related("binary", "evaluator").filter(
+        requester=user, idempotency_key=key
+    )
     earlier = task.first()
     if earlier is None:
         return None
@@ -159,6 +164,7 @@ def _submitted(user: User, key: str | None, *, agent: Agent, args: dict[str, Any
         and same_input
         and args.get("version") in (None, earlier.binary.version)
         and args.get("budget") in (None, earlier.budget)
+        and args.get("evaluator") == (earlier.evaluator.slug if earlier.evaluator else None)
     )
     if not same:
         raise IdempotencyConflict()
@@ -172,10 +178,15 @@ def _throttle(caller: Caller) -> None:
             raise Throttled(wait=throttle.wait())
 
 
-def _default_budget(key: ApiKey, quoted: Quote) -> int:
-    """The quote's suggested budget, capped by the key's per-task limit."""
+def _default_budget(key: ApiKey, quoted: Quote, evaluator: Any = None) -> int:
+    """The quote's suggested budget (with an evaluator, plus its own for twice the input's
+    size: it reads the input and the output), capped by the key's per-task limit."""
+    suggested = quoted.suggested_budget
+    judge = Agent.objects.filter(slug=evaluator).first() if isinstance(evaluator, str) else None
+    if judge is not None:
+        suggested += quote_for(judge, input_bytes=2 * quoted.input_bytes).suggested_budget
     per_task = api_key_spending(key).limits["per_task"]
-    return quoted.suggested_budget if per_task is None else min(quoted.suggested_budget, per_task)
+    return suggested if per_task is None else min(suggested, per_task)
 
 
 def _task_id(value: str) -> uuid.UUID:

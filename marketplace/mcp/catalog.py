@@ -121,6 +121,11 @@ TASK = {
         "receipt_id": {"type": ["integer", "null"], "description": "Once final: its receipt."},
         "fuel_used": {"type": ["integer", "null"]},
         "elapsed_ms": {"type": ["integer", "null"]},
+        "evaluation": {
+            "type": ["object", "null"],
+            "description": "With an evaluator: its verdict (null until given), score, reason "
+            "and the µCR its run cost.",
+        },
     },
     "required": ["task_id", "status", "output", "cost", "refund", "version"],
 }
@@ -243,6 +248,12 @@ TOOLS: list[Tool] = [
                     "description": "Send the same key again (e.g. after a timeout) to get "
                     "the same task back instead of a second run. The REST API's "
                     "Idempotency-Key, shared with it.",
+                },
+                "evaluator": {
+                    "type": "string",
+                    "description": "An evaluator agent the agent accepts (get_agent lists "
+                    "them): it checks the output, paid from the same budget, before the "
+                    "agent's earnings' hold starts; a rejection refunds the task's cost.",
                 },
             },
             ("slug", "input"),

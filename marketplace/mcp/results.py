@@ -10,6 +10,7 @@ from mcp_types import CallToolResult, TextContent
 from rest_framework.response import Response
 
 from marketplace.contracts import contract_of, output_schema_of
+from marketplace.evaluators import evaluation_shown
 from marketplace.exceptions import api_exception_handler
 from marketplace.models import Agent, AgentBinary, Task
 from marketplace.quotes import Quote
@@ -101,7 +102,15 @@ def task_result(task: Task) -> dict[str, Any]:
         "receipt_id": None if receipt is None else receipt.pk,
         "fuel_used": task.fuel_used,
         "elapsed_ms": task.elapsed_ms,
+        "evaluation": _evaluation(task),
     }
+
+
+def _evaluation(task: Task) -> dict[str, Any] | None:
+    shown = evaluation_shown(task)
+    if shown is None:
+        return None
+    return {name: shown[name] for name in ("evaluator", "verdict", "score", "reason", "cost")}
 
 
 def success(structured: dict[str, Any]) -> CallToolResult:

@@ -25,7 +25,7 @@ from marketplace.api.serializers.withdrawals import WithdrawalSerializer
 from marketplace.models import Task
 from marketplace.webhooks.inline import task_bounded
 
-TASK_EVENTS = ("task.succeeded", "task.failed", "task.cancelled")
+TASK_EVENTS = ("task.succeeded", "task.failed", "task.cancelled", "task.evaluated")
 EVENT_TYPES = (
     *TASK_EVENTS,
     "withdrawal.paid",

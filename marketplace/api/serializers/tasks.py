@@ -20,6 +20,7 @@ from marketplace.api.serializers.fields import (
     existing_agent,
 )
 from marketplace.contracts import input_shown
+from marketplace.evaluators import evaluation_shown
 from marketplace.models import Agent, Task
 from marketplace.selectors.agents import agent_for_submission
 
@@ -76,6 +77,14 @@ class TaskSubmitSerializer(serializers.Serializer):
         "under its own timeout.",
     )
 
+    evaluator = serializers.SlugField(
+        max_length=64,
+        required=False,
+        help_text="An evaluator the agent accepts (its `accepted_evaluators`): it checks the "
+        "output before the agent's earnings' hold starts, paid from the same budget; a "
+        "rejection refunds the task's cost (SPEC §21).",
+    )
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         channel_fields = ("channel", "voucher")
         if attrs.get("payment") == Task.Payment.CHANNEL:
@@ -122,6 +131,17 @@ def _text(raw: bytes | memoryview | None) -> str:
     return bytes(raw or b"").decode("utf-8", errors="replace")
 
 
+class TaskEvaluationSerializer(serializers.Serializer):
+    evaluator = serializers.CharField(help_text="The evaluator's slug.")
+    status = serializers.ChoiceField(choices=["running", "decided"], allow_null=True)
+    verdict = serializers.ChoiceField(choices=["accept", "reject"], allow_null=True)
+    score = serializers.FloatField(allow_null=True, help_text="0..1, to four decimals.")
+    reason = serializers.CharField(allow_null=True)
+    cost = serializers.IntegerField(allow_null=True, help_text="µCR the evaluator's run cost.")
+    run = serializers.UUIDField(allow_null=True, help_text="The evaluator's run (a task).")
+    receipt = serializers.JSONField(allow_null=True, help_text="{payload, signature, key_id}")
+
+
 class TaskSerializer(serializers.ModelSerializer):
     agent = serializers.CharField(source="agent.slug")
     version = serializers.IntegerField(
@@ -131,6 +151,7 @@ class TaskSerializer(serializers.ModelSerializer):
     failure_reason = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
     escrow = serializers.SerializerMethodField()
+    evaluation = serializers.SerializerMethodField()
 
     class Meta:
         model = Task
@@ -159,8 +180,13 @@ class TaskSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "deadline_at",
+            "evaluation",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(TaskEvaluationSerializer(allow_null=True))
+    def get_evaluation(self, task: Task) -> dict[str, Any] | None:
+        return evaluation_shown(task)
 
     @extend_schema_field(
         {
