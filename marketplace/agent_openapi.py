@@ -22,6 +22,7 @@ from typing import Any
 
 from django.conf import settings
 
+from marketplace.evaluators import accepted_slugs
 from marketplace.models import Agent, AgentBinary, Task
 
 MICRO = 1_000_000
@@ -126,6 +127,12 @@ def _request(agent: Agent, binary: AgentBinary) -> dict[str, Any]:
                 "type": "string",
                 "description": "Refuse to run below this reputation (0–100, a decimal string).",
             },
+            "evaluator": {
+                "enum": accepted_slugs(agent),
+                "description": "An evaluator this agent accepts: it checks the output, paid "
+                "from the same budget (which must also cover its base fee), before the "
+                "agent's earnings' hold starts; a rejection refunds the task's cost.",
+            },
         },
     }
 
@@ -182,6 +189,11 @@ def _task(binary: AgentBinary) -> dict[str, Any]:
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "finished_at": {"type": ["string", "null"], "format": "date-time"},
             "deadline_at": {"type": ["string", "null"], "format": "date-time"},
+            "evaluation": {
+                "type": ["object", "null"],
+                "description": "With an evaluator: {evaluator, status, verdict, score, "
+                "reason, cost, run, receipt}; the verdict is null until given.",
+            },
         },
     }
 

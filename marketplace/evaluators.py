@@ -20,6 +20,7 @@ from marketplace.models import Agent, Evaluation, Task
 from reputation.policies import NeutralReason, Outcome, OutcomeKind, quantize
 from reputation.services import record_of, reputation_lock, reputation_write_locked
 
+MAX_EVALUATORS = 20  # evaluators one agent may accept
 VERDICT_OVERTURNED = "verdict_overturned"
 VERDICT_UPHELD = "verdict_upheld"
 
@@ -104,7 +105,8 @@ def accepted_slugs(agent: Agent) -> list[str]:
 
 
 def accepted_evaluators_set(*, agent: Agent, slugs: list[str]) -> list[str]:
-    """Replace the evaluators an agent accepts; EvaluatorNotAccepted names unknown slugs."""
+    """Replace the evaluators an agent accepts (any agent, even its own: its owner chooses
+    whom to trust); EvaluatorNotAccepted names unknown slugs."""
     wanted = sorted(set(slugs))
     found = list(Agent.objects.filter(slug__in=wanted).order_by("slug"))
     missing = sorted(set(wanted) - {evaluator.slug for evaluator in found})

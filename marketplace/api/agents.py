@@ -4,6 +4,7 @@ agents changes and uploads to those alone, and creates none (403 `agent_not_allo
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import api_view, parser_classes, throttle_classes
 from rest_framework.request import Request
@@ -27,6 +28,7 @@ from marketplace.api.serializers.agents import (
 )
 from marketplace.binaries import UploadRateThrottle, binary_upload
 from marketplace.errors import AgentHasNoBinary, AgentNotAllowed, AgentNotFound
+from marketplace.evaluators import accepted_evaluators_set
 from marketplace.exceptions import NotAgentOwner
 from marketplace.services import agent_create, agent_update
 
@@ -47,7 +49,11 @@ def agents(request: Request) -> Response:
             )
         owner = current_user(request)
         data = valid(AgentWriteSerializer, request.data, context={"schema_user": owner.pk})
-        created = agent_create(owner=owner, **data)
+        evaluators = data.pop("accepted_evaluators", None)
+        with transaction.atomic():
+            created = agent_create(owner=owner, **data)
+            if evaluators is not None:
+                accepted_evaluators_set(agent=created, slugs=evaluators)
         found = selectors.agent_by_slug(created.slug, missing=AgentNotFound)
         return Response(AgentSerializer(found).data, status=201)
     query = valid(AgentQuerySerializer, request.query_params)
@@ -75,7 +81,11 @@ def agent(request: Request, slug: str) -> Response:
             partial=True,
             context={"schema_user": owned.owner_id},
         )
-        agent_update(agent=owned, **changes)
+        evaluators = changes.pop("accepted_evaluators", None)
+        with transaction.atomic():
+            agent_update(agent=owned, **changes)
+            if evaluators is not None:
+                accepted_evaluators_set(agent=owned, slugs=evaluators)
     # Read back through the catalogue query, with the score the listing shows.
     return Response(AgentSerializer(selectors.agent_by_slug(slug, missing=AgentNotFound)).data)
 

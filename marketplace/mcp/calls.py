@@ -34,6 +34,7 @@ from marketplace.apikey_models import ApiKey
 from marketplace.apikeys import api_key_allowlist, api_key_spending
 from marketplace.contracts import InvalidInput, contract_version, input_text
 from marketplace.errors import AgentNotFound, ScopeRequired
+from marketplace.evaluators import accepted_slugs
 from marketplace.exceptions import ReceiptNotReady, TaskNotFound
 from marketplace.mcp import results, waiting
 from marketplace.mcp.catalog import SEARCH_LIMIT, WAIT_DEFAULT
@@ -85,6 +86,7 @@ def get_agent(caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
         "contract": results.contract(agent.current_binary),
         "recommended": agent.recommended_limits(),
         "quote": results.quote_result(quote_for(agent, input_bytes=typical)),
+        "accepted_evaluators": accepted_slugs(agent),
     }
 
 

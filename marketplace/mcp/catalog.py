@@ -204,6 +204,11 @@ TOOLS: list[Tool] = [
                     },
                 },
                 "quote": QUOTE,
+                "accepted_evaluators": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Evaluators run_agent may name for this agent.",
+                },
             },
             "required": [*AGENT_SUMMARY["required"], "recommended", "quote"],
         },

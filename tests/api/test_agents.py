@@ -69,6 +69,7 @@ def test_the_catalogue_lists_everyones_agents_with_price_and_reputation(as_alice
                 "recommended_fuel": 1_000_000_000,
                 "recommended_memory_mb": 64,
                 "recommended_timeout_ms": 10_000,
+                "accepted_evaluators": [],
                 "created_at": response.json()["results"][0]["created_at"],
             }
         ],

@@ -76,6 +76,7 @@ def test_a_submission_holds_the_budget_in_escrow_and_queues_the_task(as_alice, f
         "started_at": None,
         "finished_at": None,
         "deadline_at": None,
+        "evaluation": None,
     }
     assert (task.requester, task.agent, task.binary_id) == (
         funded_alice,

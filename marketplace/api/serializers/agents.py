@@ -26,6 +26,7 @@ from marketplace.api.serializers.fields import (
 from marketplace.binaries import KEEP
 from marketplace.contracts import contract_of
 from marketplace.errors import InvalidSchema
+from marketplace.evaluators import MAX_EVALUATORS, accepted_slugs
 from marketplace.models import Agent, AgentBinary
 from reputation.models import ReputationEvent
 
@@ -73,6 +74,10 @@ class AgentSerializer(serializers.ModelSerializer):
     )
     current_binary = BinarySerializer(allow_null=True)
     contract = serializers.SerializerMethodField()
+    accepted_evaluators = serializers.SerializerMethodField(
+        help_text="Slugs of the evaluators whose verdict the agent accepts: a task may name "
+        "one as its `evaluator` (SPEC §21)."
+    )
 
     class Meta:
         model = Agent
@@ -93,6 +98,7 @@ class AgentSerializer(serializers.ModelSerializer):
             "recommended_fuel",
             "recommended_memory_mb",
             "recommended_timeout_ms",
+            "accepted_evaluators",
             "created_at",
         ]
         read_only_fields = fields
@@ -105,6 +111,10 @@ class AgentSerializer(serializers.ModelSerializer):
     @extend_schema_field(ContractSerializer(allow_null=True))
     def get_contract(self, agent: Agent) -> dict[str, Any] | None:
         return contract_of(agent.current_binary)
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_accepted_evaluators(self, agent: Agent) -> list[str]:
+        return accepted_slugs(agent)
 
 
 def recommended_field(setting: str, what: str) -> StrictIntegerField:
@@ -155,6 +165,13 @@ class AgentWriteSerializer(serializers.Serializer):
     recommended_fuel = recommended_field("TASK_MAX_FUEL", "fuel limit")
     recommended_memory_mb = recommended_field("TASK_MAX_MEMORY_MB", "memory limit (MB)")
     recommended_timeout_ms = recommended_field("TASK_MAX_TIMEOUT_MS", "timeout (ms)")
+    accepted_evaluators = serializers.ListField(
+        child=serializers.SlugField(max_length=64),
+        max_length=MAX_EVALUATORS,
+        required=False,
+        help_text="Slugs of the evaluator agents whose verdict this agent accepts (replaces "
+        "the list).",
+    )
 
     def validate_slug(self, value: str) -> str:
         if Agent.objects.filter(slug=value).exists():
