@@ -61,9 +61,11 @@ class AgentAdmin(admin.ModelAdmin):
         "recommended_fuel",
         "recommended_memory_mb",
         "recommended_timeout_ms",
+        "accepted_evaluators",
         "current_binary",
         "created_at",
     ]
+    filter_horizontal = ["accepted_evaluators"]
     actions = ["suspend", "activate"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
@@ -210,6 +212,7 @@ from marketplace import apikey_admin  # noqa: E402, F401
 
 # Disputes have an admin module of their own (its actions call the service).
 from marketplace.dispute_admin import DisputeAdmin  # noqa: E402, F401
+from marketplace.evaluation_admin import EvaluationAdmin  # noqa: E402, F401
 
 # Webhooks have an admin module of their own; importing it registers it.
 from marketplace.webhooks import admin as webhooks_admin  # noqa: E402, F401

@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import F, QuerySet
 
 from marketplace.agent_forms import AgentLimitsForm, ContractForm
+from marketplace.evaluator_forms import AcceptedEvaluatorsForm, EvaluatorForm
 from marketplace.models import Agent
 from marketplace.task_input import InputFieldsForm
 from marketplace.templatetags.exchange import MICRO, format_credits
@@ -179,7 +180,7 @@ def _tags(text: str) -> list[str]:
     return [tag for tag in re.split(r"[\s,]+", text.strip().lower()) if tag]
 
 
-class AgentForm(AgentLimitsForm):
+class AgentForm(AgentLimitsForm, AcceptedEvaluatorsForm):
     name = forms.CharField(label="Name", max_length=100)
     slug = forms.RegexField(
         label="Slug",
@@ -312,7 +313,7 @@ class ChannelOpenForm(IdempotentForm):
         field.queryset = task_agents()
 
 
-class TaskForm(IdempotentForm, InputFieldsForm):
+class TaskForm(IdempotentForm, InputFieldsForm, EvaluatorForm):
     agent = AgentChoiceField(
         label="Agent",
         queryset=Agent.objects.none(),

@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import Http404, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
@@ -17,6 +18,8 @@ from execution.engine.validation import WasmInvalid
 from marketplace import selectors
 from marketplace.agent_forms import AgentLimitsForm
 from marketplace.binaries import binary_upload, binary_upload_refusal
+from marketplace.evaluator_forms import AgentSettingsForm
+from marketplace.evaluators import EvaluatorNotAccepted, accepted_evaluators_set, accepted_slugs
 from marketplace.forms import AgentForm, AgentSearchForm, BinaryUploadForm
 from marketplace.models import Agent
 from marketplace.services import agent_create, agent_update
@@ -72,19 +75,30 @@ def agent_detail(request: HtmxHttpRequest, slug: str) -> HttpResponseBase:
     agent = selectors.agent_by_slug(slug)
     is_owner = agent.owner_id == user.pk
     limits_form = None
+    evaluators = accepted_slugs(agent)
     if is_owner:
-        current = {name: getattr(agent, name) for name in AgentLimitsForm.LIMITS}
-        limits_form = AgentLimitsForm(request.POST or None, initial=current)
+        current: dict[str, Any] = {name: getattr(agent, name) for name in AgentLimitsForm.LIMITS}
+        current["accepted_evaluators"] = " ".join(evaluators)
+        limits_form = AgentSettingsForm(request.POST or None, initial=current)
     if request.method == "POST":
         if limits_form is None:  # only the owner changes an agent; to others it is a 404
             raise Http404("No such agent.")
         if limits_form.is_valid():
             try:
-                agent_update(agent=agent, **limits_form.limits())
+                with transaction.atomic():
+                    agent_update(agent=agent, **limits_form.limits())
+                    accepted_evaluators_set(
+                        agent=agent, slugs=limits_form.cleaned_data["accepted_evaluators"]
+                    )
             except ValidationError as exc:
                 _add_validation_errors(limits_form, exc)
+            except EvaluatorNotAccepted as exc:
+                limits_form.add_error("accepted_evaluators", exc.message)
             else:
-                messages.success(request, "Recommended limits saved; new tasks use them.")
+                messages.success(
+                    request,
+                    "Recommended limits saved, and the evaluators it accepts; new tasks use them.",
+                )
                 return go_to(request, reverse("agent-detail", args=[agent.slug]))
     context: dict[str, Any] = {
         "agent": agent,
@@ -95,6 +109,7 @@ def agent_detail(request: HtmxHttpRequest, slug: str) -> HttpResponseBase:
         "recent_tasks": selectors.agent_recent_tasks(agent),
         "can_run": agent.status == Agent.Status.ACTIVE and agent.current_binary_id is not None,
         "limits_form": limits_form,
+        "accepted_evaluators": evaluators,
         "daily_cap": settings.REPUTATION_DAILY_CAP_PER_REQUESTER.normalize(),
     }
     if is_owner:
@@ -110,18 +125,22 @@ def agent_new(request: HtmxHttpRequest) -> HttpResponseBase:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            agent = agent_create(
-                owner=user_of(request),
-                slug=data["slug"],
-                name=data["name"],
-                description=data["description"],
-                tags=data["tags"],
-                base_fee=data["base_fee"],
-                fuel_price=data["fuel_price"],
-                **form.limits(),
-            )
+            with transaction.atomic():
+                agent = agent_create(
+                    owner=user_of(request),
+                    slug=data["slug"],
+                    name=data["name"],
+                    description=data["description"],
+                    tags=data["tags"],
+                    base_fee=data["base_fee"],
+                    fuel_price=data["fuel_price"],
+                    **form.limits(),
+                )
+                accepted_evaluators_set(agent=agent, slugs=data["accepted_evaluators"])
         except ValidationError as exc:
             _add_validation_errors(form, exc)
+        except EvaluatorNotAccepted as exc:
+            form.add_error("accepted_evaluators", exc.message)
         else:
             messages.success(
                 request,

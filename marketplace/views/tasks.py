@@ -40,6 +40,12 @@ from marketplace.errors import (
     LimitExceeded,
     TooManyTasks,
 )
+from marketplace.evaluators import (
+    BudgetTooSmall,
+    EvaluatorNeedsEscrow,
+    EvaluatorNotAccepted,
+    evaluation_shown,
+)
 from marketplace.forms import TaskForm
 from marketplace.models import Task
 from marketplace.services import task_cancel, task_submit
@@ -69,6 +75,9 @@ TASK_ERROR_FIELDS: list[tuple[type[DomainError], str]] = [
     (AgentHasNoBinary, "agent"),
     (InputTooLarge, "input"),
     (InvalidOutputSchema, "output_schema"),
+    (EvaluatorNotAccepted, "evaluator"),
+    (EvaluatorNeedsEscrow, "evaluator"),
+    (BudgetTooSmall, "budget"),
 ]
 
 CHANNEL_ERRORS = (VoucherError, ChannelNotOpen, ChannelExpired, ChannelAgentMismatch)
@@ -192,6 +201,7 @@ def _submit(request: HtmxHttpRequest, form: TaskForm) -> TaskForm | HttpResponse
                 min_reputation=data["min_reputation"],
                 output_schema=data["output_schema"],
                 idempotency_key=data["idempotency_key"],
+                evaluator=data.get("evaluator"),
             ),
             reused="This form was already submitted with other values. Check them and "
             "submit again to create a new task.",
@@ -273,6 +283,7 @@ def _task_context(task: Task) -> dict[str, Any]:
         "receipt_payload": json.loads(receipt.payload) if receipt else None,
         "paid_to_agent": paid_to_agent,
         "poll": POLL_ACTIVE,
+        "evaluation": evaluation_shown(task) or {"status": None},
         # Only a succeeded task can be disputed (and show a dispute).
         **(task_dispute_context(task) if task.status == Task.Status.SUCCEEDED else {}),
     }
@@ -283,8 +294,10 @@ def _task_context(task: Task) -> dict[str, Any]:
 def task_detail(request: HtmxHttpRequest, task_id: Any) -> HttpResponse:
     task = selectors.task_of(user_of(request), task_id)
     context = _task_context(task)
-    # Polling stops once the task is final: the last answer carries the result.
-    response_class = HttpResponseStopPolling if task.is_final else HttpResponse
+    # Polling stops once the task is final (and its verdict given, if an evaluator checks
+    # it): the last answer carries the result.
+    settled = task.is_final and context["evaluation"]["status"] != "running"
+    response_class = HttpResponseStopPolling if settled else HttpResponse
     return render_page(
         request, "tasks/detail.html", context, fragment="panel", response_class=response_class
     )
