@@ -49,6 +49,7 @@ urlpatterns = [
     ),
     path("agents/<slug:slug>/quote/", quotes.agent_quote, name="agent-quote"),
     path("tasks/", tasks.tasks, name="tasks"),
+    path("tasks/batch/", tasks.task_batch, name="task-batch"),
     path("tasks/<uuid:task_id>/", tasks.task, name="task"),
     path("tasks/<uuid:task_id>/cancel/", tasks.task_cancel_view, name="task-cancel"),
     path("tasks/<uuid:task_id>/receipt/", receipts.task_receipt, name="task-receipt"),

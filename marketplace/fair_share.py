@@ -18,7 +18,10 @@ On PostgreSQL the task's INSERT computes its tag with `marketplace_task_admit` (
 marketplace 0014), which first takes an advisory lock on the requester for the rest of the
 transaction and counts the tasks in flight under it: concurrent submissions of one
 requester are admitted one after another and never overshoot, at no extra round trip.
-SQLite admits one writer at a time: there the count is a query of its own.
+SQLite admits one writer at a time: there the count is a query of its own. The one statement
+of a submission on PostgreSQL (marketplace.submissions) admits all its tasks at once with
+`marketplace_tasks_admit` (migration marketplace 0021): one count for a batch of a hundred,
+under the same lock, and the tags one after another.
 """
 
 from __future__ import annotations
@@ -55,6 +58,24 @@ def fair_tag_next(*, requester_id: int) -> Expression:
     last = Subquery(own.annotate(tag=Max("fair_tag")).values("tag")[:1])
     after_last = CombinedExpression(last, "+", Value(1))
     return Greatest(Coalesce(floor, Value(0)), Coalesce(after_last, Value(0)))
+
+
+def tasks_admit_sql(*, requester_id: int, tasks: int) -> tuple[str, list[Any]]:
+    """On PostgreSQL, the CTE `task_admitted` that admits `tasks` new tasks of the requester
+    at once (`marketplace_tasks_admit`, migration marketplace 0021: one count for a batch),
+    and its parameters. Its `base` is the first task's tag; `fair_tags_sql` the tags."""
+    return (
+        "task_admitted AS MATERIALIZED (SELECT marketplace_tasks_admit(%s, %s, %s) AS base)",
+        [requester_id, settings.MAX_TASKS_IN_FLIGHT, tasks],
+    )
+
+
+def fair_tags_sql(*, tasks: int) -> tuple[str, list[Any]]:
+    """The tag of each row of an INSERT of `tasks` tasks admitted by `task_admitted`: the
+    tags one after another, as admitting them one by one gives."""
+    if tasks == 1:
+        return "(SELECT base FROM task_admitted)", []
+    return "(SELECT base FROM task_admitted) + row_number() OVER () - 1", []
 
 
 def too_many(error: DatabaseError) -> TooManyTasks | None:

@@ -7,20 +7,19 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from escrow.channels import (
     channel_finish_task,
-    channel_reserve,
     channel_settle_if_due,
     voucher_verify,
 )
-from escrow.errors import IdempotencyConflict, InvalidAmount
+from escrow.errors import InvalidAmount
 from escrow.ledger import wallet_open
 from escrow.models import Escrow
-from escrow.services import escrow_cancel, escrow_create, escrow_open_funded, escrow_refund
-from marketplace.apikeys import api_key_charge_task, api_key_give_back
+from escrow.services import escrow_cancel, escrow_refund
+from marketplace.apikeys import api_key_give_back
 from marketplace.contracts import contract_version, input_prepare
 from marketplace.errors import (
     AgentUnavailable,
@@ -30,11 +29,11 @@ from marketplace.errors import (
     TaskStateConflict,
 )
 from marketplace.evaluators import evaluator_for
-from marketplace.fair_share import fair_tag_next, in_flight_check, too_many
 from marketplace.models import Agent, ApiKey, Task
-from marketplace.queues import task_run_send
 from marketplace.schemas import output_schema_check
 from marketplace.selectors.agents import agents_with_wallets
+from marketplace.submissions import Prepared, task_open
+from marketplace.submissions import task_enqueue as task_enqueue
 from marketplace.webhooks.outbox import webhook_event_record
 from reputation.services import reputation_open
 
@@ -94,21 +93,6 @@ def agent_create(
 # --- tasks -----------------------------------------------------------------------------
 
 
-def task_enqueue(*, task_id: Any) -> None:
-    """Hand the task to a worker once the surrounding transaction commits.
-
-    The task row, not the broker message, is the source of truth: a lost message is
-    found and re-sent by recovery, and a duplicate one loses the claim's compare-and-set.
-    """
-
-    def send() -> None:
-        task_run_send(task_id=task_id)
-
-    # robust: a broker that is down (a Redis restart) is logged, not raised into a request
-    # whose task is already committed; recovery re-sends the message.
-    transaction.on_commit(send, robust=True)
-
-
 def _limit(name: str, value: int | None, maximum: int) -> int | None:
     if value is None:
         return None
@@ -123,7 +107,13 @@ def _limit(name: str, value: int | None, maximum: int) -> int | None:
     return value
 
 
-def task_submit(
+def task_submit(**options: Any) -> Task:
+    """Create the task, pin its binary and price, fund its escrow, enqueue it: all or nothing.
+    The options are `task_prepare`'s; `marketplace.submissions` writes it."""
+    return task_open(task_prepare(**options))
+
+
+def task_prepare(
     *,
     requester: User,
     agent: Agent,
@@ -142,8 +132,8 @@ def task_submit(
     api_key: ApiKey | None = None,
     deadline_seconds: int | None = None,
     evaluator: str | None = None,
-) -> Task:
-    """Create the task, pin its binary and price, fund its escrow, enqueue it: all or nothing.
+) -> Prepared:
+    """Check a submission and build its task, its binary and price pinned (not saved yet).
 
     With `evaluator` (the slug of an evaluator the agent accepts), the task's success is
     checked by that agent before its earnings' hold starts (SPEC §21, marketplace.evaluators).
@@ -248,78 +238,7 @@ def task_submit(
         **limits,
         **pinned,
     )
-    try:
-        return _task_open(task, payer=payer, payee=payee, channel=channel, voucher=voucher)
-    except DatabaseError as exc:
-        refused = too_many(exc)
-        if refused is not None:
-            raise refused from None
-        if not isinstance(exc, IntegrityError):
-            raise
-        # A twin with the same key won the unique index: the task is that one's.
-        if idempotency_key is None or not _key_taken(exc):
-            raise exc
-    existing = Task.objects.select_related("agent", "binary", "escrow").get(
-        requester=requester, idempotency_key=idempotency_key
-    )
-    return _same_submission(existing, agent=agent, input=input, budget=budget)
-
-
-def _key_taken(exc: IntegrityError) -> bool:
-    # PostgreSQL names the constraint; SQLite names its columns.
-    text = str(exc)
-    return "task_idempotency_key_unique" in text or "marketplace_task.idempotency_key" in text
-
-
-@transaction.atomic(durable=True)
-def _task_open(task: Task, *, payer: int, payee: int, channel: Any, voucher: Any) -> Task:
-    """The submission's transaction: the task, already queued with its turn in the fair
-    share (a concurrent twin with the same key waits on the unique index, then fails the
-    insert), then in the lock order its API key, its channel and its escrow with the money,
-    and the requester's tasks in flight counted (by the INSERT on PostgreSQL)."""
-    now = timezone.now()
-    task.status, task.enqueued_at, task.queued_at = Task.Status.QUEUED, now, now
-    task.fair_tag = fair_tag_next(requester_id=task.requester_id)  # type: ignore[assignment]
-    task.save(force_insert=True)
-    # The INSERT computed it; nothing here reads it, and a save must never compute it again.
-    task.fair_tag = None  # type: ignore[assignment]
-    if task.api_key is not None:
-        # The key's spending caps: its row is locked before any channel, escrow or account.
-        api_key_charge_task(key=task.api_key, task=task, channel=channel)
-    if task.payment == Task.Payment.CHANNEL:
-        # The channel row is locked before the escrow row that references it is written.
-        reserved = channel_reserve(
-            channel_id=channel,
-            requester_user_id=task.requester_id,
-            agent_id=task.agent_id,
-            voucher=voucher,
-            budget=task.budget,
-            task_id=task.pk,
-        )
-        escrow = escrow_create(
-            payer_user_id=task.requester_id,
-            payee_user_id=task.agent.owner_id,
-            payer_id=payer,
-            payee_id=payee,
-            amount=task.budget,
-            task_id=task.pk,
-            channel_id=reserved.pk,
-            shard=reserved.shard,
-        )
-    else:
-        escrow = escrow_open_funded(
-            payer_id=payer, payee_id=payee, amount=task.budget, task_id=task.pk
-        )
-    in_flight_check(requester_id=task.requester_id)
-    task.opened_escrow = escrow  # type: ignore[attr-defined]  # for the response: no read back
-    task_enqueue(task_id=task.pk)
-    return task
-
-
-def _same_submission(existing: Task, *, agent: Agent, input: str, budget: int) -> Task:
-    if (existing.agent_id, existing.input, existing.budget) != (agent.pk, input, budget):
-        raise IdempotencyConflict()
-    return existing
+    return Prepared(task, payer=payer, payee=payee, channel=channel, voucher=voucher)
 
 
 @transaction.atomic(durable=True)

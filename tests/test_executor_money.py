@@ -92,20 +92,23 @@ def test_a_failed_submission_leaves_nothing_behind(
 
 @pytest.mark.django_db(transaction=True)
 def test_rollback_after_the_enqueue_leaves_nothing_queued(monkeypatch):
-    import marketplace.services as services
+    """In the submission's transaction (channel payments, SQLite, a statement that refused
+    itself), a failure after the task's message was sent takes the message back with it."""
+    import marketplace.submissions as submissions
 
     alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
     deposit_create(user_id=alice.pk, amount=1_000_000)
     agent = AgentFactory.create(owner=bob)
     Agent.objects.filter(pk=agent.pk).update(current_binary=AgentBinaryFactory.create(agent=agent))
     agent.refresh_from_db()
-    real_enqueue = services.task_enqueue
+    real_enqueue = submissions.task_enqueue
 
     def enqueue_then_fail(**kwargs):
         real_enqueue(**kwargs)
         raise RuntimeError("the database went away after the enqueue")
 
-    monkeypatch.setattr(services, "task_enqueue", enqueue_then_fail)
+    monkeypatch.setattr(submissions, "_open_at_once", lambda batch: None)
+    monkeypatch.setattr(submissions, "task_enqueue", enqueue_then_fail)
     with pytest.raises(RuntimeError):
         submit(alice, agent)
     assert (Task.objects.count(), OrmQ.objects.count(), Escrow.objects.count()) == (0, 0, 0)

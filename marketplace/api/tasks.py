@@ -9,23 +9,30 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import api_view, throttle_classes
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from marketplace import selectors
-from marketplace.api import schema
+from marketplace.api import schema, schema_batches
 from marketplace.api.auth_keys import agent_allowlist, api_key_of, key_scope
 from marketplace.api.common import current_user, page_response, valid
 from marketplace.api.serializers.tasks import (
     TaskListSerializer,
     TaskQuerySerializer,
     TaskSerializer,
-    TaskSubmitSerializer,
 )
+from marketplace.api.submission import batch_items, submission_data, task_body
+from marketplace.batches import tasks_submit
 from marketplace.exceptions import TaskNotFound
 from marketplace.idempotency import idempotent
 from marketplace.services import task_cancel, task_submit
-from marketplace.submission_throttle import SubmissionKeyThrottle, SubmissionUserThrottle
+from marketplace.submission_throttle import (
+    BatchKeyThrottle,
+    BatchUserThrottle,
+    SubmissionKeyThrottle,
+    SubmissionUserThrottle,
+)
 from marketplace.task_wait import MAX_SECONDS, WaitersFull, task_wait
 
 WAIT_PREFERENCE = re.compile(r'\s*wait\s*=\s*"?(-?\d{1,12})"?\s*', re.IGNORECASE)
@@ -52,24 +59,23 @@ def tasks(request: Request) -> Response:
         wait = wait_preference(request)
 
         def run(key: str | None) -> Response:
-            data = valid(TaskSubmitSerializer, request.data, context={"requester": user})
+            data = submission_data(request.data, requester=user)
             if "channel" in data:
                 data["channel"] = str(data["channel"])
             submitted = task_submit(
                 requester=user, idempotency_key=key, api_key=api_key_of(request), **data
             )
             # The task in hand (with its agent and escrow) is what the response shows.
-            opened = {"escrow": getattr(submitted, "opened_escrow", None)}
             if wait is None:
-                return Response(TaskSerializer(submitted, context=opened).data, status=201)
+                return Response(task_body(submitted), status=201)
             try:
                 # Inside the idempotent call: what is remembered is what is sent.
                 waited = task_wait(submitted.pk, wait)
             except WaitersFull:
                 # This process holds as many waiting requests as it may: answer at once.
-                return Response(TaskSerializer(submitted, context=opened).data, status=202)
+                return Response(task_body(submitted), status=202)
             return Response(
-                TaskSerializer(waited).data,
+                task_body(waited),
                 status=201 if waited.is_final else 202,
                 headers={"Preference-Applied": f"wait={wait}"},
             )
@@ -84,6 +90,37 @@ def tasks(request: Request) -> Response:
         allowlist=agent_allowlist(request),
     ).order_by(*TaskQuerySerializer.ORDERINGS[query["ordering"]])
     return page_response(request, listing, TaskListSerializer)
+
+
+@extend_schema(**schema_batches.TASK_BATCH)
+@key_scope(POST="tasks:write")
+@api_view(["POST"])
+@throttle_classes([BatchUserThrottle, BatchKeyThrottle])
+def task_batch(request: Request) -> Response:
+    """Up to MAX_BATCH tasks, all or nothing (marketplace.batches)."""
+    user = current_user(request)
+
+    def run(key: str | None) -> Response:
+        items = batch_items(request.data)
+        agents: dict[str, Any] = {}  # each agent of the batch read once
+        submissions = []
+        for index, item in enumerate(items):
+            try:
+                submissions.append(submission_data(item, requester=user, agents=agents))
+            except ValidationError as exc:
+                detail = exc.detail if isinstance(exc.detail, dict) else {"errors": exc.detail}
+                named: dict[str, Any] = {"index": index, **detail}  # a number, not text
+                exc.detail = named
+                raise
+        submitted = tasks_submit(
+            requester=user,
+            submissions=submissions,
+            idempotency_key=key,
+            api_key=api_key_of(request),
+        )
+        return Response({"tasks": [task_body(task) for task in submitted]}, status=201)
+
+    return idempotent(request, user, run)
 
 
 @extend_schema(**schema.TASK)

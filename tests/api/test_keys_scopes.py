@@ -43,6 +43,7 @@ KEY_SCOPES: dict[str, dict[str, str] | str] = {
     "api:agent-versions": {"GET": ANY_KEY},
     "api:agent-openapi": {"GET": ANY_KEY},
     "api:tasks": {"GET": "tasks:read", "POST": "tasks:write"},
+    "api:task-batch": {"POST": "tasks:write"},
     "api:task": {"GET": "tasks:read"},
     "api:task-cancel": {"POST": "tasks:write"},
     "api:task-receipt": {"GET": "tasks:read"},

@@ -23,6 +23,7 @@ from marketplace.contracts import input_shown
 from marketplace.evaluators import evaluation_shown
 from marketplace.models import Agent, Task
 from marketplace.selectors.agents import agent_for_submission
+from marketplace.submissions import MAX_BATCH
 
 
 class VoucherSerializer(serializers.Serializer):
@@ -101,15 +102,31 @@ class TaskSubmitSerializer(serializers.Serializer):
         requester = self.context.get("requester")
         if requester is None:
             return existing_agent(value)
-        # Read once, with what the submission needs (the service does not read it again).
-        agent = agent_for_submission(requester_id=requester.pk, slug=value)
+        # Read once, with what the submission needs (the service does not read it again);
+        # a batch reads each of its agents once (`agents`, by slug).
+        read = self.context.get("agents")
+        agent = read.get(value) if read is not None else None
+        if agent is None:
+            agent = agent_for_submission(requester_id=requester.pk, slug=value)
         if agent is None:
             raise serializers.ValidationError("No such agent.")
+        if read is not None:
+            read[value] = agent
         return agent
 
     def validate_output_schema(self, value: Any) -> Any:
         requester = self.context.get("requester")
         return checked_output_schema(value, user_id=requester.pk if requester else None)
+
+
+class TaskBatchSerializer(serializers.Serializer):
+    tasks = TaskSubmitSerializer(  # type: ignore[call-arg]  # `many` takes a ListSerializer's
+        many=True,
+        min_length=1,
+        max_length=MAX_BATCH,
+        help_text=f"1 to {MAX_BATCH} submissions, each as `POST /api/v1/tasks/` takes one "
+        "(escrow payment only). All are submitted, or none.",
+    )
 
 
 class TaskResultSerializer(serializers.Serializer):
@@ -218,9 +235,10 @@ class TaskSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(TaskEscrowSerializer(allow_null=True))
     def get_escrow(self, task: Task) -> dict[str, Any] | None:
-        # A submission's response passes the escrow it opened (`context["escrow"]`).
-        escrow = self.context.get("escrow") or getattr(task, "escrow", None)
-        return None if escrow is None else TaskEscrowSerializer(escrow).data
+        # A task just submitted carries the escrow it opened: nothing is read back.
+        escrow = getattr(task, "opened_escrow", None) or getattr(task, "escrow", None)
+        # TaskEscrowSerializer's fields, without building them for every task.
+        return None if escrow is None else {"id": escrow.pk, "status": escrow.status}
 
 
 class TaskListResultSerializer(serializers.Serializer):
