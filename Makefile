@@ -97,7 +97,8 @@ agents: venv
 
 # Figures, not tests: the sandbox alone, then payment channels, webhook and quote latency,
 # the cost of one statement, and end to end, each on a throwaway PostgreSQL cluster. e2e.py
-# comes last: it ends with the four SPEC §16 figures, the reference settlement run beside them.
+# comes last: it ends with the SPEC §16 and §20 figures (settlement beside the reference,
+# end to end, batch submission).
 .PHONY: bench
 bench: venv
 	$(BIN)/python benchmarks/sandbox.py
