@@ -22,7 +22,7 @@ from execution.engine.receipts import receipt_sign
 from marketplace.dispute_keys import dispute_key_give_back, dispute_key_lock
 from marketplace.evaluators import evaluation_dispute_scored
 from marketplace.exceptions import TaskNotFound
-from marketplace.models import Task
+from marketplace.models import Evaluation, Task
 from marketplace.queues import service_send
 from marketplace.webhooks.outbox import webhook_event_record
 from reputation.disputes import reputation_apply_dispute
@@ -64,6 +64,11 @@ def dispute_file(*, task_id: Any, user: Any, reason: str) -> Dispute:
         raise TaskNotFound()
     if task.status != Task.Status.SUCCEEDED:
         raise money.DisputeWindowClosed("Only a succeeded task that cost something is disputed.")
+    if Evaluation.objects.filter(task_id=task.pk, status=Evaluation.Status.RUNNING).exists():
+        raise money.DisputeWindowClosed(
+            "The task's evaluator has not given its verdict yet: its earnings are not held "
+            "for a dispute until then."
+        )
     dispute = money.dispute_open(
         task_id=task.pk, requester_id=user.pk, owner_id=task.agent.owner_id, reason=reason
     )

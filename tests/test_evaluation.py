@@ -359,7 +359,7 @@ def test_a_dispute_cannot_be_opened_before_the_verdict(requester, evaluated_agen
     from marketplace.disputes import dispute_file
 
     task = succeed(submit(requester, evaluated_agent))
-    with pytest.raises(DisputeWindowClosed):
+    with pytest.raises(DisputeWindowClosed, match="has not given its verdict"):
         dispute_file(task_id=task.pk, user=requester, reason="too early")
 
 
