@@ -109,4 +109,5 @@ def test_an_operator_rejecting_a_dispute_upholds_the_verdict(requester, agent, j
     assert ReputationEvent.objects.get(agent=judge, reason="verdict_upheld").outcome == "success"
     assert Earning.objects.get(task=task).status == "held"
     assert balance(requester) == 10_000_000 - COST - JUDGE_COST
-    assert json.loads(Evaluation.objects.get(task=task).receipt["payload"])["verdict"] == "accept"
+    receipt = Evaluation.objects.get(task=task).receipt
+    assert receipt is not None and json.loads(receipt["payload"])["verdict"] == "accept"

@@ -66,9 +66,22 @@ def run_both(alice, echo, judge) -> tuple[Task, Task]:
 
 def priced(task: Task) -> tuple[int, int]:
     cost = cost_for(
-        base_fee=task.base_fee, fuel_price=task.fuel_price, fuel_used=task.fuel_used, budget=BUDGET
+        base_fee=task.base_fee,
+        fuel_price=task.fuel_price,
+        fuel_used=known(task.fuel_used),
+        budget=BUDGET,
     )
     return cost, fee_for(cost)
+
+
+def known(amount: int | None) -> int:
+    assert amount is not None
+    return amount
+
+
+def money(run: Task) -> tuple[int, int]:
+    """A settled run's cost and fee."""
+    return known(run.cost), known(run.fee)
 
 
 def test_a_real_evaluator_accepts_the_echo(world):
@@ -88,10 +101,11 @@ def test_a_real_evaluator_accepts_the_echo(world):
         "0.7500",
         "echoed",
     )
-    assert evaluation.cost == run.cost == 700 + -(-run.fuel_used * 1_000 // 1_000_000)
-    assert balance(alice) == FUNDS - cost - run.cost
+    run_cost, run_fee = money(run)
+    assert evaluation.cost == run_cost == 700 + -(-known(run.fuel_used) * 1_000 // 1_000_000)
+    assert balance(alice) == FUNDS - cost - run_cost
     assert held_for(echo.owner) == cost - fee
-    assert held_for(charlie) == run.cost - run.fee
+    assert held_for(charlie) == run_cost - run_fee
     assert Earning.objects.get(task=task).status == "held"
     assert ReputationEvent.objects.get(task=task).outcome == "success"
 
@@ -100,7 +114,7 @@ def test_a_real_evaluator_rejects_the_echo(world):
     alice, echo, charlie = world
     task, run = run_both(alice, echo, evaluator(charlie, REJECT))
     assert Evaluation.objects.get(task=task).verdict == "reject"
-    assert balance(alice) == FUNDS - run.cost
+    assert balance(alice) == FUNDS - money(run)[0]
     assert held_for(echo.owner) == 0
     assert ReputationEvent.objects.get(task=task).outcome == "failure"
 
@@ -224,5 +238,5 @@ def test_a_worker_killed_between_settlement_and_verdict_settles_each_once(settin
         assert Earning.objects.get(task=task).status == "held"
         assert ReputationEvent.objects.filter(task=task).count() == 1
         assert Transfer.objects.filter(task=run, kind="escrow_payout").count() == 1
-        spent += task.cost + run.cost
+        spent += known(task.cost) + known(run.cost)
     assert balance(alice) == FUNDS - spent
