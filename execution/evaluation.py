@@ -160,8 +160,9 @@ def evaluation_open(*, task: Task, cost: int, output: bytes) -> Evaluation:
         input=text,
         input_sha256=hashlib.sha256(text.encode()).hexdigest(),
         budget=left,
-        base_fee=evaluator.base_fee,
-        fuel_price=evaluator.fuel_price,
+        # Its price as pinned at submission (tasks from before the pin: its price now).
+        base_fee=_pinned(task.evaluator_base_fee, evaluator.base_fee),
+        fuel_price=_pinned(task.evaluator_fuel_price, evaluator.fuel_price),
         min_reputation=Decimal(0),
         output_schema=VERDICT_SCHEMA,
         recommended_fuel=recommended["fuel_limit"],
@@ -184,6 +185,10 @@ def evaluation_open(*, task: Task, cost: int, output: bytes) -> Evaluation:
     )
     task_enqueue(task_id=run.pk)
     return evaluation
+
+
+def _pinned(pinned: int | None, now: int) -> int:
+    return now if pinned is None else pinned
 
 
 def _fair_tag(requester_id: int) -> Any:

@@ -39,8 +39,17 @@ def fee_for(cost: int) -> int:
 
 
 def affordable_fuel(task: Task) -> int:
-    """The fuel a run gets: the task's limit, capped so that its cost fits the budget."""
+    """The fuel a run gets: the task's limit, capped so that its cost fits the budget — and,
+    for an evaluated task, leaves its evaluator's least (SPEC §21)."""
     if task.fuel_price <= 0:
         return task.fuel_limit
-    spare = task.budget - task.base_fee
+    spare = task.budget - task.base_fee - evaluator_reserve(task)
     return max(0, min(task.fuel_limit, spare * 1_000_000 // task.fuel_price))
+
+
+def evaluator_reserve(task: Task) -> int:
+    """What an evaluated task's budget keeps for its evaluator: its base fee and some fuel,
+    at the price pinned at submission (marketplace.evaluators.evaluator_least)."""
+    if task.evaluator_base_fee is None:
+        return 0
+    return task.evaluator_base_fee + (1 if (task.evaluator_fuel_price or 0) > 0 else 0)

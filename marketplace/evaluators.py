@@ -59,14 +59,20 @@ def evaluator_for(*, agent: Agent, slug: Any, budget: int, least: int, payment: 
         )
     if payment != Task.Payment.ESCROW:
         raise EvaluatorNeedsEscrow(fields={"evaluator": ["needs payment: escrow"]})
-    needed = least + found.base_fee
-    if budget < needed:
+    theirs = evaluator_least(base_fee=found.base_fee, fuel_price=found.fuel_price)
+    if budget < least + theirs:
         raise BudgetTooSmall(
-            f"The budget ({budget} µCR) must be at least {needed} µCR: the agent's base fee "
-            f"and some fuel ({least} µCR) plus the evaluator's base fee ({found.base_fee} µCR).",
-            fields={"budget": [f"at least {needed}"]},
+            f"The budget ({budget} µCR) must be at least {least + theirs} µCR: the agent's "
+            f"base fee and some fuel ({least} µCR) plus the evaluator's ({theirs} µCR).",
+            fields={"budget": [f"at least {least + theirs}"]},
         )
     return found
+
+
+def evaluator_least(*, base_fee: int, fuel_price: int) -> int:
+    """What an evaluator's run needs at least (its base fee and some fuel): what the task's
+    own fuel is capped to leave in the budget (execution.runs.affordable_fuel)."""
+    return base_fee + (1 if fuel_price > 0 else 0)
 
 
 def evaluation_shown(task: Task) -> dict[str, Any] | None:

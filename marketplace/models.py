@@ -249,6 +249,11 @@ class Task(models.Model):
     evaluates = models.OneToOneField(
         "self", models.PROTECT, null=True, blank=True, related_name="evaluation_run"
     )
+    # The evaluator's price, pinned at submission like the agent's: its run is priced so,
+    # and the agent's fuel is capped to leave its least (base fee and some fuel) in the
+    # budget, so no agent can spend the budget past its evaluator.
+    evaluator_base_fee = models.BigIntegerField(null=True, blank=True)
+    evaluator_fuel_price = models.BigIntegerField(null=True, blank=True)
 
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.PENDING_FUNDING, db_index=True

@@ -235,6 +235,8 @@ def task_prepare(
         api_key=api_key,
         deadline_at=None if deadline is None else timezone.now() + timedelta(seconds=deadline),
         evaluator=judge,
+        evaluator_base_fee=judge.base_fee if judge else None,
+        evaluator_fuel_price=judge.fuel_price if judge else None,
         **limits,
         **pinned,
     )

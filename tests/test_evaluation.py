@@ -104,15 +104,15 @@ def test_a_suspended_evaluator_is_refused_at_submission(requester, evaluated_age
 
 
 def test_the_budget_must_cover_both_base_fees(requester, evaluated_agent):
-    # The agent's least is its base fee and one µCR of fuel (1_001); the judge's base fee 500.
+    # Each one's least is its base fee and one µCR of fuel: 1_001 and 501.
     with pytest.raises(BudgetTooSmall) as refused:
         task_submit(
-            requester=requester, agent=evaluated_agent, input="hi", budget=1_500, evaluator="judge"
+            requester=requester, agent=evaluated_agent, input="hi", budget=1_501, evaluator="judge"
         )
     assert refused.value.code == "budget_too_small"
-    assert refused.value.fields == {"budget": ["at least 1501"]}
+    assert refused.value.fields == {"budget": ["at least 1502"]}
     task = task_submit(
-        requester=requester, agent=evaluated_agent, input="hi", budget=1_501, evaluator="judge"
+        requester=requester, agent=evaluated_agent, input="hi", budget=1_502, evaluator="judge"
     )
     assert task.evaluator is not None and task.evaluator.slug == "judge"
 
@@ -264,6 +264,25 @@ def test_an_evaluator_suspended_before_its_run_fails_with_a_full_refund(
     assert run_of(task).failure_reason == "validation_failed"
     assert balance(requester) == 10_000_000 - COST
     assert held_for(bob) == COST - FEE
+
+
+def test_an_agent_cannot_spend_the_budget_past_its_evaluator(requester, evaluated_agent, judge):
+    from execution.runs import affordable_fuel
+
+    task = submit(requester, evaluated_agent)
+    # Its fuel leaves the judge's least (500 + 1 µCR) in the budget, at 2_000 µCR/M fuel.
+    fuel = affordable_fuel(task)
+    assert fuel == (BUDGET - 1_000 - 501) * 1_000_000 // 2_000
+    everything = judged(b"done", fuel_used=fuel, fuel_limit=fuel)
+    task = succeed(task, everything)
+    assert task.cost == BUDGET - 501
+    assert run_of(task).budget == 501
+    # The judge's price was pinned at submission: raising it now changes nothing here.
+    Agent.objects.filter(pk=judge.pk).update(base_fee=400_000)
+    assert (run_of(task).base_fee, run_of(task).fuel_price) == (500, 1_000)
+    evaluation = evaluate(task, judged(verdict(True), fuel_used=1_000, fuel_limit=1_000))
+    assert (evaluation.verdict, evaluation.cost) == ("accept", 501)
+    assert balance(requester) == 10_000_000 - BUDGET
 
 
 def test_a_failed_task_is_never_evaluated(requester, evaluated_agent):
