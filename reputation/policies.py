@@ -1,7 +1,10 @@
 """Scoring policies. Pure functions of (standing, outcome) → new score, so events replay exactly.
 
 A policy is chosen with the REPUTATION_POLICY setting (a dotted path); each event records
-the policy that scored it, so the audit replays history even across a policy change.
+the policy that scored it, so the audit replays history even across a policy change. A
+policy may also have an SQL form (`sql_form`, the functions of migration reputation 0006),
+which settlement scores with on PostgreSQL, inside its one statement; the Python form
+scores on SQLite and replays every event in the audit, and both give the same, as stored.
 
 On top of the policy sits the daily cap (SPEC §13): one requester moves an agent by at most
 so many points a UTC day. `score_outcome` applies an outcome within what is left of that
@@ -80,6 +83,8 @@ class DefaultPolicy:
     """+2.0 for a success, + up to 1.0 for leaving fuel unused, + 0.5 under one second;
     −5.0 for a failure the agent caused; 0 for platform faults and failed validation."""
 
+    sql_form = "default"  # reputation_default_policy() in SQL (migration reputation 0006)
+
     SUCCESS = Decimal("2.0")
     EFFICIENCY = Decimal("1.0")
     FAST = Decimal("0.5")
@@ -121,6 +126,8 @@ class BetaPolicy:
     Successes and failures are the weighted evidence: an outcome the daily cap cut short
     adds only the share of it that counted.
     """
+
+    sql_form = "beta"  # reputation_beta_policy() in SQL (migration reputation 0006)
 
     def _mean(self, standing: Standing, outcome: Outcome, weight: Decimal) -> Decimal:
         successes = standing.evidence_successes
@@ -205,3 +212,11 @@ def policy_for(path: str | None = None) -> Policy:
 
 def current_policy_path() -> str:
     return settings.REPUTATION_POLICY
+
+
+def sql_form_of(policy: Policy) -> str | None:
+    """The name of the policy's SQL form, which settlement scores with on PostgreSQL; None
+    for a policy without one (a subclass does not inherit its parent's: it may score
+    otherwise), which settlement scores in Python under the agent's row lock."""
+    form = vars(type(policy)).get("sql_form")
+    return form if isinstance(form, str) else None
