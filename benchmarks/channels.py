@@ -52,7 +52,6 @@ from django.contrib.auth.models import User
 
 from escrow.channels import channel_close, channel_open, key_register, voucher_message
 from escrow.models import PaymentChannel
-from execution.settlement import CONTENDED_SECONDS
 from marketplace.models import Agent
 from marketplace.services import task_submit
 
@@ -217,9 +216,6 @@ def main() -> None:
     rest = slice(args.tasks, 2 * args.tasks)
     multi = settle_alternating(escrow[rest], channel[rest], 4, settle)
     sampled = slice(2 * args.tasks, None)
-    # The 4 threads made the agent count as contended (settled in a transaction) for a
-    # while: the breakdown is of an agent settled one task at a time.
-    time.sleep(CONTENDED_SECONDS)
     escrow_statements = breakdown(escrow[sampled], settle)
     channel_statements = breakdown(channel[sampled], settle)
 

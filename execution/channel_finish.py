@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from escrow.errors import ChannelNotOpen, EscrowStateError
 from escrow.models import Escrow, PaymentChannel
-from reputation.models import ReputationEvent
 
 
 @dataclass(frozen=True)
@@ -44,11 +43,9 @@ class ChannelFinish:
 
 @dataclass(frozen=True)
 class Recorded:
-    """A result recorded by this caller; `channel_due`: its channel is now due to settle;
-    `event`: the reputation event recorded with it, if it was."""
+    """A result recorded by this caller; `channel_due`: its channel is now due to settle."""
 
     channel_due: bool = False
-    event: ReputationEvent | None = None
 
 
 def channel_finish_sql(finish: ChannelFinish) -> tuple[str, list[Any], str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any, cast
 
 from django.db import DatabaseError, connection
@@ -18,21 +17,13 @@ from execution.escrow_finish import EscrowFinish
 from execution.models import Receipt
 from marketplace.models import Task
 from marketplace.webhooks.outbox import EventInsert, webhook_event_send
-from reputation.record_sql import AlsoWrite, reputation_record_sql, reputation_recorded
-from reputation.services import Scoring
-
-
-class StandingMoved(Exception):
-    """The settlement's statement refused itself: the agent's standing moved on since its
-    outcome was scored (migration execution 0009 defines the functions that say so)."""
+from reputation.settle_sql import ReputationWrite
 
 
 class Refused(Exception):
     """The settlement's statement refused itself: the task's channel or escrow refused what
-    it writes (in a transaction, `verdict` says why)."""
-
-
-REFUSALS = {"ES001": StandingMoved, "ES002": Refused}
+    it writes (in a transaction, `verdict` says why). Migration execution 0009 defines the
+    function that says so (ES002)."""
 
 
 @contextmanager
@@ -40,9 +31,8 @@ def _refusals() -> Iterator[None]:
     try:
         yield
     except DatabaseError as exc:
-        refusal = REFUSALS.get(getattr(exc.__cause__, "sqlstate", None) or "")
-        if refusal is not None:
-            raise refusal(str(exc)) from exc
+        if getattr(exc.__cause__, "sqlstate", None) == "ES002":
+            raise Refused(str(exc)) from exc
         raise
 
 
@@ -80,14 +70,15 @@ def task_result_record(
     receipt: dict[str, str],
     event: EventInsert | None = None,
     finish: ChannelFinish | EscrowFinish | None = None,
-    reputation: tuple[Scoring, AlsoWrite | None] | None = None,
-    scored_or_refused: bool = False,
+    reputation: ReputationWrite | None = None,
+    refuse: bool = False,
 ) -> Recorded | None:
     """running (this attempt) → final, the receipt and the webhook event (and with `finish`,
-    the task's channel or escrow row and its money; with `reputation`, a Scoring and what
-    goes with it, recorded last if the standing is unchanged — with `scored_or_refused`,
-    the statement refuses itself otherwise, raising StandingMoved): one statement on
-    PostgreSQL.
+    the task's channel or escrow row and its money; with `reputation`, the outcome scored
+    and recorded in SQL, last, and the fuel sample with it): one statement on PostgreSQL.
+    With `refuse`, a channel or escrow that refuses its part makes the statement refuse
+    itself (Refused, nothing written) instead of leaving the verdict to the caller's
+    transaction.
 
     Recorded for the one caller whose attempt held the task; None, and nothing written,
     for another.
@@ -119,21 +110,18 @@ def task_result_record(
     )
     counted = "(SELECT count(*) FROM events)" if event is not None else "0"
     finished, finish_params, finish_columns = finish.sql() if finish is not None else ("", [], "")
-    scored, scored_params = (
-        reputation_record_sql(*reputation, after="settled") if reputation else ("", [])
-    )
-    # Selected last, so that the agent's row is locked after every other row here.
-    scored_id = "(SELECT id FROM scored_event)"
-    if scored_or_refused:  # nothing stays written without the reputation
-        scored_id = (
-            f"CASE WHEN EXISTS (SELECT 1 FROM scored_event) THEN {scored_id} "  # noqa: S608
-            "ELSE settlement_standing_moved() END"
-        )
-    scored, scored_column = (f", {scored}", f", {scored_id}") if scored else ("", "")
-    if scored_or_refused and finish is not None:  # refused in SQL, before what `verdict` reads
+    if refuse and finish is not None:  # refused in SQL, before what `verdict` reads
         finish_columns = (
             f", CASE WHEN {finish.accepted} THEN 0 ELSE settlement_refused() END{finish_columns}"
         )
+    scored, scored_column = "", ""
+    scored_params: list[Any] = []
+    if reputation is not None:
+        # Called once, only if the task was settled here (its id comes from `settled`),
+        # and selected last, so that the agent's row is locked after every other row here.
+        call, scored_params = reputation.call(task="settled.id")
+        scored = f", scored AS (SELECT scoring.event_id FROM settled, LATERAL {call} AS scoring)"  # noqa: S608
+        scored_column = ", (SELECT count(*) FROM scored)"
     sql = (
         f"WITH settled AS ({update} RETURNING {table}.id), "  # noqa: S608
         f"receipt AS (INSERT INTO {receipts} (task_id, payload, signature, key_id, created_at) "
@@ -157,12 +145,9 @@ def task_result_record(
         row = cursor.fetchone()
     if row is None:
         return None
-    event_id = row[-1] if reputation else None
-    row = row[:-1] if reputation else row
-    row = (*row[:2], *row[3:]) if scored_or_refused and finish is not None else row
+    row = row[:-1] if reputation is not None else row
+    row = (*row[:2], *row[3:]) if refuse and finish is not None else row
     recorded = Recorded() if finish is None else finish.verdict(row[2:])
-    if reputation and event_id is not None:
-        recorded = replace(recorded, event=reputation_recorded(reputation[0], event_id))
     if event is not None and row[1] > 0:
         webhook_event_send(event.event_id)
     return recorded

@@ -1,23 +1,24 @@
 """Settling a run: result, money, reputation and receipt in one short transaction.
 
-Everything that can be is done before the transaction: the cost, the outcome scored
-against the agent's standing, the receipt signed over all of it. Inside it, each row
-is written once, in the lock order (tasks, API keys, channels, escrows, accounts) —
-except the agent's reputation row, written last: every settlement of one agent writes
-it, so its lock is held as briefly as can be.
+Everything that can be is done before the transaction: the cost, what the outcome counts
+as, the receipt signed over all of it (format 3: without the reputation delta, which only
+the transaction knows). Inside it, each row is written once, in the lock order (tasks,
+API keys, channels, escrows, accounts) — except the agent's reputation row, written last:
+every settlement of one agent writes it, so its lock is held as briefly as can be.
 
 On PostgreSQL, without an API key, all of it is one statement that is its own
-transaction (see `_settle_scored`): 2 round trips with the standing's read
-(tests/test_round_trips.py holds every path to its budget).
+transaction: one round trip (tests/test_round_trips.py holds every path to its budget).
+The outcome is scored inside it by the policy's SQL form (reputation.settle_sql), under
+the agent's row lock, with nothing read before: settlements of one busy agent queue on
+that row and none is ever scored again. A policy without an SQL form, and SQLite, score
+in Python under the same lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from django.db import OperationalError, connection, transaction
@@ -30,23 +31,16 @@ from execution.channel_finish import ChannelFinish
 from execution.engine.receipts import RECEIPT_VERSION, receipt_sign
 from execution.escrow_finish import EscrowFinish
 from execution.evaluation import evaluation_open
-from execution.models import Receipt
-from execution.result_record import Refused, StandingMoved, task_result_record
+from execution.result_record import Refused, task_result_record
 from execution.runs import Execution, affordable_fuel, cost_for, fee_for
 from execution.scoring import task_outcome
 from marketplace.apikeys import api_key_give_back
 from marketplace.models import Task
-from marketplace.quotes import fuel_sample_sql
+from marketplace.quotes import QUOTE_SAMPLES, fuel_sample_record
 from marketplace.webhooks.outbox import EventInsert, webhook_event_insert
-from reputation.models import ReputationEvent
 from reputation.policies import Outcome
-from reputation.record_sql import AlsoWrite
-from reputation.services import (
-    Scoring,
-    reputation_record,
-    reputation_score,
-    reputation_score_locked,
-)
+from reputation.services import reputation_apply
+from reputation.settle_sql import FuelRun, ReputationWrite, reputation_settle, reputation_sql_form
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +67,12 @@ class Settlement:
         """A success an evaluator checks (SPEC §21): scored at its verdict, not now."""
         return self.succeeded and self.task.evaluator_id is not None
 
-    def receipt(self, reputation_delta: Decimal | None) -> dict[str, str]:
+    @property
+    def scored(self) -> bool:
+        """Whether this settlement writes the task's reputation event."""
+        return not self.evaluated
+
+    def receipt(self) -> dict[str, str]:
         task, execution = self.task, self.execution
         return receipt_sign(
             {
@@ -93,7 +92,6 @@ class Settlement:
                 "fee": self.fee,
                 "refund": task.budget - self.cost,
                 "payment": task.payment,
-                "reputation_delta": None if reputation_delta is None else str(reputation_delta),
                 "settled_at": self.result["finished_at"].isoformat(),
             }
         )
@@ -157,8 +155,8 @@ def task_settle(
 
     Everything that can be is done before it begins: the task and its escrow are the rows
     the worker already holds (or are read once, the task without its output), the cost,
-    the outcome scored against the agent's standing, and the receipt, signed. False (and
-    nothing written) when this attempt no longer holds the task.
+    what the outcome counts as, and the receipt, signed. False (and nothing written) when
+    this attempt no longer holds the task.
     """
     if task is None or task.pk != task_id:
         # Never the output; the input (up to TASK_MAX_INPUT_BYTES) only when a success's
@@ -170,7 +168,7 @@ def task_settle(
     plan = settlement_plan(task, escrow, execution)
     for tries in range(1, SETTLE_TRIES + 1):
         try:
-            return _settle_scored(plan, attempt=attempt)
+            return _settle_planned(plan, attempt=attempt)
         except OperationalError as exc:
             # Reputation is taken last (see _settle), against the lock order a dispute's
             # refund keeps: the rare deadlock between them is resolved by trying again.
@@ -180,76 +178,33 @@ def task_settle(
     return False  # not reached
 
 
-def _settle_scored(plan: Settlement, *, attempt: int) -> bool:
-    """Score the outcome against the standing as it is now, then settle.
-
-    On PostgreSQL, when everything goes in one statement and no transaction is open, that
-    statement alone is the transaction: the read, then one round trip. It refuses itself
-    if the standing moved on meanwhile; the agent then counts as contended for
-    CONTENDED_SECONDS, and its settlements go in a transaction, whose statement writes all
-    but the reputation whatever the standing, the reputation being scored again after it
-    if need be. So does a task whose channel or escrow refused (the transaction then says
-    why), and any settlement elsewhere."""
-    agent_id = plan.task.agent_id
-    if plan.evaluated:  # its reputation event waits for the verdict (execution.evaluation)
-        return _settle(plan, attempt=attempt, scoring=None)
-    if _finish_with_result(plan) is None or connection.in_atomic_block:
-        return _settle(plan, attempt=attempt, scoring=_score(plan))
-    if not _contended(agent_id):
+def _settle_planned(plan: Settlement, *, attempt: int) -> bool:
+    """On PostgreSQL, when everything goes in one statement (no API key, a policy with an
+    SQL form) and no transaction is open, that statement alone is the transaction: one
+    round trip. A task whose channel or escrow refused goes in a transaction (which then
+    says why), and so does any other settlement."""
+    finish = _finish_with_result(plan)
+    reputation = _reputation_sql(plan)
+    if finish is not None and reputation is not None and not connection.in_atomic_block:
         try:
-            return _settle_at_once(plan, attempt=attempt, scoring=_score(plan))
-        except StandingMoved:
-            _contention_seen(agent_id)
+            recorded = task_result_record(
+                plan.task.pk,
+                attempt=attempt,
+                result=plan.result,
+                receipt=plan.receipt(),
+                event=_webhook(plan),
+                finish=finish,
+                reputation=reputation,
+                refuse=True,
+            )
         except Refused:
-            return _settle(plan, attempt=attempt, scoring=_score(plan))
-    # Others settle this agent right now: the statement writes everything but the
-    # reputation in any case, and a standing that moved on is scored again after it.
-    return _settle(plan, attempt=attempt, scoring=_score(plan))
-
-
-# Agents whose settlements met others' lately, in this process: agent id → when (monotonic).
-_CONTENDED: dict[int, float] = {}
-CONTENDED_SECONDS = 1.0
-
-
-def _contended(agent_id: int) -> bool:
-    seen = _CONTENDED.get(agent_id)
-    return seen is not None and time.monotonic() - seen < CONTENDED_SECONDS
-
-
-def _contention_seen(agent_id: int) -> None:
-    _CONTENDED[agent_id] = time.monotonic()
-
-
-def _score(plan: Settlement) -> Scoring:
-    task = plan.task
-    return reputation_score(
-        agent_id=task.agent_id,
-        task_id=task.pk,
-        requester_id=task.requester_id,
-        outcome=plan.outcome,
-    )
-
-
-def _settle_at_once(plan: Settlement, *, attempt: int, scoring: Scoring) -> bool:
-    """The whole settlement as one statement in autocommit: the result, its money, and the
-    reputation, all or nothing (StandingMoved: nothing written)."""
-    task = plan.task
-    recorded = task_result_record(
-        task.pk,
-        attempt=attempt,
-        result=plan.result,
-        receipt=plan.receipt(scoring.delta),
-        event=_webhook(plan),
-        finish=_finish_with_result(plan),
-        reputation=(scoring, _fuel_sample(plan) if plan.succeeded else None),
-        scored_or_refused=True,
-    )
-    if recorded is None:
-        return False
-    if recorded.channel_due:  # the last task of a closing channel (else the sweep's)
-        channel_settle_if_due(channel_id=plan.escrow.channel_id)
-    return True
+            return _settle(plan, attempt=attempt)
+        if recorded is None:
+            return False
+        if recorded.channel_due:  # the last task of a closing channel (else the sweep's)
+            channel_settle_if_due(channel_id=plan.escrow.channel_id)
+        return True
+    return _settle(plan, attempt=attempt)
 
 
 def _webhook(plan: Settlement) -> EventInsert:
@@ -262,28 +217,25 @@ def _webhook(plan: Settlement) -> EventInsert:
 
 
 @transaction.atomic(durable=True)
-def _settle(plan: Settlement, *, attempt: int, scoring: Scoring | None) -> bool:
-    """The settlement in a transaction, the reputation last: as scored before it if the
-    standing has not moved on, else scored again. An evaluated success (no `scoring`)
-    opens its evaluation instead, whose verdict scores it."""
+def _settle(plan: Settlement, *, attempt: int) -> bool:
+    """The settlement in a transaction, the reputation last. An evaluated success opens
+    its evaluation instead, whose verdict scores it."""
     task, escrow = plan.task, plan.escrow
-    signed = plan.receipt(scoring.delta if scoring is not None else None)
-    webhook = _webhook(plan)
     # The task's money goes in the statement that records its result on PostgreSQL (in the
-    # lock order: the task, the channel or escrow, the accounts), unless an API key comes
-    # between.
+    # lock order: the task, the channel or escrow, the accounts), and the reputation with
+    # it, unless an API key comes between.
     finish = _finish_with_result(plan)
-    sample = _fuel_sample(plan) if plan.succeeded else None
+    reputation = _reputation_sql(plan)
     # The compare-and-set that makes settlement exactly-once per task, with its receipt
-    # and its event; with its money there, the reputation too, last (see below).
+    # and its event.
     recorded = task_result_record(
         task.pk,
         attempt=attempt,
         result=plan.result,
-        receipt=signed,
-        event=webhook,
+        receipt=plan.receipt(),
+        event=_webhook(plan),
         finish=finish,
-        reputation=(scoring, sample) if finish is not None and scoring is not None else None,
+        reputation=reputation if finish is not None else None,
     )
     if recorded is None:
         return False
@@ -291,62 +243,58 @@ def _settle(plan: Settlement, *, attempt: int, scoring: Scoring | None) -> bool:
         channel_settle_if_due(channel_id=escrow.channel_id)
     if finish is None:
         _settle_money(plan)
-    if scoring is None:  # what the budget left pays the evaluator's run, queued now
-        evaluation_open(task=task, cost=plan.cost, output=plan.execution.stdout)
-        return True
-    # Reputation last: every settlement of one agent writes its row, so its lock is held
-    # for the end of one statement and the commit. The fuel sample quotes are computed
-    # from goes with the event, under the same lock.
-    event = recorded.event
-    if event is None:
-        if finish is not None:  # the statement found the standing moved on
-            _contention_seen(task.agent_id)
-        event = _reputation_write(plan, scoring, sample, tried=finish is not None)
-    if event.delta != scoring.delta:  # the receipt, signed again with what was scored
-        Receipt.objects.filter(task_id=task.pk).update(**plan.receipt(event.delta))
+        if plan.evaluated:  # what the budget left pays the evaluator's run, queued now
+            evaluation_open(task=task, cost=plan.cost, output=plan.execution.stdout)
+            return True
+        # Reputation last: every settlement of one agent writes its row, so its lock is
+        # held for one statement and the commit. The fuel sample quotes are computed from
+        # goes with the event, under the same lock.
+        if reputation is not None:
+            reputation_settle(reputation)
+    if reputation is None:
+        _reputation_python(plan)
     return True
 
 
-# Times a settlement scores again without the lock when another event came first, before
-# it takes the lock to score: each try holds the row for one statement, not three.
-RESCORE_TRIES = 3
-
-
-def _reputation_write(
-    plan: Settlement, scoring: Scoring, sample: AlsoWrite | None, *, tried: bool
-) -> ReputationEvent:
-    """Write the outcome scored before the transaction (unless that was `tried` already);
-    if another event came first, score it again against the standing as it now is (a
-    statement of its own, whose snapshot sees that event) and write that, a few times;
-    then under the row's lock."""
-    event = None if tried else reputation_record(scoring, sample)
-    for _ in range(RESCORE_TRIES):
-        if event is not None:
-            return event
-        event = reputation_record(_score(plan), sample)
-    if event is not None:
-        return event
+def _reputation_sql(plan: Settlement) -> ReputationWrite | None:
+    """The outcome to score in SQL, with its fuel sample; None where it is scored in
+    Python (SQLite, or a policy without an SQL form)."""
+    if reputation_sql_form() is None:
+        return None
     task = plan.task
-    _, event = reputation_score_locked(
+    return ReputationWrite(
         agent_id=task.agent_id,
         task_id=task.pk,
         requester_id=task.requester_id,
-        outcome=plan.outcome,
-        also=sample,
+        outcome=plan.outcome if plan.scored else None,
+        sample=_fuel_run(plan),
     )
-    return event
 
 
-def _fuel_sample(plan: Settlement) -> AlsoWrite:
+def _reputation_python(plan: Settlement) -> None:
+    """The outcome scored in Python under the agent's row lock, then the fuel sample."""
+    task = plan.task
+    if plan.scored:
+        reputation_apply(
+            agent_id=task.agent_id,
+            task_id=task.pk,
+            requester_id=task.requester_id,
+            outcome=plan.outcome,
+        )
+    sample = _fuel_run(plan)
+    if sample is not None:
+        fuel_sample_record(
+            binary_id=sample.binary_id, fuel_used=sample.fuel_used, input_bytes=sample.input_bytes
+        )
+
+
+def _fuel_run(plan: Settlement) -> FuelRun | None:
+    """A success's run, for the quotes' fuel samples of its binary."""
+    if not plan.succeeded:
+        return None
     task = plan.task
     size = len(task.input.encode())
-
-    def sample(after: str | None) -> tuple[str, list[Any]]:
-        fuel = plan.execution.fuel_used
-        binary = task.binary_id
-        return fuel_sample_sql(binary_id=binary, fuel_used=fuel, input_bytes=size, after=after)
-
-    return sample
+    return FuelRun(task.binary_id, plan.execution.fuel_used, size, QUOTE_SAMPLES)
 
 
 def _finish_with_result(plan: Settlement) -> ChannelFinish | EscrowFinish | None:

@@ -162,14 +162,6 @@ def charlie(db):
 
 
 @pytest.fixture(autouse=True)
-def _no_contended_agents():
-    """Which agents' settlements met others' is remembered per process: not across tests."""
-    from execution import settlement
-
-    settlement._CONTENDED.clear()
-
-
-@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     # The production hasher is slow on purpose; the suite hashes hundreds of passwords.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

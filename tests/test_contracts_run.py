@@ -73,7 +73,7 @@ def test_a_task_pinned_to_an_old_version_runs_it_and_its_receipt_names_it(reques
     )
     for task, version in ((old, 1), (current, 2)):
         signed = payload(task)
-        assert (signed["agent_version"], signed["receipt_version"]) == (version, 2)
+        assert (signed["agent_version"], signed["receipt_version"]) == (version, 3)
         assert signed["binary_sha256"] == task.binary.sha256
         assert receipt_verify(task.receipt.as_dict())
     assert old.cost and current.cost
@@ -253,7 +253,7 @@ def test_a_typed_agent_runs_a_pinned_version_through_a_real_worker(client):
     }
     task = Task.objects.get(pk=task_id)
     signed = payload(task)
-    assert (signed["agent_version"], signed["receipt_version"]) == (1, 2)
+    assert (signed["agent_version"], signed["receipt_version"]) == (1, 3)
     assert receipt_verify(task.receipt.as_dict())
     assert task.cost and balance(alice) == FUNDS - task.cost and held_for(alice) == 0
     assert Task.objects.count() == 1

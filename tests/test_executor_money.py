@@ -184,7 +184,9 @@ def test_success_pays_for_what_was_used_and_refunds_the_rest(requester, agent, b
         "succeeded",
     )
     assert receipt["output_sha256"] == task.output_sha256
-    assert receipt["reputation_delta"] == "3.3765"
+    # Format 3: signed before the statement that scores the outcome, so without the delta,
+    # which the task's reputation event holds.
+    assert receipt["receipt_version"] == 3 and "reputation_delta" not in receipt
 
 
 def test_cost_never_exceeds_the_budget(requester, agent):

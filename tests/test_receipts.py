@@ -7,7 +7,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import CommandError, call_command
 
-from execution.engine.receipts import canonical_json, public_key_info, receipt_sign, receipt_verify
+from execution.engine.receipts import (
+    RECEIPT_VERSION,
+    canonical_json,
+    public_key_info,
+    receipt_sign,
+    receipt_verify,
+)
 
 DATA = {"task_id": "t-1", "cost": 1_247, "fee": 62, "status": "succeeded", "note": "café"}
 
@@ -61,3 +67,23 @@ def test_verify_receipt_command_accepts_a_good_receipt_and_refuses_a_bad_one(tmp
         call_command("verify_receipt", str(bad))
     with pytest.raises(CommandError, match="cannot read"):
         call_command("verify_receipt", str(tmp_path / "missing.json"))
+
+
+# A task's receipt in each format issued so far: 1 (no version), 2 (adds agent_version),
+# 3 (drops reputation_delta, scored by the settlement's statement after signing).
+FORMATS = [
+    {**DATA, "reputation_delta": "3.4000"},
+    {**DATA, "receipt_version": 2, "agent_version": 1, "reputation_delta": "-5.0000"},
+    {**DATA, "receipt_version": RECEIPT_VERSION, "agent_version": 1},
+]
+
+
+@pytest.mark.parametrize("data", FORMATS, ids=["format 1", "format 2", "format 3"])
+def test_a_receipt_of_every_format_keeps_verifying(data, tmp_path, capsys):
+    receipt = receipt_sign(data)
+    assert receipt_verify(receipt)
+    path = tmp_path / "receipt.json"
+    path.write_text(json.dumps(receipt))
+    call_command("verify_receipt", str(path))
+    assert "signature valid" in capsys.readouterr().out
+    assert not receipt_verify({**receipt, "payload": receipt["payload"].replace("62", "61")})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -89,16 +90,16 @@ def settlement_round_trips(requester, agent, execution: Execution) -> tuple[int,
 def test_an_escrow_settlement_takes_at_most_ten_round_trips(requester, agent):
     count, statements = settlement_round_trips(requester, agent, SUCCESS)
     _show("escrow settlement (success)", count, statements)
-    # The standing's read, then one statement in autocommit: the result with its receipt,
-    # event, escrow, earning, posting, reputation and fuel sample.
-    assert count <= 2
+    # One statement in autocommit: the result with its receipt, event, escrow, earning,
+    # posting, then the reputation scored in SQL and the fuel sample; nothing read before.
+    assert count == 1
 
 
 def test_a_settlement_from_the_task_id_alone_reads_the_task_and_escrow_first(requester, agent):
     _submit(requester, agent)
     count, statements = _settle(_submit(requester, agent), SUCCESS, held=False)
     _show("escrow settlement (success, from the id: recovery, operators)", count, statements)
-    assert count <= 4
+    assert count == 3
     assert "marketplace_task" in statements[0] and "escrow_escrow" in statements[1]
 
 
@@ -113,7 +114,7 @@ def test_a_failure_settled_from_the_task_id_never_reads_the_input(requester, age
 def test_a_failed_escrow_settlement_takes_at_most_ten_round_trips(requester, agent):
     count, statements = settlement_round_trips(requester, agent, FAILURE)
     _show("escrow settlement (failure)", count, statements)
-    assert count <= 2
+    assert count == 1
 
 
 def test_a_submission_takes_at_most_three_round_trips(requester, agent):
@@ -174,22 +175,36 @@ def test_a_channel_settlement_takes_no_more_round_trips_than_an_escrow_one(reque
     escrow_count, _ = settlement_round_trips(requester, agent, SUCCESS)
     count, statements = channel_settlement_round_trips(requester, agent, bob)
     _show("channel settlement (success)", count, statements)
-    assert count <= 2  # the channel and escrow rows are written with the result
+    assert count == 1  # the channel and escrow rows are written with the result
     assert count <= escrow_count
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC §16 asks for half; both take 2: the standing's read, and one statement "
-    "that is its own transaction (the result, receipt, event, what the payment writes — a "
-    "channel task its channel and escrow rows, an escrow task its escrow, earning and "
-    "posting — the reputation and the fuel sample). A channel task writes fewer rows in "
-    "that statement; no settlement takes fewer than one statement",
-)
-def test_a_channel_settlement_takes_at_most_half_an_escrow_ones(requester, agent, bob):
-    escrow_count, _ = settlement_round_trips(requester, agent, SUCCESS)
-    count, _ = channel_settlement_round_trips(requester, agent, bob)
-    assert count <= escrow_count // 2
+def test_a_channel_settlement_and_an_escrow_one_are_each_one_round_trip(requester, agent, bob):
+    """SPEC §16 asked a channel settlement for half an escrow one's round trips; both now
+    take one (SPEC §20), the fewest there can be: a channel task's statement writes fewer
+    rows (its channel and escrow rows, not an escrow, earning and posting), not fewer
+    round trips."""
+    escrow_count, _ = settlement_round_trips(requester, agent, FAILURE)
+    channel_count, _ = channel_settlement_round_trips(requester, agent, bob)
+    assert escrow_count == channel_count == 1
+
+
+def test_a_settlement_reads_nothing_before_its_statement(requester, agent):
+    """No read of the agent's standing: another settlement of the agent committed since the
+    last one changes nothing (SPEC §20)."""
+    _submit(requester, agent)
+    tasks = [_submit(requester, agent) for _ in range(3)]
+    claims = [task_claim(task_id=task.pk) for task in tasks]
+    for task, claim in zip(tasks, claims, strict=True):
+        assert claim is not None
+        claimed, attempt = claim
+        escrow = Escrow.objects.get(task_id=task.pk)
+        settle = partial(
+            task_settle, task_id=task.pk, attempt=attempt, execution=SUCCESS, task=claimed
+        )
+        count, statements = round_trips(partial(settle, escrow=escrow))
+        assert count == 1 and statements[0].startswith("WITH settled AS (UPDATE")
+    assert ReputationEvent.objects.filter(task__in=tasks).count() == 3
 
 
 def test_a_settlement_of_an_api_key_task_takes_at_most_ten_round_trips(requester, agent):

@@ -1,24 +1,27 @@
-"""One popular agent: many workers settle its tasks at once (SPEC §16), on real PostgreSQL.
+"""One popular agent: many workers settle its tasks at once (SPEC §16, §20), on real
+PostgreSQL.
 
-Every settlement writes the agent's reputation row. Scored before its transaction and
-written last by one conditional statement, a settlement that finds the standing moved
-on scores again under the row's lock; either way each task gets exactly one event, the
-receipt signs the delta that event recorded, and both audits replay exactly.
+Every settlement writes the agent's reputation row. Its one statement scores the outcome
+in SQL under that row's lock, last, against the standing the settlement it waited for
+left: each settlement is one round trip however busy the agent, each task gets exactly
+one event, and both audits replay exactly.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
-from django.db import connections
+from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from escrow.audit import ledger_audit
 from escrow.models import Escrow
 from escrow.services import deposit_create, system_balance
-from execution import settlement
 from execution.engine.receipts import receipt_verify
 from execution.models import Receipt
 from execution.services import Execution, task_claim, task_settle
@@ -26,6 +29,8 @@ from marketplace.models import Agent, Task
 from marketplace.services import task_submit
 from reputation.audit import reputation_audit
 from reputation.models import AgentReputation, ReputationEvent
+from reputation.policies import Outcome
+from reputation.services import reputation_apply
 from tests.factories import AgentBinaryFactory, AgentFactory, UserFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -55,21 +60,7 @@ def popular_agent(owner) -> Agent:
     return agent
 
 
-def scored_under_lock(monkeypatch) -> list[int]:
-    """A list that gets an item each time a settlement scores under the reputation lock."""
-    calls: list[int] = []
-    under_lock = settlement.reputation_score_locked
-
-    def counted(**kwargs):
-        calls.append(1)
-        return under_lock(**kwargs)
-
-    monkeypatch.setattr(settlement, "reputation_score_locked", counted)
-    return calls
-
-
-def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, monkeypatch, capsys):
-    rescored = scored_under_lock(monkeypatch)
+def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, capsys):
     agent = popular_agent(bob)
     requesters = [UserFactory.create(username=f"r{i}") for i in range(THREADS)]
     for requester in requesters:
@@ -83,6 +74,7 @@ def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, monkeypatch
     }
     errors: list[BaseException] = []
     settled: list[bool] = []
+    round_trips: list[int] = []
     barrier = threading.Barrier(THREADS)
 
     def work(worker: int) -> None:
@@ -93,15 +85,17 @@ def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, monkeypatch
                 assert claim is not None
                 task, attempt = claim
                 escrow = Escrow.objects.get(task_id=task_id)
-                settled.append(
-                    task_settle(
-                        task_id=task_id,
-                        attempt=attempt,
-                        execution=outcome(index),
-                        task=task,
-                        escrow=escrow,
+                with CaptureQueriesContext(connection) as captured:
+                    settled.append(
+                        task_settle(
+                            task_id=task_id,
+                            attempt=attempt,
+                            execution=outcome(index),
+                            task=task,
+                            escrow=escrow,
+                        )
                     )
-                )
+                round_trips.append(len(captured.captured_queries))
         except BaseException as exc:  # reported by the test
             errors.append(exc)
         finally:
@@ -116,6 +110,7 @@ def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, monkeypatch
     assert errors == []
     total = THREADS * TASKS_EACH
     assert settled == [True] * total
+    assert round_trips == [1] * total  # never read first, never scored again
     failures = THREADS * (TASKS_EACH // 5)
     assert Task.objects.filter(status="succeeded").count() == total - failures
     assert Task.objects.filter(status="failed").count() == failures
@@ -124,94 +119,91 @@ def test_four_workers_settling_one_agent_keep_both_audits_exact(bob, monkeypatch
     assert rep.successes + rep.failures + rep.neutral == total
     assert Escrow.objects.filter(status="funded").count() == 0
     assert system_balance("escrow") == 0
-    # Every receipt signs the delta its task's event recorded, however it was scored.
-    deltas = dict(ReputationEvent.objects.values_list("task_id", "delta"))
+    # Every receipt verifies; the delta is its task's event's (format 3 signs none).
     receipts = list(Receipt.objects.all())
     assert len(receipts) == total
     for receipt in receipts:
         assert receipt_verify(receipt.as_dict())
-        payload = json.loads(receipt.payload)
-        assert Decimal(payload["reputation_delta"]) == deltas[receipt.task_id]
+        assert "reputation_delta" not in json.loads(receipt.payload)
+    events = list(ReputationEvent.objects.filter(agent=agent).order_by("id"))
+    assert all(a.score_after == b.score_before for a, b in pairwise(events))
     with capsys.disabled():
-        print(f"\none agent, {THREADS} workers: {len(rescored)} of {total} scored again")
+        print(f"\none agent, {THREADS} workers: {total} settlements of 1 round trip each")
     ledger = ledger_audit()
     assert ledger.ok, ledger.violations
     reputation = reputation_audit()
     assert reputation.ok, reputation.violations
 
 
-@pytest.mark.parametrize(
-    ("tries", "interleaved", "under_lock"),
-    [
-        # Its one statement refuses itself; in a transaction, its statement records all.
-        (settlement.RESCORE_TRIES, 1, 0),
-        # That statement records all but the reputation, which is scored again and
-        # written without the lock, or (no tries left) under it. (The others settle
-        # before each transaction begins: during it, they would wait on its rows.)
-        (1, 2, 0),
-        (0, 2, 1),
-    ],
-)
-def test_a_standing_moved_on_before_the_statement_is_scored_again(
-    bob, monkeypatch, settings, tries, interleaved, under_lock
-):
-    """Other settlements of the agent commit between a settlement's reads of the standing
-    and its statements: nothing is written with a stale scoring; the outcome is scored
-    again, and the receipt signs the delta the event recorded."""
-    monkeypatch.setattr(settlement, "RESCORE_TRIES", tries)
-    # One requester's successes move the agent by 5 a day at most: 3.4, then 1.6, then 0.
+def test_a_settlement_waiting_on_the_agent_scores_against_what_it_waited_for(bob, settings):
+    """Another writer of the agent's reputation (here a dispute's event, scored in Python)
+    holds the row when a settlement's statement reaches it: the statement waits, then
+    scores against the standing and the requester's day that writer left, not the ones of
+    its snapshot; nothing is written with a stale standing."""
+    # One requester moves the agent by 5 a day at most: 3.4, then what is left, 1.6.
     settings.REPUTATION_DAILY_CAP_PER_REQUESTER = 5
-    locked = scored_under_lock(monkeypatch)
     agent = popular_agent(bob)
     alice = UserFactory.create(username="alice")
-    deposit_create(user_id=alice.pk, amount=(1 + interleaved) * BUDGET)
-    tasks = [
-        task_submit(requester=alice, agent=agent, input=str(i), budget=BUDGET)
-        for i in range(1 + interleaved)
-    ]
-    first, others = tasks[0], tasks[1:]
-    claims = {task.pk: task_claim(task_id=task.pk) for task in tasks}
-    read = settlement.reputation_score
-    waiting = list(others)
+    deposit_create(user_id=alice.pk, amount=BUDGET)
+    task = task_submit(requester=alice, agent=agent, input="x", budget=BUDGET)
+    claim = task_claim(task_id=task.pk)
+    assert claim is not None
+    claimed, attempt = claim
+    escrow = Escrow.objects.get(task_id=task.pk)
+    success = Execution(exit_code=0, stdout=b"ok", fuel_used=1_000, fuel_limit=10_000)
+    holding, settled = threading.Event(), []
 
-    def read_then_let_another_settle(**kwargs):
-        scoring = read(**kwargs)
-        if kwargs["task_id"] == first.pk and waiting:
-            assert settle(waiting.pop(0).pk)
-        return scoring
+    def other_writer() -> None:
+        try:
+            with transaction.atomic():
+                reputation_apply(
+                    agent_id=agent.pk,
+                    task_id=None,
+                    requester_id=alice.pk,
+                    outcome=Outcome(kind="success", fuel_used=1_000, fuel_limit=10_000),
+                )
+                holding.set()
+                waiting_on_a_lock(seconds=10)
+        finally:
+            connections.close_all()
 
-    def settle(task_id) -> bool:
-        claim = claims[task_id]
-        assert claim is not None
-        task, attempt = claim
-        escrow = Escrow.objects.get(task_id=task_id)
-        success = Execution(exit_code=0, stdout=b"ok", fuel_used=1_000, fuel_limit=10_000)
-        return task_settle(
-            task_id=task_id, attempt=attempt, execution=success, task=task, escrow=escrow
-        )
+    def settle() -> None:
+        try:
+            holding.wait(10)
+            settled.append(
+                task_settle(
+                    task_id=task.pk, attempt=attempt, execution=success, task=claimed, escrow=escrow
+                )
+            )
+        finally:
+            connections.close_all()
 
-    monkeypatch.setattr(settlement, "reputation_score", read_then_let_another_settle)
-    assert settle(first.pk) and waiting == []
-    assert len(locked) == under_lock
+    threads = [threading.Thread(target=other_writer), threading.Thread(target=settle)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert settled == [True]
+    first, second = ReputationEvent.objects.filter(agent=agent).order_by("id")
+    assert (first.task_id, second.task_id) == (None, task.pk)
+    assert (first.delta, second.delta) == (Decimal("3.4"), Decimal("1.6"))
+    assert second.score_before == first.score_after
     rep = AgentReputation.objects.get(agent=agent)
-    assert rep.successes + rep.neutral == len(tasks) and rep.failures == 0
-    events = {event.task_id: event for event in ReputationEvent.objects.filter(agent=agent)}
-    assert set(events) == {task.pk for task in tasks}
-    # Scored against the standing the last of the others left.
-    assert events[first.pk].score_before == events[others[-1].pk].score_after
-    if interleaved == 1:  # what was left of the cap: the receipt was signed again
-        assert (events[others[0].pk].delta, events[first.pk].delta) == (
-            Decimal("3.4"),
-            Decimal("1.6"),
-        )
-    for task in tasks:
-        receipt = Receipt.objects.get(task_id=task.pk)
-        assert receipt_verify(receipt.as_dict())
-        payload = json.loads(receipt.payload)
-        assert Decimal(payload["reputation_delta"]) == events[task.pk].delta
-        assert Task.objects.get(pk=task.pk).status == "succeeded"
-    assert Escrow.objects.filter(status="released").count() == len(tasks)
+    assert (rep.score, rep.successes, rep.requesters) == (second.score_after, 2, 1)
+    assert Task.objects.get(pk=task.pk).status == "succeeded"
     ledger = ledger_audit()
     assert ledger.ok, ledger.violations
     reputation = reputation_audit()
     assert reputation.ok, reputation.violations
+
+
+def waiting_on_a_lock(*, seconds: float) -> None:
+    """Return once another session waits on a lock (this one's), or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    with connections["default"].cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0] > 0:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the settlement never waited on the agent's row")

@@ -7,8 +7,11 @@ names its key by `key_id` (derived from the public key), and anyone holding the 
 keys (GET /api/v1/receipts/public-keys/) can verify a receipt offline.
 
 A task's receipt names its format in `receipt_version`. Format 2 adds `agent_version`, the
-binary version that ran (SPEC §19); a receipt without `receipt_version` is format 1, issued
-before it, and verifies exactly as it did: the signature covers whatever payload was signed.
+binary version that ran (SPEC §19); format 3 drops `reputation_delta`: the receipt is
+signed before the settlement's one statement, which scores the outcome (SPEC §20), so the
+delta is on the task's reputation event instead. A receipt without `receipt_version` is
+format 1, issued before them; every format verifies exactly as it did: the signature
+covers whatever payload was signed.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 # The format of the task receipts issued now (see above).
-RECEIPT_VERSION = 2
+RECEIPT_VERSION = 3
 
 
 def canonical_json(data: dict[str, Any]) -> str:
