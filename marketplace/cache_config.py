@@ -37,7 +37,7 @@ def cache_settings(*, redis_url: str | None, secret_key: str) -> dict[str, dict[
         }
     return {
         "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "BACKEND": "marketplace.cache_backend.DatabaseCache",
             "LOCATION": CACHE_TABLE,
             # Past this many rows, expired ones are deleted and then a third of the rest: live
             # counters must not be evicted by a flood of keys (Django's default is 300).

@@ -28,10 +28,11 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import timedelta
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -69,8 +70,11 @@ def fingerprint(request: Request) -> str:
 def _claim(user: User, key: str, print_: str) -> IdempotencyRecord | None:
     """Claim the key for this request; None when another request holds it or answered it."""
     for _ in range(3):
+        # One INSERT in autocommit; in a caller's transaction, a savepoint keeps a lost race
+        # from breaking it.
+        guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
         try:
-            with transaction.atomic():
+            with guard:
                 return IdempotencyRecord.objects.create(user=user, key=key, fingerprint=print_)
         except IntegrityError:
             pass

@@ -170,7 +170,7 @@ def test_a_worker_process_and_this_one_share_the_counts_on_postgresql(settings, 
 
 
 def test_the_cache_is_the_database_cache_without_redis():
-    assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
+    assert settings.CACHES["default"]["BACKEND"] == "marketplace.cache_backend.DatabaseCache"
     assert settings.CACHES["default"]["LOCATION"] == CACHE_TABLE
 
 
