@@ -155,15 +155,13 @@ CREATE = [
             WHERE agent_id = p_agent FOR NO KEY UPDATE;
         END IF;
         IF kind IS NOT NULL THEN
-            IF p_requester IS NOT NULL THEN
+            -- Only what scoring this outcome needs is read: the day's moves for an outcome
+            -- that may move the score, whether the requester ever scored for one that did.
+            IF p_requester IS NOT NULL AND kind <> 'neutral' THEN
                 SELECT p_cap - COALESCE(sum(abs(e.delta)), 0) INTO allowance
                 FROM reputation_reputationevent AS e
                 WHERE e.agent_id = p_agent AND e.requester_id = p_requester
                     AND e.settled_on = p_day AND e.delta <> 0;
-                known := EXISTS (
-                    SELECT 1 FROM reputation_reputationevent AS e
-                    WHERE e.agent_id = p_agent AND e.requester_id = p_requester
-                        AND e.outcome <> 'neutral');
             END IF;
             after := rep.score;
             IF kind = 'neutral' THEN
@@ -181,6 +179,12 @@ CREATE = [
                     p_fuel_limit, p_elapsed_ms, allowance);
             ELSE
                 RAISE EXCEPTION 'no SQL form % of a reputation policy', p_form;
+            END IF;
+            IF p_requester IS NOT NULL AND kind <> 'neutral' THEN
+                known := EXISTS (
+                    SELECT 1 FROM reputation_reputationevent AS e
+                    WHERE e.agent_id = p_agent AND e.requester_id = p_requester
+                        AND e.outcome <> 'neutral');
             END IF;
             UPDATE reputation_agentreputation SET
                 score = after,
