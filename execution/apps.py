@@ -21,3 +21,23 @@ class ExecutionConfig(AppConfig):
         post_execute_in_worker.connect(
             liveness.job_finished, dispatch_uid="execution.liveness.finished"
         )
+        statement_parse_cached()
+
+
+# Placeholders psycopg's parse cache takes a statement with (its own limit is 50).
+CACHED_PARAMS = 128
+
+
+def statement_parse_cached() -> None:
+    """Let psycopg keep its parse of a settlement's statement (about 100 parameters, under
+    its 4 KiB limit): over 50 parameters, psycopg parses the `%s` placeholders again in
+    Python for every execution (psycopg._queries), a fifth of a millisecond a settlement
+    (benchmarks/settlement.py). Its cache is an LRU of 128 statements; the statements built
+    here have a few shapes. A psycopg without the limit is left as it is."""
+    try:
+        from psycopg import _queries
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return
+    limit = getattr(_queries, "MAX_CACHED_STATEMENT_PARAMS", None)
+    if isinstance(limit, int) and limit < CACHED_PARAMS:
+        _queries.MAX_CACHED_STATEMENT_PARAMS = CACHED_PARAMS
