@@ -47,7 +47,9 @@ def evaluator_for(*, agent: Agent, slug: Any, budget: int, least: int, payment: 
     """The evaluator a submission names, if the agent accepts it and the budget covers the
     agent's least (its base fee and some fuel) plus the evaluator's base fee."""
     found = (
-        agent.accepted_evaluators.filter(slug=str(slug), status=Agent.Status.ACTIVE).first()
+        agent.accepted_evaluators.filter(
+            slug=str(slug), status=Agent.Status.ACTIVE, current_binary__isnull=False
+        ).first()
         if isinstance(slug, str)
         else None
     )

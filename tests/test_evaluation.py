@@ -285,6 +285,37 @@ def test_an_agent_cannot_spend_the_budget_past_its_evaluator(requester, evaluate
     assert balance(requester) == 10_000_000 - BUDGET
 
 
+def test_nothing_left_for_the_evaluator_is_its_failure_decided_at_the_settlement(
+    requester, bob, charlie
+):
+    # Free fuel on both sides and a budget of exactly the agent's base fee: nothing is left.
+    agent = make_agent(bob, slug="flat", base_fee=1_000, fuel_price=0)
+    free = make_agent(charlie, slug="free-judge", base_fee=0, fuel_price=0)
+    agent.accepted_evaluators.add(free)
+    task = task_submit(
+        requester=requester, agent=agent, input="hi", budget=1_000, evaluator="free-judge"
+    )
+    task = succeed(task)
+    assert task.cost == 1_000 and not Task.objects.filter(evaluates=task).exists()
+    evaluation = Evaluation.objects.get(task=task)
+    assert (evaluation.status, evaluation.verdict, evaluation.reason, evaluation.cost) == (
+        "decided",
+        "accept",
+        "evaluator_failed",
+        0,
+    )
+    assert Earning.objects.get(task=task).status == "held"
+    assert ReputationEvent.objects.get(task=task).outcome == "success"
+    assert balance(requester) == 10_000_000 - 1_000
+
+
+def test_an_evaluator_without_a_binary_is_refused(requester, agent, charlie):
+    empty = make_agent(charlie, slug="empty", with_binary=False)
+    agent.accepted_evaluators.add(empty)
+    with pytest.raises(EvaluatorNotAccepted):
+        task_submit(requester=requester, agent=agent, input="hi", budget=BUDGET, evaluator="empty")
+
+
 def test_a_failed_task_is_never_evaluated(requester, evaluated_agent):
     task = submit(requester, evaluated_agent)
     task_claim(task_id=task.pk)
