@@ -109,7 +109,36 @@ SAMPLE_AGENTS = [
         output_schema=contract("wordstats")["output_schema"],
         input_schema=contract("wordstats")["input_schema"],
     ),
+    # Evaluators (SPEC §21): they check another agent's output before its money moves.
+    SampleAgent(
+        "countcheck",
+        "Count check",
+        "An evaluator: recounts the words of a task's input by wordcount's or wordstats' rule "
+        'and accepts the output when its "words" match.',
+        ["evaluator", "json"],
+        base_fee=1_000,
+        fuel_price=1_000,
+        output_schema=contract("countcheck")["output_schema"],
+        input_schema=contract("countcheck")["input_schema"],
+    ),
+    SampleAgent(
+        "schemacheck",
+        "Schema check",
+        "An evaluator: checks a task's output against its contract's output schema and the "
+        'input\'s "expected" reference, scoring the share of checks passed.',
+        ["evaluator", "json"],
+        base_fee=1_000,
+        fuel_price=1_000,
+        output_schema=contract("schemacheck")["output_schema"],
+        input_schema=contract("schemacheck")["input_schema"],
+    ),
 ]
+# Which evaluators each sample agent accepts.
+ACCEPTED_EVALUATORS = {
+    "echo": ["countcheck"],
+    "wordcount": ["countcheck"],
+    "wordstats": ["countcheck", "schemacheck"],
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +147,7 @@ class SampleTask:
     input: Any  # a string, or a JSON value for an agent with an input schema
     budget: int  # µCR
     limits: dict[str, Any] = field(default_factory=dict)
+    evaluator: str | None = None
 
 
 # A channel the demo requester keeps open, with a couple of tasks paid through it.
@@ -157,6 +187,15 @@ SAMPLE_TASKS = [
         300_000,
     ),
     SampleTask("wordstats", {"text": "To be, or not to be: that is the question."}, 300_000),
+    # Evaluated: accepted, accepted, and rejected (echo's output is not a word count).
+    SampleTask("wordcount", "Count these five words please", 300_000, evaluator="countcheck"),
+    SampleTask(
+        "wordstats",
+        {"text": "one two two three three three", "top": 2},
+        400_000,
+        evaluator="schemacheck",
+    ),
+    SampleTask("echo", "Three words here", 300_000, evaluator="countcheck"),
 ]
 
 
@@ -173,6 +212,9 @@ class Command(BaseCommand):
         if not Account.objects.filter(user=requester, credits__kind="deposit").exists():
             deposit_create(user_id=requester.pk, amount=DEMO_FUNDS, idempotency_key="demo-funds")
         agents = {sample.slug: self._agent(owner, sample) for sample in SAMPLE_AGENTS}
+        for slug, evaluators in ACCEPTED_EVALUATORS.items():
+            if agents[slug].owner_id == owner.pk and not agents[slug].accepted_evaluators.exists():
+                agents[slug].accepted_evaluators.add(*(agents[name] for name in evaluators))
         ran = self._history(requester, agents)
         ran += self._channel(requester, agents)
         self._withdrawal(requester)
@@ -253,12 +295,16 @@ class Command(BaseCommand):
                 input=sample.input,
                 budget=sample.budget,
                 idempotency_key=f"demo-task-{number}",
+                evaluator=sample.evaluator,
                 **sample.limits,
             )
             # The worker may get the queued message too; the claim lets only one run it.
             if task.status == Task.Status.QUEUED:
                 task_execute(task_id=task.pk)
                 ran += 1
+            # An evaluated task's evaluator runs next (its verdict settles with it).
+            for run in Task.objects.filter(evaluates=task, status=Task.Status.QUEUED):
+                task_execute(task_id=run.pk)
         return ran
 
     def _channel(self, requester: User, agents: dict[str, Agent]) -> int:
