@@ -29,7 +29,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from escrow.earning_models import Dispute
-from execution.services import receipt_replay
+from execution.services import NOTHING_TO_REPLAY, receipt_replay
 from marketplace.disputes import dispute_replay_enqueue
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def _verdict(matched: bool, detail: str) -> tuple[str, str]:
     found = _HASH.match(detail)
     if matched:
         return Replay.MATCHED, found.group(1) if found else ""
-    if detail == "no such task on this platform":
+    if detail == "no such task on this platform" or detail.startswith(NOTHING_TO_REPLAY):
         return Replay.UNAVAILABLE, ""
     return Replay.MISMATCHED, found.group(1) if found else ""
 

@@ -290,20 +290,33 @@ def task_messages_missing() -> int | None:
     return max(0, counts.get(Task.Status.QUEUED, 0) - waiting - prefetched)
 
 
+# How receipt_replay begins its answer for a receipt that names no run to replay.
+NOTHING_TO_REPLAY = "nothing to replay"
+
+
 def receipt_replay(payload: dict[str, Any]) -> tuple[bool, str]:
-    """Rerun the receipt's pinned binary on its task's input with the same fuel limit."""
-    task = (
-        Task.objects.select_related("agent", "binary")
-        .filter(pk=str(payload.get("task_id")))
-        .first()
-    )
+    """Rerun the receipt's pinned binary on its task's input with the same fuel limit.
+
+    A verdict's receipt (`kind: "evaluation"`) replays the evaluator's run it names
+    (`run_task_id`), not the task it judged; one whose evaluator never ran, and a dispute's
+    resolution receipt (a decision, not a run), answer NOTHING_TO_REPLAY."""
+    kind, task_id = payload.get("kind"), payload.get("task_id")
+    if kind == "evaluation":
+        task_id = payload.get("run_task_id")
+        if task_id is None:
+            return False, f"{NOTHING_TO_REPLAY}: the evaluator never ran ({payload.get('reason')})"
+    elif kind is not None:
+        return False, f"{NOTHING_TO_REPLAY}: a {kind} receipt records a decision, not a run"
+    task = Task.objects.select_related("agent", "binary").filter(pk=str(task_id)).first()
     if task is None:
         return False, "no such task on this platform"
     if hashlib.sha256(task.input.encode()).hexdigest() != payload.get("input_sha256"):
         return False, "the task's input does not match the receipt"
     if task.binary.sha256 != payload.get("binary_sha256"):
         return False, "the task's binary does not match the receipt"
-    rerun = run_in_sandbox(task, fuel=int(payload.get("fuel_limit") or task.fuel_limit))
+    # A verdict's receipt has no fuel limit: its run got what its budget afforded.
+    fuel = payload.get("fuel_limit") or (affordable_fuel(task) if kind else task.fuel_limit)
+    rerun = run_in_sandbox(task, fuel=int(fuel))
     output_sha256 = hashlib.sha256(rerun.stdout).hexdigest()
     if output_sha256 != payload.get("output_sha256"):
         return False, f"output hash {output_sha256} differs from {payload.get('output_sha256')}"

@@ -6,16 +6,19 @@ SIGKILLed between the task's settlement and its verdict, finished by real worker
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from django.core.management import call_command
 
 from escrow.models import Earning, Transfer
+from execution.engine.receipts import receipt_sign
 from execution.runs import cost_for, fee_for
-from execution.services import task_execute, tasks_recover
+from execution.services import receipt_replay, task_execute, tasks_recover
 from marketplace.binaries import binary_upload
 from marketplace.models import Agent, Evaluation, Task
 from marketplace.services import task_submit
@@ -117,6 +120,43 @@ def test_a_real_evaluator_rejects_the_echo(world):
     assert balance(alice) == FUNDS - money(run)[0]
     assert held_for(echo.owner) == 0
     assert ReputationEvent.objects.get(task=task).outcome == "failure"
+
+
+def test_a_verdicts_receipt_replays_the_evaluators_run(world, tmp_path):
+    """`verify_receipt --replay` on a verdict reruns the evaluator's run it names (not the
+    task it judged); a verdict whose evaluator never ran says there is nothing to replay."""
+    alice, echo, charlie = world
+    task, run = run_both(alice, echo, evaluator(charlie, REJECT))
+    receipt = known_receipt(Evaluation.objects.get(task=task).receipt)
+    payload = json.loads(receipt["payload"])
+    assert payload["run_task_id"] == str(run.pk)
+    assert receipt_replay(payload) == (True, f"output hash {run.output_sha256}")
+    path = tmp_path / "verdict.json"
+    path.write_text(json.dumps(receipt))
+    out = io.StringIO()
+    call_command("verify_receipt", str(path), "--replay", stdout=out)
+    assert f"replay matches: output hash {run.output_sha256}" in out.getvalue()
+    # Another run's output under this verdict is a mismatch, as for any receipt.
+    forged = {**payload, "output_sha256": "0" * 64}
+    assert receipt_replay(forged)[0] is False
+    # A verdict given without a run (the evaluator never ran) has nothing to replay.
+    unrun = {**payload, "run_task_id": None, "reason": "evaluator_failed"}
+    assert receipt_replay(unrun) == (
+        False,
+        "nothing to replay: the evaluator never ran (evaluator_failed)",
+    )
+    signed = receipt_sign(unrun)
+    path.write_text(json.dumps(signed))
+    call_command("verify_receipt", str(path), "--replay", stdout=(out := io.StringIO()))
+    assert "nothing to replay: the evaluator never ran" in out.getvalue()
+    # Nor has a dispute's resolution: a decision, not a run.
+    decision = {"kind": "dispute_refund", "task_id": str(task.pk)}
+    assert receipt_replay(decision)[1].startswith("nothing to replay: a dispute_refund receipt")
+
+
+def known_receipt(receipt: dict[str, str] | None) -> dict[str, str]:
+    assert receipt is not None
+    return receipt
 
 
 def test_an_evaluator_timing_out_counts_as_accept_with_its_run_refunded(world):

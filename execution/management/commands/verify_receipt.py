@@ -9,7 +9,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from execution.engine.receipts import receipt_verify
-from execution.services import receipt_replay
+from execution.services import NOTHING_TO_REPLAY, receipt_replay
 
 
 class Command(BaseCommand):
@@ -25,7 +25,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--replay",
             action="store_true",
-            help="also rerun the pinned binary on the task's input and compare the output hash",
+            help="also rerun the pinned binary on the task's input and compare the output hash "
+            "(for a verdict's receipt: the evaluator's run)",
         )
 
     def handle(self, *args, **options):
@@ -46,6 +47,9 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"signature valid (key {receipt.get('key_id')})"))
         if options["replay"]:
             matches, detail = receipt_replay(json.loads(receipt["payload"]))
+            if detail.startswith(NOTHING_TO_REPLAY):  # a decision's receipt, or no run
+                self.stdout.write(self.style.WARNING(detail))
+                return
             if not matches:
                 raise CommandError(f"REPLAY MISMATCH: {detail}")
             self.stdout.write(self.style.SUCCESS(f"replay matches: {detail}"))
