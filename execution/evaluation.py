@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -69,6 +70,9 @@ VERDICT_SCHEMA: dict[str, Any] = {
     "required": ["accept", "score", "reason"],
     "additionalProperties": False,
 }
+# What a reason may decode to but no text column can store (a NUL, a lone surrogate such
+# as "\ud800"): replaced, so that no evaluator can print a verdict that cannot be written.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # An evaluator's run is never refused for being too many: the task it checks was admitted.
 UNLIMITED = 2**31 - 1
 
@@ -109,7 +113,7 @@ def verdict_of(run: Task | None) -> Verdict:
         return FAILED
     if not Decimal(0) <= score <= Decimal(1):
         return FAILED
-    return Verdict(accept=accept, score=score, reason=reason[:500])
+    return Verdict(accept=accept, score=score, reason=UNSTORABLE.sub("\ufffd", reason[:500]))
 
 
 def evaluator_input(task: Task, output: bytes) -> str:
