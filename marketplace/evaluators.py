@@ -131,9 +131,10 @@ def evaluation_dispute_scored(*, task_id: Any, requester_id: int, upheld: bool) 
     """A dispute on an evaluated task was resolved: the evaluator's accept verdict survived
     it (`upheld`: rejected) or not (refunded). Scores the evaluator once per evaluation —
     the first resolution — as a success or a failure the requester caused (within its
-    daily cap; neutral when the requester owns the evaluator). A verdict the evaluator
-    never gave (`evaluator_failed`) is not its to answer for. In the dispute's transaction,
-    after the agent's reputation and before the earning and the accounts (the lock order).
+    daily cap; neutral when the requester owns the evaluator, or the agent: then it
+    answered its own dispute). A verdict the evaluator never gave (`evaluator_failed`) is
+    not its to answer for. In the dispute's transaction, after the agent's reputation and
+    before the earning and the accounts (the lock order).
     """
     won = (
         Evaluation.objects.filter(
@@ -147,11 +148,11 @@ def evaluation_dispute_scored(*, task_id: Any, requester_id: int, upheld: bool) 
     )
     if not won:
         return
-    evaluator_id, owner_id = Evaluation.objects.values_list(
-        "evaluator_id", "evaluator__owner_id"
+    evaluator_id, *owners = Evaluation.objects.values_list(
+        "evaluator_id", "evaluator__owner_id", "task__agent__owner_id"
     ).get(task_id=task_id)
     reason = VERDICT_UPHELD if upheld else VERDICT_OVERTURNED
-    if requester_id == owner_id:
+    if requester_id in owners:
         outcome = Outcome(
             OutcomeKind.NEUTRAL, reason=reason, neutral_reason=NeutralReason.SELF_DEALING
         )

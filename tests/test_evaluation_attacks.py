@@ -9,21 +9,27 @@ test (tests/conftest.py).
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from escrow.models import Earning
+from escrow.services import deposit_create
 from execution.evaluation import evaluation_decide
 from execution.services import task_claim, task_settle
 from marketplace.models import Agent, Evaluation, Task
 from marketplace.services import task_submit
+from reputation.models import AgentReputation, ReputationEvent
 from tests.factories import balance, held_for, make_agent
 from tests.test_evaluation import (
     BUDGET,
     JUDGE_COST,
     JUDGE_FEE,
+    evaluate,
     judged,
     run_of,
     succeed,
+    verdict,
 )
 
 FUNDS = 10_000_000
@@ -78,3 +84,32 @@ def test_a_reason_the_database_cannot_store_does_not_hold_the_money_hostage(
     assert balance(requester) == FUNDS - JUDGE_COST
     assert held_for(bob) == 0 and held_for(charlie) == JUDGE_COST - JUDGE_FEE
     assert Earning.objects.get(task=task).status == "refunded"
+
+
+# --- reputation ----------------------------------------------------------------------------
+
+
+def test_an_agents_owner_cannot_grief_the_evaluator_by_disputing_its_own_task(bob, judge):
+    """Attack: bob owns the agent, submits a task to it himself naming charlie's judge, the
+    judge accepts, bob disputes and (as the owner) accepts his own dispute: the verdict
+    'overturned' by the one person who both asked and answered. Scoring that would let any
+    agent owner sink an evaluator's score for the price of its run."""
+    from marketplace.disputes import dispute_accept, dispute_file
+
+    deposit_create(user_id=bob.pk, amount=FUNDS)
+    own = make_agent(bob, slug="mine")
+    own.accepted_evaluators.add(judge)
+    task = succeed(submit(bob, own))
+    evaluate(task, judged(verdict(True)))
+    before = AgentReputation.objects.get(agent=judge).score
+    dispute = dispute_file(task_id=task.pk, user=bob, reason="my own task")
+    dispute_accept(dispute_id=dispute.pk, user=bob)
+    event = ReputationEvent.objects.get(agent=judge, reason="verdict_overturned")
+    assert (event.outcome, event.neutral_reason, event.delta) == (
+        "neutral",
+        "self_dealing",
+        Decimal(0),
+    )
+    assert AgentReputation.objects.get(agent=judge).score == before
+    # bob paid his own agent and got it back; the judge's run stays paid.
+    assert balance(bob) == FUNDS - JUDGE_COST
