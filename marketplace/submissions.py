@@ -164,8 +164,9 @@ def _open_at_once(batch: Sequence[Prepared]) -> list[Task] | None:
         f"WITH {', '.join(ctes)} "  # noqa: S608
         "SELECT o.id, o.task_id, (SELECT count(*) FROM hold_posted) FROM opened AS o"
     )
-    # Inside a caller's transaction (tests), a refusal must leave that transaction usable.
-    savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    # Its own transaction, as the durable one of `_open_in_transaction` is: nobody nests it
+    # (a test's transaction gets a savepoint, so a refusal leaves that one usable).
+    savepoint = transaction.atomic(durable=True) if connection.in_atomic_block else nullcontext()
     try:
         with savepoint, holds_refused(), connection.cursor() as cursor:
             cursor.execute(sql, params)

@@ -236,6 +236,7 @@ MATRIX: dict[str, ObjectEndpoint | CollectionEndpoint] = {
         bodies={"POST": lambda: {"statement": "it was right"}},
     ),
     "api:tasks": CollectionEndpoint(),
+    "api:task-batch": CollectionEndpoint(),
     "api:receipt-public-key": CollectionEndpoint(public=True, anonymous=allowed(READ_ONLY)),
     "api:receipt-public-keys": CollectionEndpoint(public=True, anonymous=allowed(READ_ONLY)),
     "api:receipt-verify": CollectionEndpoint(

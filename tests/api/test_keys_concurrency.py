@@ -214,3 +214,31 @@ def test_a_submission_the_wallet_refuses_counts_nothing_against_the_key(world):
     assert outcomes == {"accepted": 3, "over the wallet": N - 3}
     assert spent(key) == (3 * BUDGET,) * 3
     assert ApiKeyCharge.objects.filter(key=key).count() == 3
+
+
+def test_concurrent_batches_and_submissions_never_overshoot_a_limit(world):
+    """Batches of 3 and single tasks racing one key whose daily limit fits 10 budgets:
+    what is accepted is counted to the micro-credit, and never more than the limit."""
+    from marketplace.batches import tasks_submit
+
+    alice, agent = world
+    key, _ = api_key_create(
+        user=alice, name="racer", scopes=["tasks:write"], limits={"daily": K * BUDGET}
+    )
+    one = {"agent": agent, "input": "hi", "budget": BUDGET}
+
+    def attempt(index: int) -> None:
+        if index % 2:
+            task_submit(requester=alice, api_key=key, **one)
+        else:
+            tasks_submit(requester=alice, submissions=[one] * 3, api_key=key)
+
+    outcomes, errors = race(16, attempt)
+    assert errors == []
+    accepted = Task.objects.filter(api_key=key).count()
+    assert 1 <= accepted <= K
+    assert spent(key) == (accepted * BUDGET,) * 3
+    assert ApiKeyCharge.objects.filter(key=key).aggregate(Sum("amount"))["amount__sum"] == (
+        accepted * BUDGET
+    )
+    assert sum(outcomes.values()) == 16 and outcomes["refused:daily"] >= 1
