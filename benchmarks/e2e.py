@@ -214,7 +214,7 @@ def main() -> None:
     settle = settler(execution)
     for claim in warm:
         settle(claim)
-    # Two rounds, ours then the reference in each, the faster of each kept (settlement.py).
+    # Rounds of ours then the reference, the faster of each kept (settlement.py).
     best, refs = settlement_rounds(world, settle, args.settlements, args.reference)
     why_not = reference.missing()
     (settle_1, wall_1), (settle_4, wall_4) = best[1], best[4]
