@@ -4,7 +4,8 @@ Random sequences of outcomes — successes, failures, neutral outcomes, a refund
 failure — from random requesters (or none) under a random daily cap, over one or more UTC
 days, under one policy or switching between them: scored by the SQL form (what a
 settlement's statement calls) for one agent and by the Python form for another, they give
-the same events and the same standing, as stored; and the audit replays both exactly.
+the same events and the same standing, as stored; and the audit replays both exactly. A
+policy without an SQL form is settled in Python under the agent's row lock.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from execution.services import Execution, task_claim, task_settle
 from marketplace.models import Agent
+from marketplace.services import task_submit
 from reputation.audit import reputation_audit
 from reputation.disputes import DISPUTE_REFUNDED
 from reputation.models import AgentReputation, ReputationEvent
-from reputation.policies import NeutralReason, Outcome, OutcomeKind
+from reputation.policies import DefaultPolicy, NeutralReason, Outcome, OutcomeKind
 from reputation.services import reputation_apply
 from reputation.settle_sql import ReputationWrite, reputation_settle
 from tests.factories import AgentFactory, UserFactory
@@ -151,3 +155,31 @@ def test_the_sql_and_python_forms_store_the_same(requesters, monkeypatch, polici
         AgentReputation.objects.filter(agent__in=[by_sql, by_python]).delete()
         Agent.objects.filter(pk__in=[by_sql.pk, by_python.pk]).delete()
     assert connection.vendor == "postgresql"
+
+
+class PythonOnlyPolicy(DefaultPolicy):
+    """The default policy's rules under another name, without an SQL form of its own."""
+
+
+def test_a_policy_without_an_sql_form_is_scored_in_python_under_the_lock(
+    requester, agent, settings
+):
+    settings.REPUTATION_POLICY = f"{__name__}.PythonOnlyPolicy"
+    task = task_submit(requester=requester, agent=agent, input="hi", budget=100_000)
+    claim = task_claim(task_id=task.pk)
+    assert claim is not None
+    claimed, attempt = claim
+    run = Execution(exit_code=0, stdout=b"ok", fuel_used=1_000, fuel_limit=10_000)
+    with CaptureQueriesContext(connection) as captured:
+        assert task_settle(task_id=task.pk, attempt=attempt, execution=run, task=claimed)
+    # In a transaction: the statement without the reputation, then the row lock, the
+    # requester's day and the event (reputation_apply), then the fuel sample.
+    assert len(captured.captured_queries) > 1
+    event = ReputationEvent.objects.get(task=task)
+    assert (event.policy, event.outcome, event.delta) == (
+        settings.REPUTATION_POLICY,
+        "success",
+        Decimal("3.4"),
+    )
+    report = reputation_audit()
+    assert report.ok, report.violations
