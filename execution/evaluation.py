@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import BigIntegerField, Func, Value
 from django.utils import timezone
 
@@ -208,6 +208,8 @@ def _fair_tag(requester_id: int) -> Any:
 
 # --- the verdict ------------------------------------------------------------------------------
 
+DECIDE_TRIES = 5
+
 
 def evaluation_decide(*, run_id: Any) -> bool:
     """Settle the verdict of the evaluator's run `run_id` once it is final: True for the
@@ -216,9 +218,21 @@ def evaluation_decide(*, run_id: Any) -> bool:
     if run is None or run.evaluates_id is None or run.status not in Task.FINAL_STATUSES:
         return False
     task = Task.objects.select_related("agent", "binary").get(pk=run.evaluates_id)
-    with transaction.atomic(durable=True):
-        evaluation = Evaluation.objects.select_related("evaluator").get(task_id=task.pk)
-        return _decide(evaluation, task=task, run=run, verdict=verdict_of(run), now=timezone.now())
+    for tries in range(1, DECIDE_TRIES + 1):
+        try:
+            with transaction.atomic(durable=True):
+                evaluation = Evaluation.objects.select_related("evaluator").get(task_id=task.pk)
+                return _decide(
+                    evaluation, task=task, run=run, verdict=verdict_of(run), now=timezone.now()
+                )
+        except OperationalError as exc:
+            # A rejection keeps the lock order (reputation, then accounts); a settlement of
+            # the same agent takes its reputation row last: the rare deadlock between them
+            # is resolved by trying again, as the settlement does.
+            if getattr(exc.__cause__, "sqlstate", None) != "40P01" or tries == DECIDE_TRIES:
+                raise
+            log.warning("the verdict on task %s deadlocked, trying again", task.pk)
+    return False  # not reached
 
 
 def _decide(

@@ -458,6 +458,57 @@ def test_disputing_the_evaluators_own_run_refunds_only_that_run(
     assert Earning.objects.get(task=task).status == "held"
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_rejection_deadlocked_with_a_settlement_is_tried_again(caplog):
+    """Attack (lock order): a rejection takes the agent's reputation row, then the accounts
+    (escrow/services.py's order); a settlement of the same requester's other task on that
+    agent takes the accounts, then the reputation row, last. When PostgreSQL aborts the
+    verdict to break the deadlock, nothing of it may stay half-done, and the worker's call
+    must still settle it once (it used to raise, leaving the verdict to the next recovery)."""
+    import time
+
+    from django.db import connection, transaction
+
+    from escrow.models import Account
+
+    alice, bob, charlie = (UserFactory.create(username=name) for name in ("alice", "bob", "carl"))
+    deposit_create(user_id=alice.pk, amount=FUNDS)
+    agent = make_agent(bob)
+    agent.accepted_evaluators.add(make_agent(charlie, slug="judge", base_fee=500, fuel_price=1_000))
+    task = succeed(submit(alice, agent))
+    run = settle_run(task, verdict(False))
+    wallet = Account.objects.get(user=alice).pk
+    holding, deciding = threading.Event(), threading.Event()
+    decided: list[bool] = []
+
+    def body(index: int) -> None:
+        if index == 0:  # a settlement's order: the requester's wallet, then the reputation
+            with transaction.atomic(durable=True):
+                with connection.cursor() as cursor:  # the verdict is the one aborted
+                    cursor.execute("SET LOCAL deadlock_timeout = '10s'")
+                Account.objects.select_for_update().get(pk=wallet)
+                holding.set()
+                assert deciding.wait(5)
+                time.sleep(0.3)  # the verdict holds the reputation row and waits for the wallet
+                AgentReputation.objects.select_for_update().get(agent=agent)
+            return
+        assert holding.wait(5)
+        with connection.cursor() as cursor:  # it looks for the cycle once the other waits
+            cursor.execute("SET deadlock_timeout = '1s'")
+        deciding.set()
+        decided.append(evaluation_decide(run_id=run.pk))
+
+    assert run_threads(2, body) == []
+    assert "deadlocked, trying again" in caplog.text
+    assert decided == [True]
+    assert evaluations_recover() == {"decided": 0, "errors": 0}
+    assert Evaluation.objects.get(task=task).verdict == "reject"
+    assert ReputationEvent.objects.filter(task=task).count() == 1
+    assert balance(alice) == FUNDS - JUDGE_COST
+    assert held_for(bob) == 0 and held_for(charlie) == JUDGE_COST - JUDGE_FEE
+
+
 # --- the evaluator's score on disputes -------------------------------------------------------
 
 
