@@ -271,11 +271,13 @@ try:
     )
 except InvalidOperation:
     raise ImproperlyConfigured("REPUTATION_DAILY_CAP_PER_REQUESTER must be a number") from None
+# A score runs from 0 to 100, so no larger cap means anything (and events store the cap in
+# a score's column, which holds less than 1,000).
 if not (
     REPUTATION_DAILY_CAP_PER_REQUESTER.is_finite()
-    and Decimal("0.0001") <= REPUTATION_DAILY_CAP_PER_REQUESTER <= 1000
+    and Decimal("0.0001") <= REPUTATION_DAILY_CAP_PER_REQUESTER <= 100
 ):
-    raise ImproperlyConfigured("REPUTATION_DAILY_CAP_PER_REQUESTER must be in [0.0001, 1000]")
+    raise ImproperlyConfigured("REPUTATION_DAILY_CAP_PER_REQUESTER must be in [0.0001, 100]")
 
 # --- Task limits (defaults and maxima) -----------------------------------------------
 TASK_DEFAULT_FUEL = env_int("TASK_DEFAULT_FUEL", 1_000_000_000)

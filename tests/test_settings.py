@@ -113,6 +113,14 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     assert "SECRET_KEY must be set" in result.stderr
 
 
+@pytest.mark.parametrize("cap", ["0", "100.0001", "1000", "NaN", "lots"])
+def test_a_daily_cap_a_score_cant_hold_is_refused_at_start(tmp_path, cap):
+    env = {"DEBUG": "true", "DATA_DIR": str(tmp_path), "REPUTATION_DAILY_CAP_PER_REQUESTER": cap}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "REPUTATION_DAILY_CAP_PER_REQUESTER must be" in result.stderr
+
+
 def test_development_generates_its_secret_key_once_into_the_data_directory(tmp_path):
     for _ in range(2):
         assert manage("check", env={"DEBUG": "true", "DATA_DIR": str(tmp_path)}).returncode == 0
