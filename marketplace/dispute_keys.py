@@ -8,7 +8,8 @@ now, lowering the key's day and month counters only while they still count the w
 was charged in (see marketplace/apikeys/spending.py) — with one exception: a channel's charge
 refunded on a channel that has not settled. That refund lowers the channel's redeemed
 amount, which comes back to the opener's key with the rest of the channel's change when
-the channel settles: nothing to do here.
+the channel settles: nothing to do here. An evaluator's run (SPEC §21) was paid from the
+budget of the task it evaluates: by that task's charge.
 
 Exactly once: it runs in the refund's own transaction, which a dispute wins only once.
 Lock order: the key's row is locked before the channel, the reputation and the money.
@@ -30,6 +31,8 @@ from marketplace.apikey_models import ApiKey, ApiKeyCharge
 def dispute_key_lock(*, task_id: Any) -> ApiKeyCharge | None:
     """The charge of the key that paid for the task, its key's row locked; None if no key."""
     charge = ApiKeyCharge.objects.filter(task_id=task_id).first()
+    if charge is None:  # an evaluator's run: the charge of the task it evaluates
+        charge = ApiKeyCharge.objects.filter(task__evaluation_run=task_id).first()
     if charge is None:
         channel_id = (
             Escrow.objects.filter(task_id=task_id).values_list("channel_id", flat=True).first()

@@ -568,3 +568,24 @@ def test_a_rejection_of_the_requesters_own_agent_is_neutral(bob, judge, charlie)
     assert AgentReputation.objects.get(agent=own).score == before
     assert balance(bob) == FUNDS - JUDGE_COST
     assert held_for(charlie) == JUDGE_COST - JUDGE_FEE
+
+
+@pytest.mark.parametrize("accept", [True, False], ids=["accept", "reject"])
+def test_a_refunded_dispute_of_the_evaluators_run_is_given_back_to_the_key(
+    requester, evaluated_agent, charlie, accept
+):
+    """Attack on a key's caps: the key paid the evaluator's run (from the task's budget); a
+    refunded dispute of that run must give its cost back to the key, as it does to the
+    wallet, or the key's day keeps counting money the requester got back."""
+    from marketplace.apikeys import api_key_create
+    from marketplace.disputes import dispute_accept, dispute_file
+
+    key, _ = api_key_create(user=requester, name="bot", scopes=["tasks:write"])
+    task = succeed(submit(requester, evaluated_agent, api_key=key))
+    evaluate(task, judged(verdict(accept)))
+    dispute = dispute_file(task_id=run_of(task).pk, user=requester, reason="a bad judge")
+    dispute_accept(dispute_id=dispute.pk, user=charlie)
+    paid = COST if accept else 0
+    assert balance(requester) == FUNDS - paid
+    key.refresh_from_db()
+    assert (key.spent_daily, key.spent_monthly, key.spent_total) == (paid, paid, paid)
