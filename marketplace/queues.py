@@ -57,13 +57,24 @@ def task_run_send(*, task_id: Any) -> None:
 
 def tasks_run_send(*, task_ids: Sequence[Any]) -> None:
     """`task_run_send` for each task, one INSERT for all of them on the ORM broker (a batch's
-    hundred messages would otherwise be a hundred round trips). The messages are those
-    `async_task` makes, signed the same way; other brokers, and `sync`, send them one by one."""
-    broker = broker_for(task_queue())
-    if not isinstance(broker, ORM) or Conf.SYNC:
+    hundred messages would otherwise be a hundred round trips); other brokers, and `sync`,
+    send them one by one."""
+    messages = task_run_messages(task_ids=task_ids)
+    if messages is None:
         for task_id in task_ids:
             task_run_send(task_id=task_id)
         return
+    OrmQ.objects.using(Conf.ORM).bulk_create(messages)
+
+
+def task_run_messages(*, task_ids: Sequence[Any], alias: str | None = None) -> list[OrmQ] | None:
+    """The ORM broker's rows (not saved) of the messages `task_run_send` would send for the
+    tasks, as `async_task` makes and signs them, for a caller that writes them with its own
+    rows (on the database `alias`); None for another broker, another database, or with
+    `sync`, which send theirs themselves."""
+    broker = broker_for(task_queue())
+    if not isinstance(broker, ORM) or Conf.SYNC or alias not in (None, Conf.ORM):
+        return None
     now = timezone.now()
     messages = []
     for task_id in task_ids:
@@ -82,7 +93,7 @@ def tasks_run_send(*, task_ids: Sequence[Any]) -> None:
         task["started"] = now
         pre_enqueue.send(sender="django_q", task=task)
         messages.append(OrmQ(key=broker.list_key, payload=SignedPackage.dumps(task), lock=now))
-    broker.get_connection().bulk_create(messages)
+    return messages
 
 
 def service_send(func: str, *args: Any, task_name: str) -> None:

@@ -5,11 +5,11 @@ On PostgreSQL an escrow submission is one statement in autocommit (`_open_at_onc
 requester's tasks are admitted under their limit of tasks in flight (one count for the whole
 batch, marketplace.fair_share) and inserted with their fair-share tags, then come the key's
 row and charges, the escrows and the holds, in the lock order (tasks → API keys → escrows →
-accounts). With the agent's read before it and the broker's message after it, an escrow
-submission takes three round trips; a batch of a hundred, the same three. A statement that
-refuses itself (a check of the key's) is made again in a transaction
-(`_open_in_transaction`), whose services say why; so are channel payments, and everything on
-SQLite.
+accounts), and on the ORM broker the tasks' messages. With the agent's read before it, an
+escrow submission takes two round trips (three on another broker, whose message follows the
+commit); a batch of a hundred, the same. A statement that refuses itself (a check of the
+key's) is made again in a transaction (`_open_in_transaction`), whose services say why; so
+are channel payments, and everything on SQLite.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
+from django_q.models import OrmQ
 
 from escrow.channels import channel_reserve
 from escrow.errors import DomainError, IdempotencyConflict
@@ -38,7 +39,7 @@ from marketplace.fair_share import (
     too_many,
 )
 from marketplace.models import Task
-from marketplace.queues import task_run_send, tasks_run_send
+from marketplace.queues import task_run_messages, task_run_send, tasks_run_send
 
 # The most tasks one batch submits (marketplace.batches).
 MAX_BATCH = 100
@@ -158,6 +159,12 @@ def _open_at_once(batch: Sequence[Prepared]) -> list[Task] | None:
     escrow_ctes, escrow_params = escrows_open_sql(escrows, after=after)
     ctes.append(escrow_ctes)
     params += escrow_params
+    # On the ORM broker the tasks' messages are rows of this database: written with them.
+    messages = task_run_messages(task_ids=[task.pk for task in tasks], alias=connection.alias)
+    if messages is not None:
+        queue_sql, queue_params = insert_sql(OrmQ, messages, returning=("id",))
+        ctes.append(f"queued AS ({queue_sql})")
+        params += queue_params
     # The task rows first (their admission), then the key's, then the accounts': each part
     # only starts once the one before it has returned its rows.
     sql = (
@@ -182,7 +189,8 @@ def _open_at_once(batch: Sequence[Prepared]) -> list[Task] | None:
         escrow.pk = escrow_ids[task.pk]
         escrow._state.adding = False
         _opened(task, escrow)
-    _enqueue(tasks)
+    if messages is None:
+        _enqueue(tasks)
     return tasks
 
 
