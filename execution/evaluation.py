@@ -97,7 +97,9 @@ def verdict_of(run: Task | None) -> Verdict:
     if run is None or run.status != Task.Status.SUCCEEDED:
         return FAILED
     try:
-        printed = json.loads(bytes(run.stdout).decode("utf-8"), parse_float=Decimal)
+        # Read as the run's output check read it (from bytes: a byte-order mark, UTF-16 or
+        # UTF-32 as JSON allows), so that a run paid for its verdict never counts as failing.
+        printed = json.loads(bytes(run.stdout), parse_float=Decimal)
     except (ValueError, UnicodeDecodeError):
         return FAILED
     if not isinstance(printed, dict) or set(printed) != {"accept", "score", "reason"}:

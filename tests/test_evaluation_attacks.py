@@ -589,3 +589,37 @@ def test_a_refunded_dispute_of_the_evaluators_run_is_given_back_to_the_key(
     assert balance(requester) == FUNDS - paid
     key.refresh_from_db()
     assert (key.spent_daily, key.spent_monthly, key.spent_total) == (paid, paid, paid)
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(lambda text: b"\xef\xbb\xbf" + text.encode(), id="utf-8-bom"),
+        pytest.param(lambda text: text.encode("utf-16"), id="utf-16"),
+    ],
+)
+def test_a_verdict_the_output_check_passed_is_read_as_that_verdict(
+    requester, evaluated_agent, bob, charlie, judge, encode
+):
+    """Attack: the judge prints its verdict with a UTF-8 byte-order mark (or in UTF-16),
+    which the run's output check reads as JSON (so the run succeeds and is paid). Read
+    any other way, it would count as the judge failing: paid for a verdict it never gave
+    (accept, evaluator_failed), and never answerable for it in a dispute."""
+    from execution.services import check_output
+
+    task = succeed(submit(requester, evaluated_agent))
+    run = run_of(task)
+    text = '{"accept": false, "score": 0.2, "reason": "wrong"}'
+    checked = check_output(run, judged(encode(text)))
+    assert checked.succeeded  # the output check took it for the verdict it is
+    assert task_claim(task_id=run.pk) is not None
+    assert task_settle(task_id=run.pk, attempt=1, execution=checked)
+    assert evaluation_decide(run_id=run.pk)
+    evaluation = Evaluation.objects.get(task=task)
+    assert (evaluation.verdict, evaluation.reason, evaluation.score) == (
+        "reject",
+        "wrong",
+        Decimal("0.2000"),
+    )
+    assert balance(requester) == FUNDS - JUDGE_COST
+    assert held_for(bob) == 0 and held_for(charlie) == JUDGE_COST - JUDGE_FEE
