@@ -623,3 +623,36 @@ def test_a_verdict_the_output_check_passed_is_read_as_that_verdict(
     )
     assert balance(requester) == FUNDS - JUDGE_COST
     assert held_for(bob) == 0 and held_for(charlie) == JUDGE_COST - JUDGE_FEE
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_refunds_of_the_task_and_of_its_evaluators_run_at_once_give_the_key_back_once_each():
+    """Attack: the task's and its judge's run's disputes are refunded at the same moment,
+    both giving back to the one charge the key paid them with: neither may read what the
+    charge had given back before the other did (the key's count would go below zero, or
+    stay above what the wallet paid)."""
+    from marketplace.apikeys import api_key_create
+    from marketplace.disputes import dispute_accept, dispute_file
+
+    alice, bob, charlie = (UserFactory.create(username=name) for name in ("alice", "bob", "carl"))
+    deposit_create(user_id=alice.pk, amount=FUNDS)
+    agent = make_agent(bob)
+    agent.accepted_evaluators.add(make_agent(charlie, slug="judge", base_fee=500, fuel_price=1_000))
+    key, _ = api_key_create(user=alice, name="bot", scopes=["tasks:write"])
+    task = succeed(submit(alice, agent, api_key=key))
+    evaluate(task, judged(verdict(True)))
+    disputes = [
+        (dispute_file(task_id=task.pk, user=alice, reason="wrong").pk, bob),
+        (dispute_file(task_id=run_of(task).pk, user=alice, reason="a bad judge").pk, charlie),
+    ]
+
+    def body(index: int) -> None:
+        dispute_id, owner = disputes[index]
+        dispute_accept(dispute_id=dispute_id, user=owner)
+
+    assert run_threads(2, body) == []
+    assert balance(alice) == FUNDS
+    key.refresh_from_db()
+    assert (key.spent_daily, key.spent_total) == (0, 0)
+    assert held_for(bob) == 0 and held_for(charlie) == 0
