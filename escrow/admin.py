@@ -142,6 +142,7 @@ class PaymentChannelAdmin(LedgerAdmin):
         "status",
         "deposit_cr",
         "redeemed_cr",
+        "drawn_cr",
         "reserved_cr",
         "in_flight",
         "nonce",
@@ -159,6 +160,10 @@ class PaymentChannelAdmin(LedgerAdmin):
     @admin.display(description="redeemed", ordering="redeemed")
     def redeemed_cr(self, obj: PaymentChannel) -> str:
         return credits(obj.redeemed)
+
+    @admin.display(description="drawn for evaluators", ordering="drawn")
+    def drawn_cr(self, obj: PaymentChannel) -> str:
+        return credits(obj.drawn)
 
     @admin.display(description="in flight", ordering="reserved")
     def reserved_cr(self, obj: PaymentChannel) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 
 from escrow.earnings_audit import earnings_problems
 from escrow.funding_audit import funding_problems
@@ -101,7 +101,8 @@ def _audit() -> LedgerReport:
         )
     channels_balance = system_balance(Account.Kind.CHANNELS)
     unsettled = PaymentChannel.objects.exclude(status=PaymentChannel.Status.SETTLED)
-    held = unsettled.aggregate(s=Sum("deposit"))["s"] or 0
+    # What left a deposit for an evaluator's run (drawn) is in that run's escrow now.
+    held = unsettled.aggregate(s=Sum(F("deposit") - F("drawn")))["s"] or 0
     report.in_channels = held
     if channels_balance != held:
         report.violations.append(
@@ -153,9 +154,23 @@ def _channels(report: LedgerReport) -> list[str]:
         elif row["status"] == Escrow.Status.COMPLETED:
             tally["redeemed"] += row["cost"] or 0
             tally["fees"] += row["fee"] or 0
+    # A task whose evaluator has not given its verdict is still in flight on its channel.
+    evaluating = Escrow.objects.filter(
+        channel__isnull=False, status=Escrow.Status.COMPLETED, task__evaluation__status="running"
+    )
+    for channel_id, n in (
+        evaluating.values("channel").annotate(n=Count("id")).values_list("channel", "n")
+    ):
+        by_channel[channel_id]["in_flight"] += n
     legs: dict[Any, dict[str, int]] = defaultdict(dict)
     for leg in Transfer.objects.filter(channel__isnull=False).values("channel", "kind", "amount"):
         legs[leg["channel"]][leg["kind"]] = leg["amount"]
+    # What was drawn for evaluators: the holds of their runs' escrows from the channels account.
+    drawn = dict(
+        Transfer.objects.filter(kind=Kind.ESCROW_HOLD, debit_account__kind=Account.Kind.CHANNELS)
+        .values_list("task__evaluates__escrow__channel")
+        .annotate(total=Sum("amount"))
+    )
     for channel in PaymentChannel.objects.all():
         report.channels += 1
         tally = by_channel[channel.pk]
@@ -167,12 +182,17 @@ def _channels(report: LedgerReport) -> list[str]:
                 f"its tasks give {expected}"
             )
         got = legs.get(channel.pk, {})
+        if channel.drawn != drawn.get(channel.pk, 0):
+            problems.append(
+                f"channel {channel.pk} drew {channel.drawn} µCR for evaluators; its runs' "
+                f"escrows hold {drawn.get(channel.pk, 0)} µCR from it"
+            )
         want = {Kind.CHANNEL_DEPOSIT: channel.deposit}
         if channel.status == PaymentChannel.Status.SETTLED:
             want |= {
                 Kind.CHANNEL_PAYOUT: channel.redeemed - channel.fees,
                 Kind.CHANNEL_FEE: channel.fees,
-                Kind.CHANNEL_REFUND: channel.deposit - channel.redeemed,
+                Kind.CHANNEL_REFUND: channel.deposit - channel.redeemed - channel.drawn,
             }
         if got != {kind: amount for kind, amount in want.items() if amount}:
             problems.append(f"channel {channel.pk} ({channel.status}) has transfers {got}")

@@ -47,7 +47,7 @@ from escrow.models import Account, Escrow, PaymentChannel, Transfer, Voucher
 from escrow.system_accounts import shard_for, system_account_id
 
 VOUCHER_DOMAIN = "agent-exchange/voucher/v1"
-Status = PaymentChannel.Status
+Status, Kind = PaymentChannel.Status, Transfer.Kind
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def voucher_sign_custodial(*, user_id: int, channel_id: Any, budget: int) -> Sig
     private = custodial_private_key(custodial_key(user_id=user_id))
     channel = PaymentChannel.objects.get(pk=channel_id, requester_id=user_id)
     nonce = channel.nonce + 1
-    amount = min(channel.deposit, channel.redeemed + channel.reserved + budget)
+    amount = min(channel.deposit, channel.redeemed + channel.drawn + channel.reserved + budget)
     signature = private.sign(voucher_message(channel.pk, nonce, amount))
     return SignedVoucher(nonce, amount, base64.b64encode(signature).decode())
 
@@ -261,7 +261,7 @@ def _reserve(
             "reserved = reserved + %s, in_flight = in_flight + 1 "
             "WHERE id = %s AND requester_id = %s AND agent_id = %s AND status = %s "
             "AND expires_at > %s AND nonce < %s AND deposit >= %s "
-            "AND redeemed + reserved + %s <= %s RETURNING *",
+            "AND redeemed + drawn + reserved + %s <= %s RETURNING *",
             [
                 *(parsed.nonce, amount, budget, pk, requester_user_id, agent_id, Status.OPEN),
                 *(now, parsed.nonce, amount, budget, amount),
@@ -293,11 +293,11 @@ def _reserve_check(
         raise VoucherStale(f"The channel's latest nonce is {channel.nonce}.")
     if parsed.cumulative_amount > channel.deposit:
         raise VoucherExceedsDeposit(f"The deposit is {channel.deposit} µCR.")
-    needed = channel.redeemed + channel.reserved + budget
+    needed = channel.redeemed + channel.drawn + channel.reserved + budget
     if parsed.cumulative_amount < needed:
         raise VoucherInsufficient(
-            f"The voucher must authorize at least {needed} µCR "
-            f"(redeemed {channel.redeemed} + in flight {channel.reserved} + budget {budget})."
+            f"The voucher must authorize at least {needed} µCR (redeemed {channel.redeemed} "
+            f"+ drawn {channel.drawn} + in flight {channel.reserved} + budget {budget})."
         )
 
 
@@ -402,9 +402,9 @@ def _settle(channel: PaymentChannel) -> None:
         payee = system_account_id(Account.Kind.EARNINGS, channel.shard)
     fees = system_account_id(Account.Kind.PLATFORM_FEES, channel.shard)
     payouts = [
-        (payee, channel.redeemed - channel.fees, Transfer.Kind.CHANNEL_PAYOUT),
-        (fees, channel.fees, Transfer.Kind.CHANNEL_FEE),
-        (channel.payer_id, channel.deposit - channel.redeemed, Transfer.Kind.CHANNEL_REFUND),
+        (payee, channel.redeemed - channel.fees, Kind.CHANNEL_PAYOUT),
+        (fees, channel.fees, Kind.CHANNEL_FEE),
+        (channel.payer_id, channel.deposit - channel.redeemed - channel.drawn, Kind.CHANNEL_REFUND),
     ]
     ledger_post(
         [Leg(channels, to, amount, kind, channel_id=channel.pk) for to, amount, kind in payouts]

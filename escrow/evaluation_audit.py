@@ -1,9 +1,12 @@
 """The ledger audit's checks of evaluated tasks (SPEC §21; see escrow/earnings_audit.py).
 
 An evaluated task's settlement refunds what its budget left and, in the same transaction,
-holds it again in the escrow of its evaluator's run (a task whose `evaluates` names it).
-So on every path:
-- the run's escrow holds exactly what the task's escrow refunded;
+holds it again in the escrow of its evaluator's run (a task whose `evaluates` names it); a
+channel-paid task's settlement completes its escrow and draws the rest from the channel
+instead (escrow.channel_evaluation; the channel check in escrow.audit ties the draws to the
+channel). So on every path:
+- the run's escrow holds exactly what the task's escrow refunded (on a channel: the task's
+  budget less its cost);
 - once the run is settled, the budget = the task's cost + the run's cost + the run's refund;
 - the verdict copied the run's cost and refund;
 - an earning waits (`evaluating`) only while its evaluation runs; a rejection refunded it.
@@ -26,6 +29,9 @@ def evaluation_problems() -> list[str]:
     runs = Escrow.objects.filter(task__evaluates__isnull=False)
     parent = "task__evaluates__escrow__"
     rest_held = Q(amount=F(f"{parent}refund"), **{f"{parent}status": Escrow.Status.RELEASED})
+    # A channel task's escrow completes with no refund, and a rejection zeroes its cost.
+    evaluated, on_channel = "task__evaluates__", {f"{parent}status": Escrow.Status.COMPLETED}
+    rest_held |= Q(amount=F(f"{evaluated}budget") - F(f"{evaluated}cost"), **on_channel)
     for row in runs.exclude(rest_held).values("task_id", "amount", f"{parent}refund")[:LISTED]:
         problems.append(
             f"evaluator run {row['task_id']} holds {row['amount']} µCR, but the task it "
@@ -33,6 +39,9 @@ def evaluation_problems() -> list[str]:
         )
     settled = runs.filter(status__in=SETTLED)
     adds_up = Q(**{f"{parent}amount": F(f"{parent}cost") + F("cost") + F("refund")})
+    adds_up |= Q(
+        **{f"{evaluated}budget": F(f"{evaluated}cost") + F("cost") + F("refund")}, **on_channel
+    )
     for row in settled.exclude(adds_up).values("task_id", "cost", "refund")[:LISTED]:
         problems.append(
             f"evaluator run {row['task_id']}: the evaluated task's budget is not its cost + "
@@ -54,4 +63,10 @@ def evaluation_problems() -> list[str]:
     )
     for task_id in rejected.values_list("task_id", flat=True)[:LISTED]:
         problems.append(f"task {task_id} was rejected but its earning was not refunded")
+    # A rejected channel task's cost came off its channel: its escrow counts nothing there.
+    kept = Escrow.objects.filter(
+        channel__isnull=False, task__evaluation__verdict="reject", cost__gt=0
+    )
+    for task_id in kept.values_list("task_id", flat=True)[:LISTED]:
+        problems.append(f"task {task_id} was rejected but its channel still counts its cost")
     return problems

@@ -240,6 +240,9 @@ class PaymentChannel(models.Model):
     redeemed = models.BigIntegerField(default=0)
     fees = models.BigIntegerField(default=0)
     reserved = models.BigIntegerField(default=0)
+    # What left the deposit to pay evaluators (SPEC §21): an evaluated task's budget rest,
+    # moved at its settlement into its evaluator's run's escrow (escrow.channel_evaluation).
+    drawn = models.BigIntegerField(default=0)
     in_flight = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     # The shard of the system accounts (channels, platform fees, earnings) it moves money
@@ -263,7 +266,8 @@ class PaymentChannel(models.Model):
             # Never redeem (or hold for tasks in flight) more than the requester signed for,
             # and never sign for more than the deposit.
             models.CheckConstraint(
-                condition=Q(redeemed__lte=F("authorized") - F("reserved"))
+                condition=Q(drawn__gte=0)
+                & Q(redeemed__lte=F("authorized") - F("reserved") - F("drawn"))
                 & Q(authorized__lte=F("deposit")),
                 name="channel_within_voucher_and_deposit",
             ),

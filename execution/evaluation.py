@@ -17,6 +17,11 @@ change of the evaluation row:
   (neutral when the requester owns the agent or the evaluator);
 - the evaluator failed (any run that did not print a verdict): accept, `evaluator_failed`.
 
+A channel-paid task is the same, with the channel in the escrow's place
+(escrow.channel_evaluation): its cost redeemed, the budget's rest drawn from the deposit
+into the run's escrow, the task in flight on its channel until the verdict, and a rejection
+taking its cost off what the channel redeemed (as an accepted dispute on an open channel).
+
 The worker decides right after the run settles; `evaluations_recover` decides any whose
 worker died in between, or whose run ended without a worker (cancelled, refunded).
 """
@@ -35,6 +40,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import BigIntegerField, Func, Value
 from django.utils import timezone
 
+from escrow.channel_evaluation import channel_verdict, escrow_open_from_channel
 from escrow.earning_models import Earning
 from escrow.holds import release_time
 from escrow.ledger import Leg, ledger_post, wallet_id
@@ -182,13 +188,14 @@ def evaluation_open(*, task: Task, cost: int, output: bytes) -> Evaluation:
     )
     run.fair_tag = _fair_tag(task.requester_id)  # type: ignore[assignment]
     run.save(force_insert=True)
-    payer = Escrow.objects.values_list("payer_id", flat=True).get(task_id=task.pk)
-    escrow_open_funded(
-        payer_id=payer,
-        payee_id=wallet_id(user_id=evaluator.owner_id),
-        amount=left,
-        task_id=run.pk,
-    )
+    payer, channel = Escrow.objects.values_list("payer_id", "channel_id").get(task_id=task.pk)
+    payee = wallet_id(user_id=evaluator.owner_id)
+    if channel is None:
+        escrow_open_funded(payer_id=payer, payee_id=payee, amount=left, task_id=run.pk)
+    else:  # drawn from the channel the voucher paid the budget from
+        escrow_open_from_channel(
+            channel_id=channel, payer_id=payer, payee_id=payee, amount=left, task_id=run.pk
+        )
     task_enqueue(task_id=run.pk)
     return evaluation
 
@@ -241,7 +248,8 @@ def _decide(
     evaluation: Evaluation, *, task: Task, run: Task | None, verdict: Verdict, now: Any
 ) -> bool:
     """running → decided, then in the lock order: the API key that paid (if one did), the
-    agent's reputation, the task's earning and the accounts. In the caller's transaction."""
+    channel that paid (if one did), the agent's reputation, the task's earning and the
+    accounts. In the caller's transaction."""
     cost, fee, refund = (run.cost or 0, run.fee or 0, run.refund or 0) if run else (0, 0, 0)
     receipt = _receipt(evaluation, task=task, run=run, verdict=verdict, now=now, money=(cost, fee))
     won = Evaluation.objects.filter(pk=evaluation.pk, status=Evaluation.Status.RUNNING).update(
@@ -258,6 +266,13 @@ def _decide(
     if not won:
         return False
     charge = dispute_key_lock(task_id=task.pk) if task.api_key_id is not None else None
+    # A channel task leaves its flight now, a rejection taking its cost off the channel.
+    channel = Escrow.objects.values_list("channel_id", flat=True).get(task_id=task.pk)
+    off_channel = (
+        channel_verdict(channel_id=channel, task_id=task.pk, reject=not verdict.accept)
+        if channel is not None
+        else 0
+    )
     reputation_apply(
         agent_id=task.agent_id,
         task_id=task.pk,
@@ -270,7 +285,7 @@ def _decide(
             status=Earning.Status.HELD, release_at=release_time(now)
         )
     else:
-        given_back += _refund_rejected(task, now=now)
+        given_back += off_channel if channel is not None else _refund_rejected(task, now=now)
     if charge is not None:
         dispute_key_give_back(charge, task_id=task.pk, refunded=given_back)
     webhook_event_record(owner_id=task.requester_id, type=TASK_EVALUATED, object_id=str(task.pk))

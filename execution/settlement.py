@@ -24,6 +24,7 @@ from typing import Any
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
+from escrow.channel_evaluation import channel_finish_evaluated
 from escrow.channels import channel_finish_task, channel_is_due, channel_settle_if_due
 from escrow.models import Escrow
 from escrow.services import escrow_cancel, escrow_complete, escrow_refund, escrow_release
@@ -314,7 +315,13 @@ def _settle_money(plan: Settlement) -> None:
     if task.api_key_id is not None:
         # An evaluated task's rest pays its evaluator: given back at the verdict.
         api_key_give_back(task_id=task.pk, amount=0 if plan.evaluated else task.budget - cost)
-    if escrow.channel_id is not None:
+    if escrow.channel_id is not None and plan.evaluated:
+        # In flight until its verdict; the rest pays the evaluator (evaluation_open).
+        channel_finish_evaluated(
+            channel_id=escrow.channel_id, budget=task.budget, cost=cost, fee=fee
+        )
+        escrow_complete(escrow_id=escrow.pk, cost=cost, fee=fee, escrow=escrow)
+    elif escrow.channel_id is not None:
         # One channel row changes; the money moves when the channel settles.
         channel = channel_finish_task(
             channel_id=escrow.channel_id, budget=task.budget, cost=cost, fee=fee

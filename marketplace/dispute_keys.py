@@ -23,6 +23,7 @@ from django.db.models import BigIntegerField, Case, F, Value, When
 from django.db.models.functions import Least
 from django.utils import timezone
 
+from escrow.channel_evaluation import channel_returned
 from escrow.earning_models import Earning
 from escrow.models import Escrow, PaymentChannel
 from marketplace.apikey_models import ApiKey, ApiKeyCharge
@@ -60,7 +61,7 @@ def dispute_key_give_back(charge: ApiKeyCharge, *, task_id: Any, refunded: int) 
     channel = charge.channel
     if charge.settled_at is None and channel and channel.status == PaymentChannel.Status.SETTLED:
         # The channel's own change had not been given back to the key yet: both go now.
-        amount += channel.deposit - channel.redeemed
+        amount += channel_returned(channel)
     amount = max(0, min(amount, charge.amount - charge.given_back))
     if not amount:
         return 0

@@ -35,17 +35,10 @@ class BudgetTooSmall(DomainError):
     default_message = "The budget does not cover the agent's base fee and the evaluator's."
 
 
-class EvaluatorNeedsEscrow(DomainError):
-    code = "evaluator_needs_escrow"
-    default_message = (
-        "An evaluated task is paid by escrow: its evaluator is paid from the same escrow, "
-        "which a channel payment does not hold."
-    )
-
-
-def evaluator_for(*, agent: Agent, slug: Any, budget: int, least: int, payment: str) -> Agent:
+def evaluator_for(*, agent: Agent, slug: Any, budget: int, least: int) -> Agent:
     """The evaluator a submission names, if the agent accepts it and the budget covers the
-    agent's least (its base fee and some fuel) plus the evaluator's base fee."""
+    agent's least (its base fee and some fuel) plus the evaluator's base fee. Escrow or
+    channel: either way the evaluator is paid from the budget (escrow.channel_evaluation)."""
     found = (
         agent.accepted_evaluators.filter(
             slug=str(slug), status=Agent.Status.ACTIVE, current_binary__isnull=False
@@ -59,8 +52,6 @@ def evaluator_for(*, agent: Agent, slug: Any, budget: int, least: int, payment: 
             f"{', '.join(accepted_slugs(agent)) or 'none'}.",
             fields={"evaluator": ["not accepted by the agent"]},
         )
-    if payment != Task.Payment.ESCROW:
-        raise EvaluatorNeedsEscrow(fields={"evaluator": ["needs payment: escrow"]})
     theirs = evaluator_least(base_fee=found.base_fee, fuel_price=found.fuel_price)
     if budget < least + theirs:
         raise BudgetTooSmall(

@@ -204,9 +204,7 @@ def task_prepare(
         )
     judge = None
     if evaluator is not None:
-        judge = evaluator_for(
-            agent=agent, slug=evaluator, budget=budget, least=least, payment=payment
-        )
+        judge = evaluator_for(agent=agent, slug=evaluator, budget=budget, least=least)
     # A limit the task does not name is the agent's recommended one (SPEC §13). The
     # recommendation and the schema's author are pinned for the reputation verdict.
     recommended = agent.recommended_limits()

@@ -21,11 +21,11 @@ from execution.engine.receipts import receipt_verify
 from execution.evaluation import evaluation_decide, evaluations_recover
 from execution.runs import Execution
 from execution.services import task_claim, task_settle, tasks_recover
-from marketplace.evaluators import BudgetTooSmall, EvaluatorNeedsEscrow, EvaluatorNotAccepted
+from marketplace.evaluators import BudgetTooSmall, EvaluatorNotAccepted
 from marketplace.models import Agent, Evaluation, Task
 from marketplace.services import agent_suspend, task_submit
 from reputation.models import AgentReputation, ReputationEvent
-from tests.factories import RUN, balance, channel_opened, held_for, make_agent, paid_by
+from tests.factories import RUN, balance, held_for, make_agent
 
 # The evaluated task's run: cost 3_470 (fee 173), as tests.factories.RUN.
 COST, FEE = 3_470, 173
@@ -115,17 +115,6 @@ def test_the_budget_must_cover_both_base_fees(requester, evaluated_agent):
         requester=requester, agent=evaluated_agent, input="hi", budget=1_502, evaluator="judge"
     )
     assert task.evaluator is not None and task.evaluator.slug == "judge"
-
-
-def test_a_channel_paid_task_cannot_name_an_evaluator(requester, evaluated_agent, bob):
-    channel = channel_opened(requester, evaluated_agent, bob)
-    with pytest.raises(EvaluatorNeedsEscrow) as refused:
-        submit(requester, evaluated_agent, **paid_by(channel, 1, BUDGET))
-    assert refused.value.code == "evaluator_needs_escrow"
-    channel.refresh_from_db()
-    assert (channel.reserved, channel.in_flight, channel.nonce) == (0, 0, 0)
-    assert balance(requester) == 10_000_000 - 1_000_000  # the deposit only
-    assert not Task.objects.exists()
 
 
 # --- the money of each verdict ----------------------------------------------------------------

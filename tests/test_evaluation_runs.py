@@ -235,8 +235,10 @@ def killed_worker(point: str, task_id: object) -> None:
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_between_settlement_and_verdict_settles_each_once(settings):
-    from tests.factories import UserFactory
+@pytest.mark.parametrize("payment", ["escrow", "channel"])
+def test_a_worker_killed_between_settlement_and_verdict_settles_each_once(settings, payment):
+    from escrow.channels import channel_close
+    from tests.factories import UserFactory, channel_opened, paid_by
     from tests.workers import Cluster, wait_for
 
     settings.REQUEUE_AFTER_SECONDS = 1
@@ -244,8 +246,16 @@ def test_a_worker_killed_between_settlement_and_verdict_settles_each_once(settin
     charlie = UserFactory.create(username="charlie")
     judge = evaluator(charlie, ACCEPT)
     echo.accepted_evaluators.add(judge)
+    channel = channel_opened(alice, echo, echo.owner, deposit=2 * BUDGET)
     tasks = [
-        task_submit(requester=alice, agent=echo, input=f"hi {i}", budget=BUDGET, evaluator="judge")
+        task_submit(
+            requester=alice,
+            agent=echo,
+            input=f"hi {i}",
+            budget=BUDGET,
+            evaluator="judge",
+            **(paid_by(channel, i + 1, BUDGET * (i + 1)) if payment == "channel" else {}),
+        )
         for i in range(2)
     ]
     # 1: killed once the task settled, before its evaluator's run was sent to a worker.
@@ -259,7 +269,10 @@ def test_a_worker_killed_between_settlement_and_verdict_settles_each_once(settin
     assert Task.objects.get(pk=run.pk).status == "succeeded"
     for task in tasks:
         assert Evaluation.objects.get(task=task).status == "running"
-        assert Earning.objects.get(task=task).status == "evaluating"
+        if payment == "escrow":
+            assert Earning.objects.get(task=task).status == "evaluating"
+    channel.refresh_from_db()  # both tasks await their verdicts in the channel's flight
+    assert (channel.in_flight, channel.reserved) == ((2, 0) if payment == "channel" else (0, 0))
 
     with Cluster() as cluster:
 
@@ -269,7 +282,8 @@ def test_a_worker_killed_between_settlement_and_verdict_settles_each_once(settin
 
         wait_for(decided, timeout=60, every=0.5, message="both verdicts", cluster=cluster)
     tasks_recover()
-    spent = 0
+    channel_close(channel_id=channel.pk, by_user_id=alice.pk)  # a channel task's share held now
+    spent = drawn = 0
     for task in Task.objects.filter(pk__in=[t.pk for t in tasks]):
         run = Task.objects.get(evaluates=task)
         assert run.attempts == 1  # each evaluator ran once
@@ -279,4 +293,8 @@ def test_a_worker_killed_between_settlement_and_verdict_settles_each_once(settin
         assert ReputationEvent.objects.filter(task=task).count() == 1
         assert Transfer.objects.filter(task=run, kind="escrow_payout").count() == 1
         spent += known(task.cost) + known(run.cost)
+        drawn += BUDGET - known(task.cost)  # on a channel: the budget's rest, for the run
+    channel.refresh_from_db()
+    assert channel.status == "settled" and channel.in_flight == 0
+    assert channel.drawn == (drawn if payment == "channel" else 0)
     assert balance(alice) == FUNDS - spent

@@ -21,9 +21,10 @@ always lowers the lifetime total.
 Channels. Opening a channel with a key counts its deposit. The channel's own tasks are
 then not counted again (their budget is part of that deposit), but still obey the per-task
 limit; a task paid from a channel the key did not open counts like an escrow task. Once the
-channel has settled, what came back to the wallet (`deposit − redeemed`) is given back to
-the key — the next time the key counts a submission, or its spending is read — because
-channels settle in the ledger app, which knows nothing of keys.
+channel has settled, what came back to the wallet (`deposit − redeemed`, less what its
+evaluators' runs cost) is given back to the key — the next time the key counts a
+submission, or its spending is read — because channels settle in the ledger app, which
+knows nothing of keys.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from django.db import connection, transaction
 from django.db.models import BigIntegerField, Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
+from escrow.channel_evaluation import channel_returned
 from escrow.channels import channel_open
 from escrow.models import PaymentChannel
 from marketplace.apikey_models import ApiKey, ApiKeyCharge
@@ -316,7 +318,7 @@ def _give_back_settled_channels(key_id: int) -> int:
     done = 0
     for charge in pending:
         assert charge.channel is not None
-        done += _give_back(charge, charge.channel.deposit - charge.channel.redeemed)
+        done += _give_back(charge, channel_returned(charge.channel))
     return done
 
 

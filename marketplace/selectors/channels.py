@@ -65,5 +65,6 @@ def channel_vouchers(channel: PaymentChannel) -> list[Voucher]:
 
 
 def channel_available(channel: PaymentChannel) -> int:
-    """What a new task on the channel can still budget: not redeemed and not in flight."""
-    return channel.deposit - channel.redeemed - channel.reserved
+    """What a new task on the channel can still budget: not redeemed, not drawn for an
+    evaluator and not in flight."""
+    return channel.deposit - channel.redeemed - channel.drawn - channel.reserved

@@ -55,11 +55,12 @@ def account_balance(account_id: int) -> int:
 
 
 def channels_holding(user: Any) -> int:
-    """µCR deposited in the user's channels that have not settled yet."""
+    """µCR deposited in the user's channels that have not settled yet (less what was drawn
+    to pay evaluators: that is held in their runs' escrows)."""
     held = (
         PaymentChannel.objects.filter(requester=user)
         .exclude(status=PaymentChannel.Status.SETTLED)
-        .aggregate(held=Sum("deposit"))["held"]
+        .aggregate(held=Sum(F("deposit") - F("drawn")))["held"]
     )
     return held or 0
 

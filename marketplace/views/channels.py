@@ -10,6 +10,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from escrow.channel_evaluation import channel_returned
 from escrow.channels import channel_close, channel_open
 from escrow.errors import DomainError, InsufficientFunds
 from escrow.models import PaymentChannel
@@ -87,7 +88,7 @@ def channel_detail(request: HtmxHttpRequest, channel_id: Any) -> HttpResponse:
         "channel": channel,
         "is_requester": channel.requester_id == user.pk,
         "available": selectors.channel_available(channel),
-        "returned": channel.deposit - channel.redeemed,
+        "returned": channel_returned(channel),
         "vouchers": selectors.channel_vouchers(channel),
     }
     return render(request, "channels/detail.html", context)
@@ -104,7 +105,7 @@ def channel_close_view(request: HtmxHttpRequest, channel_id: Any) -> HttpRespons
         messages.error(request, exc.message)
     else:
         if closed.status == PaymentChannel.Status.SETTLED:
-            refund = closed.deposit - closed.redeemed
+            refund = channel_returned(closed)
             messages.success(
                 request,
                 f"Channel closed and settled: {format_credits(closed.redeemed)} paid, "

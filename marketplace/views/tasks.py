@@ -42,7 +42,6 @@ from marketplace.errors import (
 )
 from marketplace.evaluators import (
     BudgetTooSmall,
-    EvaluatorNeedsEscrow,
     EvaluatorNotAccepted,
     evaluation_shown,
 )
@@ -76,7 +75,6 @@ TASK_ERROR_FIELDS: list[tuple[type[DomainError], str]] = [
     (InputTooLarge, "input"),
     (InvalidOutputSchema, "output_schema"),
     (EvaluatorNotAccepted, "evaluator"),
-    (EvaluatorNeedsEscrow, "evaluator"),
     (BudgetTooSmall, "budget"),
 ]
 

@@ -23,6 +23,11 @@ class ChannelSerializer(serializers.Serializer):
     deposit = serializers.IntegerField()
     redeemed = serializers.IntegerField(help_text="µCR redeemed by finished tasks.")
     reserved = serializers.IntegerField(help_text="µCR held for tasks in flight.")
+    drawn = serializers.IntegerField(
+        help_text="µCR drawn from the deposit to pay the evaluators of its tasks (SPEC §21): "
+        "each evaluated task's budget rest, moved into its evaluator's run. The next voucher "
+        "must cover redeemed + drawn + reserved + its budget."
+    )
     authorized = serializers.IntegerField(help_text="Cumulative amount of the latest voucher.")
     nonce = serializers.IntegerField(
         help_text="The latest voucher's nonce; the next must be higher."
