@@ -656,3 +656,33 @@ def test_refunds_of_the_task_and_of_its_evaluators_run_at_once_give_the_key_back
     key.refresh_from_db()
     assert (key.spent_daily, key.spent_total) == (0, 0)
     assert held_for(bob) == 0 and held_for(charlie) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_rejections_decided_at_once_stay_inside_the_daily_cap():
+    """Attack (griefing): one requester's four rejections of one agent decided at the same
+    moment, each reading the day's moves before the others wrote theirs, would take 4 × 5
+    points off the agent instead of the requester's daily cap of 5."""
+    alice, bob, charlie = (UserFactory.create(username=name) for name in ("alice", "bob", "carl"))
+    deposit_create(user_id=alice.pk, amount=FUNDS)
+    agent = make_agent(bob)
+    agent.accepted_evaluators.add(make_agent(charlie, slug="judge", base_fee=500, fuel_price=1_000))
+    before = AgentReputation.objects.get(agent=agent).score
+    tasks = [succeed(submit(alice, agent)) for _ in range(4)]
+    runs = [settle_run(task, verdict(False)).pk for task in tasks]
+
+    def body(index: int) -> None:
+        assert evaluation_decide(run_id=runs[index])
+
+    assert run_threads(4, body) == []
+    events = ReputationEvent.objects.filter(task__in=tasks)
+    # The first takes the whole cap (−5); the others find nothing left (neutral, daily_cap).
+    assert sorted(events.values_list("outcome", "neutral_reason")) == [
+        ("failure", ""),
+        *[("neutral", "daily_cap")] * 3,
+    ]
+    assert sum(-event.delta for event in events) == Decimal(5)
+    assert AgentReputation.objects.get(agent=agent).score == before - 5
+    assert balance(alice) == FUNDS - 4 * JUDGE_COST
+    assert held_for(bob) == 0
