@@ -23,6 +23,7 @@ from django.db.models import F, QuerySet
 from marketplace.agent_forms import AgentLimitsForm, ContractForm
 from marketplace.evaluator_forms import AcceptedEvaluatorsForm, EvaluatorForm
 from marketplace.models import Agent
+from marketplace.selectors.channels import channel_available
 from marketplace.task_input import InputFieldsForm
 from marketplace.templatetags.exchange import MICRO, format_credits
 
@@ -402,8 +403,7 @@ class TaskForm(IdempotentForm, InputFieldsForm, EvaluatorForm):
             (
                 key,
                 f"Channel to {channel.agent.name}: "
-                f"{format_credits(channel.deposit - channel.redeemed - channel.reserved)} "
-                "available",
+                f"{format_credits(channel_available(channel))} available",
             )
             for key, channel in self.channels.items()
         ]

@@ -18,6 +18,7 @@ import pytest
 from django.db.models import Q
 
 from escrow.channels import channel_close, key_register
+from escrow.disputes import DisputeWindowClosed
 from escrow.errors import VoucherInsufficient
 from escrow.models import Earning, Escrow, PaymentChannel, Transfer
 from escrow.system_accounts import system_balance
@@ -27,6 +28,7 @@ from execution.services import task_claim, task_settle
 from marketplace.apikey_models import ApiKey
 from marketplace.apikeys.lifecycle import api_key_create
 from marketplace.apikeys.spending import api_key_channel_open, api_keys_settle_channels
+from marketplace.disputes import dispute_accept, dispute_file
 from marketplace.models import Agent, Evaluation, Task
 from marketplace.selectors.wallet import wallet_summary
 from marketplace.services import task_submit
@@ -225,6 +227,27 @@ def test_a_failed_evaluator_counts_as_accept_with_its_run_refunded(
     assert (held_for(bob), held_for(charlie)) == (COST - FEE, 0)
     assert system_balance("platform_fees") == FEE
     assert ReputationEvent.objects.get(task=task).outcome == "success"
+
+
+@pytest.mark.parametrize("settle_first", [False, True], ids=["open", "settled"])
+def test_a_dispute_after_an_accept_refunds_the_cost_once(
+    requester, evaluated_agent, channel, bob, charlie, settle_first
+):
+    task = settled_on(channel, requester, evaluated_agent)
+    with pytest.raises(DisputeWindowClosed):  # not before the verdict
+        dispute_file(task_id=task.pk, user=requester, reason="wrong")
+    evaluate(task, ACCEPT)
+    if settle_first:
+        close(channel, requester)
+    dispute = dispute_file(task_id=task.pk, user=requester, reason="wrong")
+    assert dispute_accept(dispute_id=dispute.pk, user=bob).refunded == COST
+    if not settle_first:
+        close(channel, requester)
+    assert balance(requester) == START - JUDGE_COST
+    assert (held_for(bob), held_for(charlie)) == (0, JUDGE_COST - JUDGE_FEE)
+    assert system_balance("platform_fees") == JUDGE_FEE
+    # The evaluator's accept was overturned: scored once, as a failure.
+    assert Evaluation.objects.get(task=task).upheld is False
 
 
 def test_recovery_decides_a_verdict_whose_worker_died_exactly_once(
