@@ -229,6 +229,32 @@ def test_a_failed_evaluator_counts_as_accept_with_its_run_refunded(
     assert ReputationEvent.objects.get(task=task).outcome == "success"
 
 
+def test_nothing_left_for_the_evaluator_leaves_the_flight_at_the_settlement(
+    requester, bob, charlie
+):
+    # Free fuel on both sides and a budget of exactly the agent's base fee: nothing to draw.
+    agent = make_agent(bob, slug="flat", base_fee=1_000, fuel_price=0)
+    agent.accepted_evaluators.add(make_agent(charlie, slug="judge", base_fee=0, fuel_price=0))
+    channel = channel_opened(requester, agent, bob, deposit=DEPOSIT)
+    task = task_submit(
+        requester=requester,
+        agent=agent,
+        input="hi",
+        budget=1_000,
+        evaluator="judge",
+        **paid_by(channel, 1, 1_000),
+    )
+    assert task_claim(task_id=task.pk) is not None
+    assert task_settle(task_id=task.pk, attempt=1, execution=judged(b"ok"))
+    assert not Task.objects.filter(evaluates=task).exists()
+    evaluation = Evaluation.objects.get(task=task)
+    assert (evaluation.verdict, evaluation.reason) == ("accept", "evaluator_failed")
+    assert state(channel) == ("open", 1_000, 50, 0, 0, 0)
+    close(channel, requester)
+    assert balance(requester) == START - 1_000
+    assert held_for(bob) == 1_000 - 50
+
+
 @pytest.mark.parametrize("settle_first", [False, True], ids=["open", "settled"])
 def test_a_dispute_after_an_accept_refunds_the_cost_once(
     requester, evaluated_agent, channel, bob, charlie, settle_first
