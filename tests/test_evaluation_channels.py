@@ -21,6 +21,7 @@ from escrow.channels import channel_close, key_register
 from escrow.disputes import DisputeWindowClosed
 from escrow.errors import VoucherInsufficient
 from escrow.models import Earning, Escrow, PaymentChannel, Transfer
+from escrow.services import deposit_create
 from escrow.system_accounts import system_balance
 from execution.evaluation import evaluation_decide, evaluations_recover
 from execution.runs import Execution
@@ -355,3 +356,51 @@ def test_a_channel_a_key_opened_gives_back_all_but_both_costs(
     paid = (COST if accept else 0) + JUDGE_COST
     assert spent(key) == paid
     assert balance(requester) == START - paid
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_verdicts_settlements_and_a_close_racing_on_one_channel_add_up():
+    """Evaluators' runs settling and deciding (accept and reject alternately), the channel's
+    other tasks settling and the channel closing, all at once: every verdict decided once,
+    the channel settled with nothing in flight, every balance exact."""
+    from tests.concurrency import run_threads
+    from tests.factories import UserFactory
+
+    alice, bob, charlie = (UserFactory.create(username=name) for name in ("a", "b", "c"))
+    deposit_create(user_id=alice.pk, amount=START)
+    agent = make_agent(bob)
+    agent.accepted_evaluators.add(make_agent(charlie, slug="judge", base_fee=500, fuel_price=1_000))
+    channel = channel_opened(alice, agent, bob, deposit=DEPOSIT)
+    evaluated = [settled_on(channel, alice, agent, nonce=n) for n in range(1, 5)]
+    plain = [
+        task_submit(
+            requester=alice,
+            agent=agent,
+            input="hi",
+            budget=BUDGET,
+            **paid_by(channel, n, BUDGET * n),
+        )
+        for n in range(5, 9)
+    ]
+
+    def work(index: int) -> None:
+        if index < len(evaluated):
+            evaluate(evaluated[index], ACCEPT if index % 2 == 0 else REJECT)
+        elif index < len(evaluated) + len(plain):
+            task = plain[index - len(evaluated)]
+            assert task_claim(task_id=task.pk) is not None
+            assert task_settle(
+                task_id=task.pk, attempt=1, execution=judged(b"ok", fuel_used=1_234_567)
+            )
+        else:
+            close(channel, alice)
+
+    assert run_threads(len(evaluated) + len(plain) + 1, work) == []
+    assert evaluations_recover() == {"decided": 0, "errors": 0}
+    assert state(channel) == ("settled", 6 * COST, 6 * FEE, 4 * REST, 0, 0)
+    assert balance(alice) == START - 6 * COST - 4 * JUDGE_COST
+    assert (held_for(bob), held_for(charlie)) == (6 * (COST - FEE), 4 * (JUDGE_COST - JUDGE_FEE))
+    assert system_balance("platform_fees") == 6 * FEE + 4 * JUDGE_FEE
