@@ -17,7 +17,7 @@ DATA_DIR ?= var
 # variables win. Production never has the file (a production host never runs `make run`).
 DEV_ENVIRONMENT := DEBUG=true EARNINGS_HOLD_SECONDS=60
 
-.PHONY: help venv dev-env run migrate demo test lint typecheck migrations-check test-postgres test-sqlite agents
+.PHONY: help venv dev-env run migrate demo test lint typecheck migrations-check test-postgres test-sqlite checks-and-sqlite agents
 
 help:
 	@echo "make run    set up and serve the app with a worker on http://$(HOST):$(PORT)"
@@ -90,7 +90,14 @@ test-postgres: venv
 test-sqlite: venv
 	$(PYTEST_ENV) SQLITE_TEST_PATH= $(BIN)/pytest -q $(XDIST) -n $(SQLITE_TEST_PROCESSES) -m "not postgres and not slow and not browser"
 
-test: lint typecheck migrations-check test-postgres test-sqlite
+# The PostgreSQL pass spends much of its time waiting on real worker processes and a
+# browser, so the type checks, the migrations check and the SQLite pass run beside it (two
+# jobs, their output interleaved line by line).
+test: lint
+	$(MAKE) --no-print-directory -j2 --output-sync=line test-postgres checks-and-sqlite
+
+checks-and-sqlite: typecheck migrations-check
+	$(MAKE) --no-print-directory test-sqlite
 
 agents: venv
 	$(BIN)/python agents/build.py

@@ -35,6 +35,10 @@ LONGEST_TESTS = (
     "tests/test_ledger_model.py::test_ledger_matches_a_simple_model",
     "tests/test_reputation_migration.py::",
     "tests/test_withdrawals.py::test_withdrawal_throughput_under_concurrency",
+    "tests/test_fair_share.py::test_one_requesters_backlog_of_ten_thousand",
+    "tests/test_worker_stall.py::test_thirty_sigkills",
+    "tests/test_webhooks_worker.py::test_a_worker_killed_between_commit_and_delivery",
+    "tests/test_webhooks_worker.py::test_an_event_whose_message_was_lost",
 )
 
 
