@@ -92,12 +92,15 @@ test-sqlite: venv
 
 # The PostgreSQL pass spends much of its time waiting on real worker processes and a
 # browser, so the type checks, the migrations check and the SQLite pass run beside it (two
-# jobs, their output interleaved line by line).
+# jobs). The PostgreSQL pass prints as it goes; the other job's output is kept in a file and
+# printed whole when it ends, so the two never mix.
 test: lint
-	$(MAKE) --no-print-directory -j2 --output-sync=line test-postgres checks-and-sqlite
+	$(MAKE) --no-print-directory -j2 test-postgres checks-and-sqlite
 
-checks-and-sqlite: typecheck migrations-check
-	$(MAKE) --no-print-directory test-sqlite
+checks-and-sqlite:
+	@log=$$(mktemp); status=0; \
+	$(MAKE) --no-print-directory typecheck migrations-check test-sqlite > $$log 2>&1 || status=$$?; \
+	cat $$log; rm -f $$log; exit $$status
 
 agents: venv
 	$(BIN)/python agents/build.py
