@@ -231,3 +231,18 @@ def demo_settings(settings, tmp_path, monkeypatch):
     settings.DATA_DIR = tmp_path
     monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "admin-password-for-tests")
     return settings
+
+
+@pytest.fixture
+def judge(charlie):
+    """charlie's evaluator `judge`: 500 µCR a run, 1,000 µCR per million fuel."""
+    from tests.factories import make_agent
+
+    return make_agent(charlie, slug="judge", base_fee=500, fuel_price=1_000)
+
+
+@pytest.fixture
+def evaluated_agent(agent, judge):
+    """bob's agent `echo`, which accepts `judge` as its evaluator."""
+    agent.accepted_evaluators.add(judge)
+    return agent

@@ -43,17 +43,6 @@ def judged(stdout: bytes, **changes: Any) -> Execution:
     return Execution(stdout=stdout, **{**fields, **changes})
 
 
-@pytest.fixture
-def judge(charlie) -> Agent:
-    return make_agent(charlie, slug="judge", base_fee=500, fuel_price=1_000)
-
-
-@pytest.fixture
-def evaluated_agent(agent, judge) -> Agent:
-    agent.accepted_evaluators.add(judge)
-    return agent
-
-
 def submit(requester, agent, **options) -> Task:
     options.setdefault("evaluator", "judge")
     return task_submit(requester=requester, agent=agent, input="hi", budget=BUDGET, **options)

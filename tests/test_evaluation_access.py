@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
@@ -17,14 +16,9 @@ from execution.services import task_claim, task_settle
 from marketplace.apikeys import api_key_create
 from marketplace.models import ApiKey, Evaluation, Task
 from reputation.models import ReputationEvent
-from tests.factories import RUN, balance, make_agent
+from tests.factories import RUN, balance
 from tests.test_evaluation import BUDGET, COST, JUDGE_COST, judged, verdict
 from tests.test_mcp_requests import call
-
-
-@pytest.fixture
-def judge(charlie):
-    return make_agent(charlie, slug="judge", base_fee=500, fuel_price=1_000)
 
 
 def api(user) -> Client:

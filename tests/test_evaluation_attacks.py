@@ -21,7 +21,7 @@ from escrow.services import deposit_create
 from execution.evaluation import evaluation_decide, evaluations_recover
 from execution.services import task_claim, task_refund, task_settle, tasks_recover
 from marketplace.errors import TaskStateConflict
-from marketplace.models import Agent, Evaluation, Task
+from marketplace.models import Evaluation, Task
 from marketplace.services import task_submit
 from reputation.models import AgentReputation, ReputationEvent
 from tests.concurrency import run_threads
@@ -40,17 +40,6 @@ from tests.test_evaluation import (
 )
 
 FUNDS = 10_000_000
-
-
-@pytest.fixture
-def judge(charlie) -> Agent:
-    return make_agent(charlie, slug="judge", base_fee=500, fuel_price=1_000)
-
-
-@pytest.fixture
-def evaluated_agent(agent, judge) -> Agent:
-    agent.accepted_evaluators.add(judge)
-    return agent
 
 
 def submit(requester, agent, **options) -> Task:

@@ -30,11 +30,12 @@ from marketplace.apikey_models import ApiKey
 from marketplace.apikeys.lifecycle import api_key_create
 from marketplace.apikeys.spending import api_key_channel_open, api_keys_settle_channels
 from marketplace.disputes import dispute_accept, dispute_file
-from marketplace.models import Agent, Evaluation, Task
+from marketplace.models import Evaluation, Task
 from marketplace.selectors.wallet import wallet_summary
 from marketplace.services import task_submit
 from reputation.models import ReputationEvent
 from tests.factories import KEY, balance, channel_opened, held_for, make_agent, paid_by, public
+from tests.test_evaluation import judged
 
 pytestmark = pytest.mark.postgres
 
@@ -48,19 +49,8 @@ def verdict(accept: bool) -> bytes:
     return json.dumps({"accept": accept, "score": 0.5, "reason": "checked"}).encode()
 
 
-def judged(stdout: bytes, **changes: Any) -> Execution:
-    fields = {"exit_code": 0, "fuel_used": 1_000_000, "fuel_limit": 10**8, "elapsed_ms": 2}
-    return Execution(stdout=stdout, **{**fields, **changes})
-
-
 ACCEPT, REJECT = judged(verdict(True)), judged(verdict(False))
 FAILED = judged(b"", reason="timeout", exit_code=None)
-
-
-@pytest.fixture
-def evaluated_agent(agent, charlie) -> Agent:
-    agent.accepted_evaluators.add(make_agent(charlie, slug="judge", base_fee=500, fuel_price=1_000))
-    return agent
 
 
 @pytest.fixture

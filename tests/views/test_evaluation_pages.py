@@ -3,21 +3,15 @@ on the task page, the agent's evaluators on its page and form, and the admin's l
 
 from __future__ import annotations
 
-import pytest
 from django.urls import reverse
 
 from execution.evaluation import evaluation_decide
 from execution.runs import Execution
 from execution.services import task_claim, task_settle
 from marketplace.models import Evaluation, Task
-from tests.factories import balance, make_agent
+from tests.factories import balance
 from tests.views.conftest import settle
 from tests.views.test_tasks import detail, field_errors, post_task
-
-
-@pytest.fixture
-def judge(charlie):
-    return make_agent(charlie, slug="judge", base_fee=500, fuel_price=1_000)
 
 
 def test_the_task_form_refuses_an_unaccepted_evaluator_next_to_its_field(
